@@ -1,0 +1,149 @@
+//! The `Message` carried inside transport data (wire-spec §6): a request id and a body, postcard
+//! encoded. Requests and their responses share the id.
+
+use serde::{Deserialize, Serialize};
+
+use super::addr::WireAddr;
+use super::bounded::{BoundedBytes, BoundedString, BoundedVec};
+use super::limits::{
+    MAX_ERROR_DETAIL_LEN, MAX_NODES_PER_MESSAGE, MAX_RECORDS_PER_VALUE, MAX_SALT_LEN, MAX_SET_VALUE_LEN, MAX_VALUE_LEN,
+};
+use crate::identity::{NodeId, NodeRecord};
+
+/// A 256-bit storage key (§7.1).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
+pub struct Key(pub [u8; 32]);
+
+/// One transport message: request id (varint) then body (§6.2).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Message {
+    /// Chosen by the requester; echoed by the response.
+    pub id: u64,
+    /// What the message says.
+    pub body: Body,
+}
+
+/// Message bodies. The variant index (varint) is the wire tag; new variants are only appended.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum Body {
+    /// 0: are you there?
+    Ping,
+    /// 1: answer to Ping, with the address the request came from and the responder's record seq.
+    Pong {
+        /// The requester's address as the responder saw it.
+        observed: WireAddr,
+        /// Sequence number of the responder's current node record.
+        record_seq: u64,
+    },
+    /// 2: who are the nodes you know closest to `target`?
+    FindNode {
+        /// Target id.
+        target: NodeId,
+    },
+    /// 3: node records answering FindNode or FindValue; `total` messages carry the full answer.
+    Nodes {
+        /// How many `Nodes` messages make up this answer (1..=255).
+        total: u8,
+        /// Signed node records.
+        nodes: BoundedVec<NodeRecord, MAX_NODES_PER_MESSAGE>,
+    },
+    /// 4: give me the record(s) under `key`, or closer nodes.
+    FindValue {
+        /// The key.
+        key: Key,
+    },
+    /// 5: records stored under `key`.
+    Value {
+        /// The key.
+        key: Key,
+        /// Records found.
+        records: BoundedVec<Record, MAX_RECORDS_PER_VALUE>,
+    },
+    /// 6: store `record` under `key`.
+    Store {
+        /// The key.
+        key: Key,
+        /// The record.
+        record: Record,
+        /// Requested lifetime in seconds.
+        ttl_s: u32,
+        /// Compare-and-swap: store only if the held mutable record has this seq.
+        expected_seq: Option<u64>,
+    },
+    /// 7: the record under `key` was stored.
+    StoreAck {
+        /// The key.
+        key: Key,
+    },
+    /// 8: the request was refused or not understood.
+    Error {
+        /// Machine-readable reason (§6.5).
+        code: u16,
+        /// Human-readable detail.
+        detail: BoundedString<MAX_ERROR_DETAIL_LEN>,
+    },
+}
+
+/// Error codes of `Body::Error` (§6.5).
+pub mod error_code {
+    /// Message tag not understood.
+    pub const UNSUPPORTED: u16 = 1;
+    /// Message body malformed.
+    pub const MALFORMED: u16 = 2;
+    /// Sender is over a rate limit.
+    pub const RATE_LIMITED: u16 = 3;
+    /// Storage quota exceeded.
+    pub const QUOTA: u16 = 4;
+    /// Record failed validation.
+    pub const INVALID_RECORD: u16 = 5;
+    /// Compare-and-swap sequence mismatch.
+    pub const CAS_MISMATCH: u16 = 6;
+    /// Record is older than the one held.
+    pub const STALE: u16 = 7;
+}
+
+/// Stored records (§7). Validation rules belong to the store; these are the wire shapes.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum Record {
+    /// 0: key = BLAKE3(value).
+    Immutable {
+        /// The value.
+        value: BoundedBytes<MAX_VALUE_LEN>,
+    },
+    /// 1: key = BLAKE3(public_key ‖ salt); signed; higher seq wins.
+    Mutable(MutableRecord),
+    /// 2: one writer's entry in a multi-writer set under the store key.
+    SetEntry(SetEntry),
+}
+
+/// A signed, sequenced record owned by one key pair (§7.2).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct MutableRecord {
+    /// Writer's ed25519 public key.
+    pub public_key: [u8; 32],
+    /// Salt distinguishing several records of one writer.
+    pub salt: BoundedBytes<MAX_SALT_LEN>,
+    /// Sequence number.
+    pub seq: u64,
+    /// The value.
+    pub value: BoundedBytes<MAX_VALUE_LEN>,
+    /// ed25519 signature (§7.2).
+    #[serde(with = "super::serde_sig")]
+    pub signature: [u8; 64],
+}
+
+/// One writer's signed entry in a multi-writer set (§7.3).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct SetEntry {
+    /// Writer's ed25519 public key.
+    pub public_key: [u8; 32],
+    /// Writer's sequence number for this entry.
+    pub seq: u64,
+    /// Lifetime the writer asks for, in seconds.
+    pub ttl_s: u32,
+    /// The value.
+    pub value: BoundedBytes<MAX_SET_VALUE_LEN>,
+    /// ed25519 signature (§7.3).
+    #[serde(with = "super::serde_sig")]
+    pub signature: [u8; 64],
+}

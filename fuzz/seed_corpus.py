@@ -1,0 +1,51 @@
+#!/usr/bin/env python3
+"""Writes the seed corpus of every fuzz target from ../test-vectors/*.json.
+
+Every hex string found in the vectors becomes a seed for the decoders; the handshake transcript's
+initiation (addressed to the fuzz responder identity, seed 0x42) seeds the responder target in its
+framed input format: mode byte, then (u16 LE length, bytes) per datagram.
+"""
+import glob, json, os, struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+VECTORS = os.path.join(HERE, "..", "test-vectors")
+
+def hexes(node, out):
+    if isinstance(node, dict):
+        for v in node.values():
+            hexes(v, out)
+    elif isinstance(node, list):
+        for v in node:
+            hexes(v, out)
+    elif isinstance(node, str) and len(node) >= 2 and len(node) % 2 == 0:
+        try:
+            out.append(bytes.fromhex(node))
+        except ValueError:
+            pass
+
+def write(target, blobs):
+    d = os.path.join(HERE, "corpus", target)
+    os.makedirs(d, exist_ok=True)
+    for i, b in enumerate(blobs):
+        with open(os.path.join(d, "seed-%04d" % i), "wb") as f:
+            f.write(b)
+
+def frame(mode, datagrams):
+    out = bytes([mode])
+    for d in datagrams:
+        out += struct.pack("<H", len(d)) + d
+    return out
+
+blobs, packets = [], []
+for path in sorted(glob.glob(os.path.join(VECTORS, "*.json"))):
+    with open(path) as f:
+        doc = json.load(f)
+    hexes(doc, blobs)
+    if os.path.basename(path) == "handshake.json":
+        packets = [bytes.fromhex(doc["initiation"]["packet"]), bytes.fromhex(doc["response"]["packet"])]
+blobs = [b for b in blobs if len(b) <= 1300]
+write("packet_decode", blobs)
+write("message_roundtrip", blobs)
+write("record_verify", blobs)
+write("handshake_responder", [frame(m, packets + blobs[:8]) for m in range(4)] + [frame(0, [b]) for b in blobs])
+print("seed corpus: %d blobs from %s" % (len(blobs), VECTORS))
