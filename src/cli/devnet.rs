@@ -44,9 +44,10 @@ pub async fn run(n: usize, sample: usize, pings: usize) -> Result<()> {
 
     let t1 = Instant::now();
     let mut set = JoinSet::new();
-    for i in 0..n {
-        let me = nodes[i].clone();
-        let peers: Vec<_> = sample_of(i, n, sample).into_iter().map(|j| nodes[j].record().clone()).collect();
+    for (i, me) in nodes.iter().enumerate() {
+        let me = me.clone();
+        let peers: Vec<_> =
+            sample_of(i, n, sample).into_iter().filter_map(|j| nodes.get(j)).map(|h| h.record().clone()).collect();
         set.spawn(async move {
             let mut first = Vec::new();
             let mut warm = Vec::new();
@@ -106,8 +107,8 @@ pub async fn run(n: usize, sample: usize, pings: usize) -> Result<()> {
     }
 
     let expected_first = n * sample.min(n - 1);
-    let f = percentiles_ms(&mut first, &[50.0, 99.0]);
-    let w = percentiles_ms(&mut warm, &[50.0, 99.0]);
+    let [f50, f99] = percentiles_ms(&mut first, [50.0, 99.0]);
+    let [w50, w99] = percentiles_ms(&mut warm, [50.0, 99.0]);
     println!();
     println!("devnet report ({n} nodes, {} s total)", fmt2(t0.elapsed().as_secs_f64()));
     println!(
@@ -118,15 +119,15 @@ pub async fn run(n: usize, sample: usize, pings: usize) -> Result<()> {
         "  first ping          {}/{} answered, p50 {} ms, p99 {} ms (record known; includes the 1-RTT handshake)",
         first.len(),
         expected_first,
-        fmt3(f[0]),
-        fmt3(f[1])
+        fmt3(f50),
+        fmt3(f99)
     );
     println!(
         "  warm ping           {}/{} answered, p50 {} ms, p99 {} ms",
         warm.len(),
         expected_first * pings,
-        fmt3(w[0]),
-        fmt3(w[1])
+        fmt3(w50),
+        fmt3(w99)
     );
     println!("  packets             {pkts_in} received, {pkts_out} sent");
     println!("  ping phase          {} ms", fmt2(run_time.as_secs_f64() * 1e3));

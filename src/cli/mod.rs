@@ -147,15 +147,10 @@ pub fn parse_target(s: &str) -> Result<(Option<NodeId>, SocketAddr)> {
 }
 
 /// Median, p99 and friends of a sample, in milliseconds.
-pub fn percentiles_ms(v: &mut [f64], ps: &[f64]) -> Vec<f64> {
+pub fn percentiles_ms<const N: usize>(v: &mut [f64], ps: [f64; N]) -> [f64; N] {
     v.sort_by(f64::total_cmp);
-    ps.iter()
-        .map(|p| {
-            if v.is_empty() {
-                return f64::NAN;
-            }
-            let rank = ((p / 100.0) * (v.len() as f64 - 1.0)).round() as usize;
-            v.get(rank.min(v.len() - 1)).copied().unwrap_or(f64::NAN)
-        })
-        .collect()
+    ps.map(|p| {
+        let rank = ((p / 100.0) * (v.len() as f64 - 1.0)).round() as usize;
+        v.get(rank.min(v.len().saturating_sub(1))).copied().unwrap_or(f64::NAN)
+    })
 }
