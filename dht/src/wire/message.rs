@@ -147,3 +147,65 @@ pub struct SetEntry {
     #[serde(with = "super::serde_sig")]
     pub signature: [u8; 64],
 }
+
+/// Domain prefix of a mutable record's signature (§7.2).
+pub const MUTABLE_SIGNATURE_DOMAIN: &[u8] = b"suprnova-mutable-record-v1\0";
+/// Domain prefix of a set entry's signature (§7.3).
+pub const SET_ENTRY_SIGNATURE_DOMAIN: &[u8] = b"suprnova-set-entry-v1\0";
+
+/// The encoding of `v` without its trailing 64-byte signature.
+fn unsigned_encoding<T: Serialize>(v: &T) -> Option<Vec<u8>> {
+    let mut enc = super::encode(v).ok()?;
+    enc.truncate(enc.len().checked_sub(64)?);
+    Some(enc)
+}
+
+impl Key {
+    /// Key of an immutable record: BLAKE3(value).
+    pub fn for_immutable(value: &[u8]) -> Key {
+        Key(*blake3::hash(value).as_bytes())
+    }
+
+    /// Key of a mutable record: BLAKE3(public_key ‖ salt).
+    pub fn for_mutable(public_key: &[u8; 32], salt: &[u8]) -> Key {
+        let mut h = blake3::Hasher::new();
+        h.update(public_key);
+        h.update(salt);
+        Key(*h.finalize().as_bytes())
+    }
+}
+
+impl MutableRecord {
+    /// Bytes the signature covers: domain ‖ encoding of every field before the signature.
+    pub fn signed_bytes(&self) -> Option<Vec<u8>> {
+        let mut out = MUTABLE_SIGNATURE_DOMAIN.to_vec();
+        out.extend_from_slice(&unsigned_encoding(self)?);
+        Some(out)
+    }
+
+    /// The key this record lives under.
+    pub fn key(&self) -> Key {
+        Key::for_mutable(&self.public_key, &self.salt)
+    }
+
+    /// Whether the signature verifies (strict ed25519).
+    pub fn signature_ok(&self) -> bool {
+        self.signed_bytes().is_some_and(|m| crate::identity::verify_strict(&self.public_key, &m, &self.signature))
+    }
+}
+
+impl SetEntry {
+    /// Bytes the signature covers: domain ‖ set key ‖ encoding of every field before the signature.
+    pub fn signed_bytes(&self, set_key: &Key) -> Option<Vec<u8>> {
+        let mut out = SET_ENTRY_SIGNATURE_DOMAIN.to_vec();
+        out.extend_from_slice(&set_key.0);
+        out.extend_from_slice(&unsigned_encoding(self)?);
+        Some(out)
+    }
+
+    /// Whether the signature verifies for membership in the set under `set_key`.
+    pub fn signature_ok(&self, set_key: &Key) -> bool {
+        self.signed_bytes(set_key)
+            .is_some_and(|m| crate::identity::verify_strict(&self.public_key, &m, &self.signature))
+    }
+}
