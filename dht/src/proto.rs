@@ -145,6 +145,9 @@ impl Dht {
     /// A DHT node for `identity` advertising `addrs`, starting at `now`.
     pub fn new(identity: Identity, addrs: &[WireAddr], cfg: DhtConfig, now: Instant) -> Result<Self, RecordError> {
         // Seconds since the epoch as the first seq: a restarted node's record supersedes its old one.
+        if addrs.iter().any(|a| !a.is_usable()) {
+            return Err(RecordError::BadAddr);
+        }
         let seq = cfg.channel.unix_time_ns_at_start / 1_000_000_000;
         let record = identity.make_record(seq, cfg.capabilities, addrs)?;
         let mut channel = Channel::new(identity, cfg.channel.clone(), now);
@@ -172,6 +175,9 @@ impl Dht {
 
     /// Re-signs our record with new addresses and a higher sequence number.
     pub fn set_addrs(&mut self, addrs: &[WireAddr]) -> Result<(), RecordError> {
+        if addrs.iter().any(|a| !a.is_usable()) {
+            return Err(RecordError::BadAddr);
+        }
         let rec = self.channel.identity().make_record(self.record.seq + 1, self.cfg.capabilities, addrs)?;
         self.channel.set_local_record(&rec);
         self.record = rec;
