@@ -580,8 +580,27 @@ fn behaviour_vectors(tr: &Transcript) -> Value {
     let retried = drain(&mut i).remove(0);
     r.handle_datagram(t0, initiator_addr(), &retried);
     let response = drain(&mut r).remove(0);
+    // The responder's draws in that sequence: two cookie secrets at start, the cookie nonce, then
+    // the session index and ephemeral. Rebuild both replies explicitly from them.
+    let mut rng = ChaCha20Rng::from_seed(RESPONDER_RNG);
+    let (mut secret, mut prev, mut nonce, mut eph) = ([0u8; 32], [0u8; 32], [0u8; 24], [0u8; 32]);
+    rng.fill_bytes(&mut secret);
+    rng.fill_bytes(&mut prev);
+    rng.fill_bytes(&mut nonce);
+    let index = rng.next_u32();
+    rng.fill_bytes(&mut eph);
+    let Ok(Packet::Initiation(pi)) = packet::parse(&init) else { panic!() };
+    let rid = Identity::from_seed(RESPONDER_SEED);
+    assert_eq!(
+        handshake::build_cookie_reply(&rid.noise_public(), &secret, nonce, &pi, &WireAddr::from(initiator_addr())),
+        cookie_reply
+    );
+    let priv_r = x25519_dalek::StaticSecret::from(blake3::derive_key(identity::NOISE_KEY_CONTEXT, &RESPONDER_SEED));
+    let Ok(Packet::Initiation(pr)) = packet::parse(&retried) else { panic!() };
+    let (rst, _) = handshake::consume_initiation(&priv_r, &pr, false).unwrap();
+    assert_eq!(handshake::build_response(rst, eph, index, pr.sender_index).unwrap().0, response);
     json!({
-        "description": "Behavioural sequences (wire-spec §5.5–§5.8): datagrams from the initiator's address, in order, to the responder of handshake.json configured as given. `reply` is the exact datagram the responder sends back (null: none); `drop` the reason counted.",
+        "description": "Behavioural sequences (wire-spec §5.5–§5.8): datagrams from the initiator's address, in order, to the responder of handshake.json configured as given. `reply` is the exact datagram the responder sends back (null: none); `drop` the reason counted. Unless `receiver_values` says otherwise, the responder's session index and ephemeral are those of handshake.json.",
         "receiver_identity_seed": h(&RESPONDER_SEED),
         "receiver_rng_seed": h(&RESPONDER_RNG),
         "receiver_unix_time_ns_at_start": UNIX_START_NS,
@@ -615,6 +634,12 @@ fn behaviour_vectors(tr: &Transcript) -> Value {
             {
                 "name": "under load: cookie reply, then the retried initiation with mac2 succeeds",
                 "cookie_threshold_per_s": 0,
+                "receiver_values": {
+                    "cookie_secret": h(&secret),
+                    "cookie_nonce": h(&nonce),
+                    "session_index": index,
+                    "ephemeral_secret": h(&eph),
+                },
                 "steps": [
                     step(0, &init, Some(&cookie_reply), Some(DropReason::CookieRequired)),
                     step(0, &retried, Some(&response), None),
