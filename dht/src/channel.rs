@@ -233,6 +233,11 @@ struct RecordRequest {
     deadline: Instant,
 }
 
+/// The address with an IPv4-mapped IPv6 address replaced by the IPv4 address it stands for.
+pub fn canonical(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
+}
+
 /// The secure channel state machine. See the module docs.
 pub struct Channel {
     cfg: ChannelConfig,
@@ -372,23 +377,25 @@ impl Channel {
         b
     }
 
-    /// Makes room for a new peer by forgetting the longest-idle stateless one.
-    fn make_room(&mut self, now: Instant) -> bool {
+    /// Makes room for a new peer by forgetting the longest-idle peer without sessions, handshake
+    /// or queue. O(peers), and only runs when the table is full.
+    fn make_room(&mut self) -> bool {
         if self.peers.len() < self.cfg.max_peers {
             return true;
         }
         let victim = self.peers.iter().filter(|(_, p)| p.idle()).min_by_key(|(_, p)| p.last_active).map(|(id, _)| *id);
         match victim {
-            Some(id) if now >= self.start => {
+            Some(id) => {
                 self.peers.remove(&id);
                 true
             }
-            _ => false,
+            None => false,
         }
     }
 
     /// Sends `data` to `to`, opening a session first if needed (the data waits in a bounded queue).
     pub fn send(&mut self, now: Instant, to: &PeerInfo, data: &[u8]) -> Result<(), SendError> {
+        let to = &PeerInfo { addr: canonical(to.addr), ..*to };
         if to.id == self.identity.id() {
             return Err(SendError::SelfSend);
         }
@@ -399,7 +406,7 @@ impl Channel {
             return Err(SendError::Backpressure);
         }
         if !self.peers.contains_key(&to.id) {
-            if !self.make_room(now) {
+            if !self.make_room() {
                 return Err(SendError::TableFull);
             }
             self.peers.insert(to.id, Peer::new(to.noise_key, to.addr, now));
@@ -517,6 +524,7 @@ impl Channel {
 
     /// Asks `addr` for its signed node record (§4.6); answered by `ChannelEvent::Record`.
     pub fn request_record(&mut self, now: Instant, addr: SocketAddr) {
+        let addr = canonical(addr);
         let nonce = self.random::<8>();
         if self.record_requests.len() >= self.cfg.max_record_requests {
             self.record_requests.pop_front();
@@ -528,6 +536,8 @@ impl Channel {
     /// Feeds one received datagram.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
         self.stats.packets_in += 1;
+        // A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d; the core always uses a.b.c.d.
+        let from = canonical(from);
         let pkt = match packet::parse(data) {
             Ok(p) => p,
             Err(e) => return self.stats.drops.add(e.into()),
@@ -554,10 +564,17 @@ impl Channel {
         self.load_count > self.cfg.cookie_threshold_per_s
     }
 
+    /// Rotates the cookie secret lazily (it is only used under load): after one lifetime the
+    /// current secret becomes the previous one; after two, both are replaced, so no cookie is
+    /// accepted for more than two lifetimes after its secret was made.
     fn rotate_cookie_secret(&mut self, now: Instant) {
-        if now.saturating_duration_since(self.cookie_secret_born)
-            >= Duration::from_secs(cookie::COOKIE_SECRET_LIFETIME_S)
-        {
+        let life = Duration::from_secs(cookie::COOKIE_SECRET_LIFETIME_S);
+        let age = now.saturating_duration_since(self.cookie_secret_born);
+        if age >= 2 * life {
+            self.cookie_secret_prev = self.random::<32>();
+            self.cookie_secret = self.random::<32>();
+            self.cookie_secret_born = now;
+        } else if age >= life {
             self.cookie_secret_prev = self.cookie_secret;
             self.cookie_secret = self.random::<32>();
             self.cookie_secret_born = now;
@@ -645,7 +662,7 @@ impl Channel {
             if payload.timestamp <= p.last_timestamp {
                 return Err(DropReason::StaleTimestamp);
             }
-        } else if !self.make_room(now) {
+        } else if !self.make_room() {
             return Err(DropReason::TableFull);
         }
         let local_index = self.fresh_index();

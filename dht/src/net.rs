@@ -128,9 +128,10 @@ async fn run(socket: UdpSocket, mut dht: Dht, mut rx: mpsc::Receiver<Command>) {
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let mut waiters: Waiters = HashMap::new();
     let mut send_errors = 0u64;
+    let ipv6_socket = socket.local_addr().is_ok_and(|a| a.is_ipv6());
     loop {
         while let Some(t) = dht.poll_transmit() {
-            if socket.send_to(&t.payload, t.dst).await.is_err() {
+            if socket.send_to(&t.payload, socket_dst(t.dst, ipv6_socket)).await.is_err() {
                 send_errors += 1;
             }
         }
@@ -174,6 +175,16 @@ async fn run(socket: UdpSocket, mut dht: Dht, mut rx: mpsc::Receiver<Command>) {
         if dht.poll_timeout().is_some_and(|d| d <= now) {
             dht.handle_timeout(now);
         }
+    }
+}
+
+/// The core speaks plain IPv4 addresses; a dual-stack IPv6 socket needs them IPv4-mapped.
+fn socket_dst(dst: SocketAddr, ipv6_socket: bool) -> SocketAddr {
+    match dst.ip() {
+        std::net::IpAddr::V4(v4) if ipv6_socket => {
+            SocketAddr::new(std::net::IpAddr::V6(v4.to_ipv6_mapped()), dst.port())
+        }
+        _ => dst,
     }
 }
 

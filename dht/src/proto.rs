@@ -144,11 +144,12 @@ pub struct Dht {
 impl Dht {
     /// A DHT node for `identity` advertising `addrs`, starting at `now`.
     pub fn new(identity: Identity, addrs: &[WireAddr], cfg: DhtConfig, now: Instant) -> Result<Self, RecordError> {
-        // Seconds since the epoch as the first seq: a restarted node's record supersedes its old one.
         if addrs.iter().any(|a| !a.is_usable()) {
             return Err(RecordError::BadAddr);
         }
-        let seq = cfg.channel.unix_time_ns_at_start / 1_000_000_000;
+        // Milliseconds since the epoch as the first seq: a restarted node's record supersedes the
+        // one it had before (unless it re-signed more than once per millisecond it ran).
+        let seq = cfg.channel.unix_time_ns_at_start / 1_000_000;
         let record = identity.make_record(seq, cfg.capabilities, addrs)?;
         let mut channel = Channel::new(identity, cfg.channel.clone(), now);
         channel.set_local_record(&record);
@@ -212,6 +213,7 @@ impl Dht {
                 self.send_ping(now, request, now, &rec)?;
             }
             Target::Addr { addr, expect } => {
+                let addr = crate::channel::canonical(addr);
                 let known = expect.and_then(|id| self.known.get(&id)).cloned();
                 match known {
                     Some(rec) => self.send_ping(now, request, now, &rec)?,

@@ -64,7 +64,7 @@ reasons! {
     SessionExpired = "session_expired",
     /// Peer table full: no state for a new peer.
     TableFull = "table_full",
-    /// Send queue for a peer full.
+    /// The event queue toward the layer above was full (the driver is not keeping up).
     QueueFull = "queue_full",
     /// Record request while we have no record to give.
     NoRecord = "no_record",
@@ -76,8 +76,6 @@ reasons! {
     MalformedMessage = "malformed_message",
     /// A response to no outstanding request.
     UnexpectedResponse = "unexpected_response",
-    /// Over a rate limit.
-    RateLimited = "rate_limited",
 }
 
 impl From<PacketError> for DropReason {

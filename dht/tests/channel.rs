@@ -196,6 +196,50 @@ fn under_load_the_responder_demands_a_cookie_first() {
 }
 
 #[test]
+fn cookies_stop_working_two_lifetimes_after_their_secret() {
+    let mut cfgs = vec![config(0), config(1)];
+    cfgs[1].channel.cookie_threshold_per_s = 0;
+    let mut net = Net::new(cfgs);
+    ping(&mut net, 0, 1);
+    let init = net.take_wire()[0].clone();
+    net.deliver(init);
+    let cookie_reply = net.take_wire()[0].clone();
+    net.deliver(cookie_reply);
+    let with_mac2 = net.take_wire()[0].clone();
+    net.deliver(with_mac2.clone());
+    net.run();
+    assert_eq!(net.nodes[1].stats().handshakes_answered, 1);
+    // 130 s later the cookie still passes (previous secret): the replay dies on its timestamp.
+    net.advance(Duration::from_secs(130));
+    net.deliver(with_mac2.clone());
+    assert_eq!(net.nodes[1].stats().drops.get(DropReason::StaleTimestamp), 1);
+    // 250 s after the secret was made, the cookie is refused before any DH work.
+    net.advance(Duration::from_secs(120));
+    let cookies_before = net.nodes[1].stats().cookies_sent;
+    net.deliver(with_mac2);
+    assert_eq!(net.nodes[1].stats().cookies_sent, cookies_before + 1);
+    assert_eq!(net.nodes[1].stats().drops.get(DropReason::StaleTimestamp), 1);
+}
+
+#[test]
+fn record_reply_from_an_ipv4_mapped_source_matches() {
+    let mut net = Net::with_nodes(2);
+    let now = net.now;
+    net.nodes[0].ping(now, Target::Addr { addr: addr(1), expect: None }).unwrap();
+    let req = net.take_wire().remove(0);
+    net.deliver(req);
+    let mut reply = net.take_wire().remove(0);
+    assert_eq!(reply.data[0], 6);
+    // As a dual-stack socket reports it.
+    reply.src =
+        std::net::SocketAddr::new(std::net::IpAddr::V6(std::net::Ipv4Addr::LOCALHOST.to_ipv6_mapped()), addr(1).port());
+    net.deliver(reply);
+    net.run();
+    assert_eq!(net.nodes[0].stats().drops.total(), 0);
+    assert_eq!(pongs(&net.take_events(0)), 1);
+}
+
+#[test]
 fn forged_record_is_refused_before_any_packet() {
     let mut net = Net::with_nodes(2);
     let mut rec = net.nodes[1].record().clone();

@@ -318,6 +318,7 @@ fn message_vectors() -> Value {
         json!({ "description": "17 nodes announced (max 16), no allocation", "encoding": h(&too_many_nodes), "error": "malformed" }),
         json!({ "description": "Option tag 2 in Store.expected_seq", "encoding": bad_option, "error": "malformed" }),
         json!({ "description": "empty input", "encoding": "", "error": "malformed" }),
+        json!({ "description": "Nodes with total 0 (must be 1..=255)", "encoding": "02030000", "error": "malformed" }),
         json!({ "description": "truncated Pong", "encoding": "0101000000", "error": "malformed" }),
     ];
     json!({ "description": "Transport plaintexts (wire-spec §6): Message encodings; and encodings that must be refused.", "valid": valid, "invalid": invalid })

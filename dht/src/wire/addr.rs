@@ -22,10 +22,19 @@ impl WireAddr {
         }
     }
 
-    /// Port is non-zero and IP is neither unspecified nor multicast.
+    /// Port is non-zero; the IP is not unspecified, multicast or IPv4 broadcast; an IPv6 address is
+    /// not IPv4-mapped (such a peer is written as `V4`).
     pub fn is_usable(&self) -> bool {
-        let sa = self.to_socket_addr();
-        sa.port() != 0 && !sa.ip().is_unspecified() && !sa.ip().is_multicast()
+        match *self {
+            WireAddr::V4(ip, port) => {
+                let ip = Ipv4Addr::from(ip);
+                port != 0 && !ip.is_unspecified() && !ip.is_multicast() && !ip.is_broadcast()
+            }
+            WireAddr::V6(ip, port) => {
+                let ip = Ipv6Addr::from(ip);
+                port != 0 && !ip.is_unspecified() && !ip.is_multicast() && ip.to_ipv4_mapped().is_none()
+            }
+        }
     }
 
     /// Address bytes followed by the port, big-endian: the input of the cookie MAC (§5.6).
@@ -49,6 +58,26 @@ impl From<SocketAddr> for WireAddr {
             },
             IpAddr::V4(v4) => WireAddr::V4(v4.octets(), sa.port()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usability() {
+        assert!(WireAddr::V4([127, 0, 0, 1], 1).is_usable());
+        assert!(!WireAddr::V4([127, 0, 0, 1], 0).is_usable());
+        assert!(!WireAddr::V4([0, 0, 0, 0], 1).is_usable());
+        assert!(!WireAddr::V4([255, 255, 255, 255], 1).is_usable());
+        assert!(!WireAddr::V4([224, 0, 0, 1], 1).is_usable());
+        let mapped = Ipv4Addr::new(127, 0, 0, 1).to_ipv6_mapped().octets();
+        assert!(!WireAddr::V6(mapped, 1).is_usable());
+        assert!(WireAddr::V6(Ipv6Addr::LOCALHOST.octets(), 1).is_usable());
+        // A mapped source address is recorded as the IPv4 peer it is.
+        let sa = SocketAddr::new(IpAddr::V6(Ipv4Addr::new(10, 1, 2, 3).to_ipv6_mapped()), 7);
+        assert_eq!(WireAddr::from(sa), WireAddr::V4([10, 1, 2, 3], 7));
     }
 }
 

@@ -65,7 +65,12 @@ impl Message {
         if bytes.len() > limits::MAX_PLAINTEXT {
             return Err(DecodeError::TooLarge);
         }
-        decode(bytes)
+        let m: Message = decode(bytes)?;
+        // Field rules beyond the encoding (§6.2).
+        if let Body::Nodes { total: 0, .. } = m.body {
+            return Err(DecodeError::Malformed);
+        }
+        Ok(m)
     }
 
     /// The request id alone, for answering a message whose body did not decode.
