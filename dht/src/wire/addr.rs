@@ -61,6 +61,12 @@ impl From<SocketAddr> for WireAddr {
     }
 }
 
+impl std::fmt::Display for WireAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.to_socket_addr().fmt(f)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,11 +84,5 @@ mod tests {
         // A mapped source address is recorded as the IPv4 peer it is.
         let sa = SocketAddr::new(IpAddr::V6(Ipv4Addr::new(10, 1, 2, 3).to_ipv6_mapped()), 7);
         assert_eq!(WireAddr::from(sa), WireAddr::V4([10, 1, 2, 3], 7));
-    }
-}
-
-impl std::fmt::Display for WireAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.to_socket_addr().fmt(f)
     }
 }
