@@ -128,6 +128,16 @@ mod tests {
     }
 
     #[test]
+    fn spec_examples_6_1() {
+        let hexed = |m: Message| hex::encode(m.encode().unwrap());
+        assert_eq!(hexed(Message { id: 0, body: Body::Ping }), "0000");
+        let pong = Body::Pong { observed: WireAddr::V4([127, 0, 0, 1], 4000), record_seq: 5 };
+        assert_eq!(hexed(Message { id: 1, body: pong }), "0101007f000001a01f05");
+        let err = Body::Error { code: 1, detail: bounded::BoundedString::truncated("") };
+        assert_eq!(hexed(Message { id: 7, body: err }), "07080100");
+    }
+
+    #[test]
     fn peek_id_survives_unknown_tag() {
         assert!(Message::decode(&[0x05, 0x63]).is_err());
         assert_eq!(Message::peek_id(&[0x05, 0x63]), Some(5));
