@@ -1,21 +1,98 @@
-//! `suprnova devnet`: the main job. Starts N nodes on 127.0.0.1 in one process, has every node
-//! handshake with and ping a sample of the others, and reports what happened.
+//! `suprnova devnet`: the main job. Starts N nodes on 127.0.0.1 in one process and measures the
+//! encrypted channel in three phases: every node handshakes with a sample of peers at once; pings
+//! one at a time across the devnet (round-trip time without queueing); then every node pings its
+//! peers at once (throughput under load). Ends with drops by reason.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use suprnova_dht::identity::Identity;
-use suprnova_dht::net::{self, NodeHandle};
+use suprnova_dht::identity::{Identity, NodeRecord};
+use suprnova_dht::net::{self, NodeError, NodeHandle, PingReply};
 use suprnova_dht::proto::{DhtConfig, Target};
 use suprnova_dht::stats::Drops;
 use tokio::task::JoinSet;
 
 use super::{percentiles_ms, random_seed};
 
-/// Deterministic-enough peer sample: node i talks to i+1 .. i+sample (mod n), so every node both
-/// initiates and responds.
+/// Node i talks to i+1 .. i+sample (mod n), so every node both initiates and responds.
 fn sample_of(i: usize, n: usize, sample: usize) -> Vec<usize> {
     (1..=sample.min(n.saturating_sub(1))).map(|k| (i + k) % n).collect()
+}
+
+/// (node, peer record) for every ordered pair in the sample.
+fn pairs(nodes: &[NodeHandle], sample: usize) -> Vec<(NodeHandle, NodeRecord)> {
+    let n = nodes.len();
+    let mut out = Vec::new();
+    for (i, me) in nodes.iter().enumerate() {
+        for j in sample_of(i, n, sample) {
+            if let Some(peer) = nodes.get(j) {
+                out.push((me.clone(), peer.record().clone()));
+            }
+        }
+    }
+    out
+}
+
+struct Phase {
+    rtts_ms: Vec<f64>,
+    failures: Vec<String>,
+    elapsed: Duration,
+}
+
+/// Sends `rounds` pings over every pair, all pairs concurrently (each pair's pings in sequence).
+async fn concurrent(pairs: &[(NodeHandle, NodeRecord)], rounds: usize) -> Result<Phase> {
+    let t = Instant::now();
+    let mut set = JoinSet::new();
+    for (me, rec) in pairs.iter().cloned() {
+        set.spawn(async move {
+            let mut out: Vec<Result<PingReply, NodeError>> = Vec::with_capacity(rounds);
+            for _ in 0..rounds {
+                out.push(me.ping(Target::Record(rec.clone())).await);
+            }
+            out
+        });
+    }
+    let mut phase = Phase { rtts_ms: Vec::new(), failures: Vec::new(), elapsed: Duration::ZERO };
+    while let Some(r) = set.join_next().await {
+        for p in r? {
+            match p {
+                Ok(r) => phase.rtts_ms.push(r.rtt.as_secs_f64() * 1e3),
+                Err(e) => phase.failures.push(e.to_string()),
+            }
+        }
+    }
+    phase.elapsed = t.elapsed();
+    Ok(phase)
+}
+
+/// One ping at a time over every pair, `rounds` times.
+async fn sequential(pairs: &[(NodeHandle, NodeRecord)], rounds: usize) -> Phase {
+    let t = Instant::now();
+    let mut phase = Phase { rtts_ms: Vec::new(), failures: Vec::new(), elapsed: Duration::ZERO };
+    for _ in 0..rounds {
+        for (me, rec) in pairs {
+            match me.ping(Target::Record(rec.clone())).await {
+                Ok(r) => phase.rtts_ms.push(r.rtt.as_secs_f64() * 1e3),
+                Err(e) => phase.failures.push(e.to_string()),
+            }
+        }
+    }
+    phase.elapsed = t.elapsed();
+    phase
+}
+
+fn line(name: &str, p: &mut Phase, expected: usize, what: &str) {
+    let [p50, p99] = percentiles_ms(&mut p.rtts_ms, [50.0, 99.0]);
+    let rate = p.rtts_ms.len() as f64 / p.elapsed.as_secs_f64().max(1e-9);
+    println!(
+        "  {name:<22}{}/{} answered in {:.1} ms ({:.0} {what}/s); rtt p50 {:.3} ms, p99 {:.3} ms",
+        p.rtts_ms.len(),
+        expected,
+        p.elapsed.as_secs_f64() * 1e3,
+        rate,
+        p50,
+        p99
+    );
 }
 
 /// Runs the devnet and prints the report.
@@ -34,61 +111,16 @@ pub async fn run(n: usize, sample: usize, pings: usize) -> Result<()> {
         let (h, _task) = net::spawn(ident, "127.0.0.1:0".parse()?, DhtConfig::default()).await?;
         nodes.push(h);
     }
-    let started = t0.elapsed();
+    let pairs = pairs(&nodes, sample);
     println!(
-        "devnet: {n} nodes up in {:.1} ms; each handshakes with {} peers and pings each {} more times",
-        started.as_secs_f64() * 1e3,
+        "devnet: {n} nodes up in {:.1} ms; each handshakes with {} peers at once, then pings them one at a time, then {pings} rounds all at once",
+        t0.elapsed().as_secs_f64() * 1e3,
         sample.min(n - 1),
-        pings
     );
 
-    let t1 = Instant::now();
-    let mut set = JoinSet::new();
-    for (i, me) in nodes.iter().enumerate() {
-        let me = me.clone();
-        let peers: Vec<_> =
-            sample_of(i, n, sample).into_iter().filter_map(|j| nodes.get(j)).map(|h| h.record().clone()).collect();
-        set.spawn(async move {
-            let mut first = Vec::new();
-            let mut warm = Vec::new();
-            let mut failures = Vec::new();
-            // First contact with every peer concurrently (handshake + ping), then warm pings.
-            let mut inner = JoinSet::new();
-            for rec in peers {
-                let me = me.clone();
-                inner.spawn(async move {
-                    let mut out = (None, Vec::new(), Vec::new());
-                    match me.ping(Target::Record(rec.clone())).await {
-                        Ok(r) => out.0 = Some(r.rtt),
-                        Err(e) => out.2.push(e.to_string()),
-                    }
-                    for _ in 0..pings {
-                        match me.ping(Target::Record(rec.clone())).await {
-                            Ok(r) => out.1.push(r.rtt),
-                            Err(e) => out.2.push(e.to_string()),
-                        }
-                    }
-                    out
-                });
-            }
-            while let Some(Ok((f, w, e))) = inner.join_next().await {
-                first.extend(f);
-                warm.extend(w);
-                failures.extend(e);
-            }
-            (first, warm, failures)
-        });
-    }
-    let mut first = Vec::new();
-    let mut warm = Vec::new();
-    let mut failures = Vec::new();
-    while let Some(r) = set.join_next().await {
-        let (f, w, e) = r?;
-        first.extend(f.into_iter().map(|d: Duration| d.as_secs_f64() * 1e3));
-        warm.extend(w.into_iter().map(|d: Duration| d.as_secs_f64() * 1e3));
-        failures.extend(e);
-    }
-    let run_time = t1.elapsed();
+    let mut hs = concurrent(&pairs, 1).await?;
+    let mut seq = sequential(&pairs, 1).await;
+    let mut load = concurrent(&pairs, pings).await?;
 
     let mut drops = Drops::default();
     let (mut initiated, mut completed, mut answered, mut sessions, mut pkts_in, mut pkts_out) = (0, 0, 0, 0, 0, 0);
@@ -106,49 +138,28 @@ pub async fn run(n: usize, sample: usize, pings: usize) -> Result<()> {
         h.shutdown().await;
     }
 
-    let expected_first = n * sample.min(n - 1);
-    let [f50, f99] = percentiles_ms(&mut first, [50.0, 99.0]);
-    let [w50, w99] = percentiles_ms(&mut warm, [50.0, 99.0]);
     println!();
-    println!("devnet report ({n} nodes, {} s total)", fmt2(t0.elapsed().as_secs_f64()));
+    println!("devnet report: {n} nodes, {} pairs, {:.2} s in all", pairs.len(), t0.elapsed().as_secs_f64());
+    line("handshake + ping", &mut hs, pairs.len(), "handshakes");
+    line("ping, one at a time", &mut seq, pairs.len(), "pings");
+    line("ping, all at once", &mut load, pairs.len() * pings, "pings");
     println!(
-        "  handshakes          {completed} completed of {initiated} initiated ({answered} answered by responders)"
+        "  handshakes            {completed} completed of {initiated} initiated, {answered} answered; {sessions} sessions (both sides)"
     );
-    println!("  sessions            {sessions} confirmed (counted per side)");
-    println!(
-        "  first ping          {}/{} answered, p50 {} ms, p99 {} ms (record known; includes the 1-RTT handshake)",
-        first.len(),
-        expected_first,
-        fmt3(f50),
-        fmt3(f99)
-    );
-    println!(
-        "  warm ping           {}/{} answered, p50 {} ms, p99 {} ms",
-        warm.len(),
-        expected_first * pings,
-        fmt3(w50),
-        fmt3(w99)
-    );
-    println!("  packets             {pkts_in} received, {pkts_out} sent");
-    println!("  ping phase          {} ms", fmt2(run_time.as_secs_f64() * 1e3));
+    println!("  packets               {pkts_in} received, {pkts_out} sent");
     if drops.total() == 0 {
-        println!("  drops               none");
+        println!("  dropped               none");
     } else {
         for (r, c) in drops.nonzero() {
-            println!("  drop {:<18} {c}", r.name());
+            println!("  dropped {:<14} {c}", r.name());
         }
     }
+    let failures: Vec<String> = hs.failures.into_iter().chain(seq.failures).chain(load.failures).collect();
     if !failures.is_empty() {
-        failures.sort();
-        failures.dedup();
-        bail!("{} pings failed: {}", expected_first * (pings + 1) - first.len() - warm.len(), failures.join("; "));
+        let mut kinds = failures.clone();
+        kinds.sort();
+        kinds.dedup();
+        bail!("{} pings failed: {}", failures.len(), kinds.join("; "));
     }
     Ok(())
-}
-
-fn fmt2(x: f64) -> String {
-    format!("{x:.2}")
-}
-fn fmt3(x: f64) -> String {
-    format!("{x:.3}")
 }

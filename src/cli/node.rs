@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use suprnova_dht::identity::Identity;
 use suprnova_dht::net::{self, NodeError};
-use suprnova_dht::proto::{DhtConfig, Target};
+use suprnova_dht::proto::{DhtConfig, RequestError, Target};
 
 use super::{load_identity, parse_target, random_seed};
 
@@ -72,7 +72,12 @@ pub async fn run_ping(target: &str, count: u32) -> Result<()> {
             }
             Err(NodeError::Request(e)) => {
                 node.shutdown().await;
-                anyhow::bail!("ping {target}: {e}");
+                match e {
+                    RequestError::Timeout | RequestError::HandshakeFailed => {
+                        anyhow::bail!("ping {target}: no answer from {addr} ({e}); is a suprnova node listening there?")
+                    }
+                    _ => anyhow::bail!("ping {target}: {e}"),
+                }
             }
             Err(e) => return Err(e.into()),
         }
