@@ -43,7 +43,8 @@ struct Phase {
 async fn concurrent(pairs: &[(NodeHandle, NodeRecord)], rounds: usize) -> Result<Phase> {
     let t = Instant::now();
     let mut set = JoinSet::new();
-    for (me, rec) in pairs.to_vec() {
+    for (me, rec) in pairs {
+        let (me, rec) = (me.clone(), rec.clone());
         set.spawn(async move {
             let mut out: Vec<Result<PingReply, NodeError>> = Vec::with_capacity(rounds);
             for _ in 0..rounds {
