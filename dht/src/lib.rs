@@ -17,6 +17,7 @@ pub mod handshake;
 pub mod identity;
 pub mod keyfile;
 pub mod proto;
+pub mod routing;
 pub mod stats;
 #[doc(hidden)]
 pub mod testing;

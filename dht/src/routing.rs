@@ -1,0 +1,511 @@
+//! The Kademlia routing table (Maymounkov & Mazières 2002, §2.2): 256 k-buckets over XOR distance,
+//! least-recently-seen order with ping-before-evict, a replacement cache per bucket, and IP-diversity
+//! limits (at most `per_bucket_subnet` nodes of one /24 (IPv4) or /64 (IPv6) in a bucket and
+//! `per_table_subnet` in the table). Sans-IO: it decides, the `Dht` pings and reports back.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::identity::{NodeId, NodeRecord};
+
+/// Tunables of the routing table.
+#[derive(Clone, Debug)]
+pub struct RoutingConfig {
+    /// Bucket size k.
+    pub k: usize,
+    /// Replacement-cache entries per bucket.
+    pub replacements: usize,
+    /// Nodes of one subnet (/24 or /64) per bucket.
+    pub per_bucket_subnet: usize,
+    /// Nodes of one subnet in the whole table.
+    pub per_table_subnet: usize,
+    /// Exempt loopback addresses from the diversity limits (tests and devnets only).
+    pub exempt_loopback: bool,
+    /// A bucket with no lookup or insertion for this long is refreshed.
+    pub bucket_refresh: Duration,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            k: 20,
+            replacements: 10,
+            per_bucket_subnet: 2,
+            per_table_subnet: 10,
+            exempt_loopback: false,
+            bucket_refresh: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// One known node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Its verified record.
+    pub record: NodeRecord,
+    /// The address it answers at.
+    pub addr: SocketAddr,
+    /// Last time it proved alive.
+    pub last_seen: Instant,
+}
+
+impl Entry {
+    /// The node id.
+    pub fn id(&self) -> NodeId {
+        self.record.id
+    }
+}
+
+/// What `insert` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Insert {
+    /// Added to its bucket.
+    Added,
+    /// Already present: record (if newer), address and liveness refreshed.
+    Updated,
+    /// Bucket full: the least-recently-seen node `ping` must be pinged; the candidate waits.
+    PingFirst {
+        /// Node to ping.
+        ping: NodeId,
+    },
+    /// Bucket full and a ping is already pending: kept in the replacement cache.
+    Cached,
+    /// Refused.
+    Refused(Refusal),
+}
+
+/// Why a node was not taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// It is this node.
+    SelfId,
+    /// Too many nodes of its subnet.
+    Diversity,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+struct Subnet([u8; 9]);
+
+fn subnet(ip: IpAddr) -> Subnet {
+    let mut s = [0u8; 9];
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            s[0] = 4;
+            s[1..4].copy_from_slice(&v4.octets()[..3]);
+        }
+        IpAddr::V6(v6) => {
+            s[0] = 6;
+            s[1..9].copy_from_slice(&v6.octets()[..8]);
+        }
+    }
+    Subnet(s)
+}
+
+#[derive(Default, Debug)]
+struct Bucket {
+    /// Least recently seen first.
+    entries: Vec<Entry>,
+    replacements: VecDeque<Entry>,
+    /// (node being pinged, candidate waiting for its slot)
+    pending: Option<(NodeId, Entry)>,
+    last_touched: Option<Instant>,
+}
+
+/// The routing table of one node.
+#[derive(Debug)]
+pub struct RoutingTable {
+    local: NodeId,
+    cfg: RoutingConfig,
+    buckets: Vec<Bucket>,
+    subnets: BTreeMap<Subnet, usize>,
+    len: usize,
+}
+
+impl RoutingTable {
+    /// An empty table for `local`.
+    pub fn new(local: NodeId, cfg: RoutingConfig) -> Self {
+        RoutingTable {
+            local,
+            cfg,
+            buckets: (0..256).map(|_| Bucket::default()).collect(),
+            subnets: BTreeMap::new(),
+            len: 0,
+        }
+    }
+
+    /// The bucket index of `id`: 255 − leading zeros of the distance; `None` for the local id.
+    pub fn bucket_index(&self, id: &NodeId) -> Option<usize> {
+        let lz = self.local.distance(id).leading_zeros();
+        (lz < 256).then(|| 255 - lz as usize)
+    }
+
+    /// Nodes in the table.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Entries per non-empty bucket, as (index, count).
+    pub fn bucket_sizes(&self) -> Vec<(usize, usize)> {
+        self.buckets
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| !b.entries.is_empty())
+            .map(|(i, b)| (i, b.entries.len()))
+            .collect()
+    }
+
+    /// The entry for `id`, if held.
+    pub fn get(&self, id: &NodeId) -> Option<&Entry> {
+        let b = self.buckets.get(self.bucket_index(id)?)?;
+        b.entries.iter().find(|e| e.id() == *id)
+    }
+
+    fn exempt(&self, ip: IpAddr) -> bool {
+        self.cfg.exempt_loopback && ip.to_canonical().is_loopback()
+    }
+
+    fn diversity_ok(&self, bucket: &Bucket, addr: SocketAddr) -> bool {
+        if self.exempt(addr.ip()) {
+            return true;
+        }
+        let net = subnet(addr.ip());
+        let in_bucket = bucket.entries.iter().filter(|e| subnet(e.addr.ip()) == net).count();
+        let in_table = self.subnets.get(&net).copied().unwrap_or(0);
+        in_bucket < self.cfg.per_bucket_subnet && in_table < self.cfg.per_table_subnet
+    }
+
+    fn count_subnet(&mut self, addr: SocketAddr, add: bool) {
+        if self.exempt(addr.ip()) {
+            return;
+        }
+        let net = subnet(addr.ip());
+        let c = self.subnets.entry(net).or_insert(0);
+        if add {
+            *c += 1;
+        } else {
+            *c = c.saturating_sub(1);
+            if *c == 0 {
+                self.subnets.remove(&net);
+            }
+        }
+    }
+
+    /// Offers a node that just proved alive (answered us or sent us an authenticated request).
+    pub fn insert(&mut self, now: Instant, entry: Entry) -> Insert {
+        let Some(i) = self.bucket_index(&entry.id()) else { return Insert::Refused(Refusal::SelfId) };
+        let k = self.cfg.k;
+        let Some(bucket) = self.buckets.get_mut(i) else { return Insert::Refused(Refusal::SelfId) };
+        bucket.last_touched = Some(now);
+        if let Some(pos) = bucket.entries.iter().position(|e| e.id() == entry.id()) {
+            let mut old = bucket.entries.remove(pos);
+            let old_addr = old.addr;
+            if entry.record.seq > old.record.seq {
+                old.record = entry.record;
+            }
+            old.addr = entry.addr;
+            old.last_seen = now;
+            bucket.entries.push(old);
+            if old_addr != entry.addr {
+                self.count_subnet(old_addr, false);
+                self.count_subnet(entry.addr, true);
+            }
+            return Insert::Updated;
+        }
+        let Some(bucket) = self.buckets.get(i) else { return Insert::Refused(Refusal::SelfId) };
+        if !self.diversity_ok(bucket, entry.addr) {
+            return Insert::Refused(Refusal::Diversity);
+        }
+        let Some(bucket) = self.buckets.get_mut(i) else { return Insert::Refused(Refusal::SelfId) };
+        if bucket.entries.len() < k {
+            let addr = entry.addr;
+            bucket.entries.push(entry);
+            self.len += 1;
+            self.count_subnet(addr, true);
+            return Insert::Added;
+        }
+        if bucket.pending.is_none() {
+            let lrs = bucket.entries.first().map(Entry::id);
+            if let Some(lrs) = lrs {
+                bucket.pending = Some((lrs, entry));
+                return Insert::PingFirst { ping: lrs };
+            }
+        }
+        Self::cache(bucket, entry, self.cfg.replacements);
+        Insert::Cached
+    }
+
+    fn cache(bucket: &mut Bucket, entry: Entry, cap: usize) {
+        bucket.replacements.retain(|e| e.id() != entry.id());
+        if cap == 0 {
+            return;
+        }
+        if bucket.replacements.len() >= cap {
+            bucket.replacements.pop_front();
+        }
+        bucket.replacements.push_back(entry);
+    }
+
+    /// The node pinged before eviction answered: it stays (most recently seen); the candidate
+    /// goes to the replacement cache.
+    pub fn on_alive(&mut self, now: Instant, id: &NodeId) {
+        let Some(i) = self.bucket_index(id) else { return };
+        let cap = self.cfg.replacements;
+        let Some(bucket) = self.buckets.get_mut(i) else { return };
+        if let Some(pos) = bucket.entries.iter().position(|e| e.id() == *id) {
+            let mut e = bucket.entries.remove(pos);
+            e.last_seen = now;
+            bucket.entries.push(e);
+        }
+        if bucket.pending.as_ref().is_some_and(|(p, _)| p == id)
+            && let Some((_, cand)) = bucket.pending.take()
+        {
+            Self::cache(bucket, cand, cap);
+        }
+    }
+
+    /// A node failed to answer: it is removed and replaced by the waiting candidate or the
+    /// freshest replacement that passes the diversity limits.
+    pub fn on_failed(&mut self, id: &NodeId) -> Option<NodeId> {
+        let i = self.bucket_index(id)?;
+        let bucket = self.buckets.get_mut(i)?;
+        let pos = bucket.entries.iter().position(|e| e.id() == *id);
+        let pending = if bucket.pending.as_ref().is_some_and(|(p, _)| p == id) { bucket.pending.take() } else { None };
+        let removed = pos.map(|p| bucket.entries.remove(p));
+        if let Some(r) = &removed {
+            self.len -= 1;
+            self.count_subnet(r.addr, false);
+        } else {
+            // Not in the table: forget it in the replacement cache too.
+            if let Some(b) = self.buckets.get_mut(i) {
+                b.replacements.retain(|e| e.id() != *id);
+            }
+            return None;
+        }
+        let mut candidates: Vec<Entry> = pending.map(|(_, c)| c).into_iter().collect();
+        if let Some(b) = self.buckets.get_mut(i) {
+            candidates.extend(b.replacements.drain(..).rev());
+        }
+        let mut added = None;
+        let mut rest = Vec::new();
+        for c in candidates {
+            let ok = added.is_none() && self.buckets.get(i).is_some_and(|b| self.diversity_ok(b, c.addr));
+            if ok {
+                added = Some(c.id());
+                let addr = c.addr;
+                if let Some(b) = self.buckets.get_mut(i) {
+                    b.entries.push(c);
+                }
+                self.len += 1;
+                self.count_subnet(addr, true);
+            } else {
+                rest.push(c);
+            }
+        }
+        if let Some(b) = self.buckets.get_mut(i) {
+            // Keep the remaining replacements, freshest last.
+            b.replacements = rest.into_iter().rev().collect();
+        }
+        added
+    }
+
+    /// Removes `id` outright (e.g. it presented an invalid record).
+    pub fn remove(&mut self, id: &NodeId) {
+        let _ = self.on_failed(id);
+    }
+
+    /// Up to `n` entries closest to `target`, closest first.
+    pub fn closest(&self, target: &NodeId, n: usize) -> Vec<Entry> {
+        let mut all: Vec<&Entry> = self.buckets.iter().flat_map(|b| b.entries.iter()).collect();
+        all.sort_by_key(|e| target.distance(&e.id()));
+        all.into_iter().take(n).cloned().collect()
+    }
+
+    /// All entries, bucket by bucket.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.buckets.iter().flat_map(|b| b.entries.iter())
+    }
+
+    /// Buckets that hold nodes (or sit below the deepest non-empty one) and were not touched
+    /// for `bucket_refresh`; each should get a lookup for a random id inside it.
+    pub fn stale_buckets(&self, now: Instant) -> Vec<usize> {
+        let deepest = self.buckets.iter().rposition(|b| !b.entries.is_empty());
+        let Some(top) = deepest else { return Vec::new() };
+        let lowest = self.buckets.iter().position(|b| !b.entries.is_empty()).unwrap_or(top);
+        (lowest..=top)
+            .filter(|&i| {
+                self.buckets.get(i).is_some_and(|b| {
+                    b.last_touched.is_none_or(|t| now.saturating_duration_since(t) >= self.cfg.bucket_refresh)
+                })
+            })
+            .collect()
+    }
+
+    /// Marks a bucket as refreshed (a lookup into it started).
+    pub fn touch(&mut self, i: usize, now: Instant) {
+        if let Some(b) = self.buckets.get_mut(i) {
+            b.last_touched = Some(now);
+        }
+    }
+
+    /// A random id that falls into bucket `i`, from 32 random bytes.
+    pub fn id_in_bucket(&self, i: usize, random: [u8; 32]) -> NodeId {
+        // Distance with its highest set bit at position i (counting from the least significant).
+        let mut d = random;
+        let lz = 255 - i; // leading zero bits of the distance
+        for bit in 0..lz {
+            if let Some(b) = d.get_mut(bit / 8) {
+                *b &= !(0x80u8 >> (bit % 8));
+            }
+        }
+        if let Some(b) = d.get_mut(lz / 8) {
+            *b |= 0x80u8 >> (lz % 8);
+        }
+        let mut id = [0u8; 32];
+        for (o, (a, b)) in id.iter_mut().zip(self.local.0.iter().zip(d.iter())) {
+            *o = a ^ b;
+        }
+        NodeId(id)
+    }
+
+    /// Diversity bookkeeping: nodes per subnet (for tests and metrics).
+    pub fn subnet_counts(&self) -> Vec<usize> {
+        self.subnets.values().copied().collect()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RoutingConfig {
+        &self.cfg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Identity;
+    use crate::wire::WireAddr;
+    use proptest::prelude::*;
+
+    fn entry(seed: [u8; 32], addr: SocketAddr, now: Instant) -> Entry {
+        let rec = Identity::from_seed(seed).make_record(1, 0, &[WireAddr::from(addr)]).unwrap();
+        Entry { record: rec, addr, last_seen: now }
+    }
+
+    fn seed(n: u32) -> [u8; 32] {
+        let mut s = [0u8; 32];
+        s[..4].copy_from_slice(&n.to_le_bytes());
+        s[31] = 1;
+        s
+    }
+
+    fn addr(n: u32) -> SocketAddr {
+        // Each node in its own /24 so diversity never interferes unless a test wants it to.
+        SocketAddr::from(([10, (n >> 8) as u8, n as u8, 1], 4000))
+    }
+
+    #[test]
+    fn ping_before_evict_and_replacement() {
+        let now = Instant::now();
+        let local = Identity::from_seed([0; 32]).id();
+        let mut t = RoutingTable::new(local, RoutingConfig { k: 2, ..RoutingConfig::default() });
+        // Fill one bucket (the far half: bucket 255) with k nodes, then offer a third.
+        let mut far = Vec::new();
+        for n in 0..200u32 {
+            let e = entry(seed(n), addr(n), now);
+            if t.bucket_index(&e.id()) == Some(255) {
+                far.push(e);
+            }
+            if far.len() == 4 {
+                break;
+            }
+        }
+        assert_eq!(t.insert(now, far[0].clone()), Insert::Added);
+        assert_eq!(t.insert(now, far[1].clone()), Insert::Added);
+        assert_eq!(t.insert(now, far[2].clone()), Insert::PingFirst { ping: far[0].id() });
+        assert_eq!(t.insert(now, far[3].clone()), Insert::Cached);
+        // The pinged node answers: it stays, the candidate is cached.
+        t.on_alive(now, &far[0].id());
+        assert!(t.get(&far[0].id()).is_some());
+        assert!(t.get(&far[2].id()).is_none());
+        // far[1] is now least recently seen; it fails: the freshest replacement takes its place.
+        assert_eq!(t.insert(now, far[2].clone()), Insert::PingFirst { ping: far[1].id() });
+        assert_eq!(t.on_failed(&far[1].id()), Some(far[2].id()));
+        assert_eq!(t.len(), 2);
+        assert!(t.get(&far[1].id()).is_none());
+    }
+
+    #[test]
+    fn diversity_limits_apply_unless_loopback_is_exempt() {
+        let now = Instant::now();
+        let local = Identity::from_seed([0; 32]).id();
+        let mut t = RoutingTable::new(local, RoutingConfig::default());
+        let same_net = |n: u32| SocketAddr::from(([192, 0, 2, (n % 250) as u8 + 1], 4000 + n as u16));
+        let mut added = 0;
+        for n in 0..100u32 {
+            if t.insert(now, entry(seed(n), same_net(n), now)) == Insert::Added {
+                added += 1;
+            }
+        }
+        assert!(added <= 10, "{added} nodes from one /24");
+        assert!(t.subnet_counts().iter().all(|&c| c <= 10));
+        let lo = |n: u32| SocketAddr::from(([127, 0, 0, 1], 5000 + n as u16));
+        let mut t = RoutingTable::new(local, RoutingConfig::default());
+        let added = (0..60u32).filter(|&n| t.insert(now, entry(seed(n), lo(n), now)) == Insert::Added).count();
+        assert!(added <= 10, "loopback is limited by default");
+        let mut t = RoutingTable::new(local, RoutingConfig { exempt_loopback: true, ..RoutingConfig::default() });
+        let added = (0..60u32).filter(|&n| t.insert(now, entry(seed(n), lo(n), now)) == Insert::Added).count();
+        assert!(added > 10, "exempt loopback takes {added}");
+    }
+
+    #[test]
+    fn id_in_bucket_lands_there() {
+        let local = Identity::from_seed([3; 32]).id();
+        let t = RoutingTable::new(local, RoutingConfig::default());
+        for i in [0usize, 1, 7, 8, 100, 254, 255] {
+            assert_eq!(t.bucket_index(&t.id_in_bucket(i, [0xa5; 32])), Some(i));
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Whatever is inserted and failed: never more than k per bucket, the count is right,
+        /// each node sits in its own bucket, diversity limits hold, and `closest` is sorted.
+        #[test]
+        fn invariants_hold(ops in proptest::collection::vec((0u32..300, 0u8..4, any::<bool>()), 1..400), target in any::<[u8; 32]>()) {
+            let now = Instant::now();
+            let local = Identity::from_seed([9; 32]).id();
+            let cfg = RoutingConfig { k: 4, replacements: 3, ..RoutingConfig::default() };
+            let mut t = RoutingTable::new(local, cfg.clone());
+            for (n, net, fail) in ops {
+                let e = entry(seed(n), SocketAddr::from(([10, net, (n % 7) as u8, 1], 4000)), now);
+                if fail { t.on_failed(&e.id()); } else if let Insert::PingFirst { ping } = t.insert(now, e) {
+                    if n % 2 == 0 { t.on_alive(now, &ping); } else { t.on_failed(&ping); }
+                }
+            }
+            let mut total = 0;
+            for (i, b) in t.buckets.iter().enumerate() {
+                prop_assert!(b.entries.len() <= cfg.k);
+                for e in &b.entries {
+                    prop_assert_eq!(t.bucket_index(&e.id()), Some(i));
+                    let same = b.entries.iter().filter(|x| subnet(x.addr.ip()) == subnet(e.addr.ip())).count();
+                    prop_assert!(same <= cfg.per_bucket_subnet);
+                }
+                total += b.entries.len();
+            }
+            prop_assert_eq!(total, t.len());
+            prop_assert!(t.subnet_counts().iter().all(|&c| c <= cfg.per_table_subnet));
+            let target = NodeId(target);
+            let c = t.closest(&target, 1000);
+            prop_assert_eq!(c.len(), t.len());
+            for w in c.windows(2) {
+                prop_assert!(target.distance(&w[0].id()) < target.distance(&w[1].id()));
+            }
+        }
+    }
+}
