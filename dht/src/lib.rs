@@ -16,6 +16,7 @@ pub mod channel;
 pub mod handshake;
 pub mod identity;
 pub mod keyfile;
+pub mod lookup;
 pub mod proto;
 pub mod routing;
 pub mod stats;
