@@ -20,6 +20,7 @@ pub mod lookup;
 pub mod proto;
 pub mod routing;
 pub mod stats;
+pub mod store;
 #[doc(hidden)]
 pub mod testing;
 pub mod wire;
