@@ -201,6 +201,11 @@ impl Lookup {
         self.candidates.values().filter(|c| c.state == State::Failed).count()
     }
 
+    /// The hop at which `id` was learned, if it is a candidate.
+    pub fn hop_of(&self, id: &NodeId) -> Option<u32> {
+        self.candidates.get(&self.target.distance(id)).map(|c| c.hop)
+    }
+
     /// Whether `id` has a request in flight from this lookup.
     pub fn is_in_flight(&self, id: &NodeId) -> bool {
         self.candidates.get(&self.target.distance(id)).is_some_and(|c| c.state == State::InFlight)

@@ -11,10 +11,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::identity::{Identity, NodeId, NodeRecord};
-use crate::proto::{Dht, DhtConfig, DhtEvent, RequestError, Target};
+use crate::lookup::Found;
+use crate::proto::{Dht, DhtConfig, DhtEvent, DhtStats, GetMode, PutOutcome, QueryId, RequestError, Target};
 use crate::stats::ChannelStats;
-use crate::wire::WireAddr;
 use crate::wire::limits::MAX_DATAGRAM;
+use crate::wire::{Key, Record, WireAddr};
 
 /// A successful ping.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,8 +30,39 @@ pub struct PingReply {
     pub observed: WireAddr,
 }
 
+/// The answer to `find_node`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FindResult {
+    /// Closest nodes that answered, closest first.
+    pub nodes: Vec<Found>,
+    /// Hops to the closest.
+    pub hops: u32,
+    /// Requests sent.
+    pub queries: usize,
+}
+
+/// A record a `get` returned, with where it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GotRecord {
+    /// The validated record.
+    pub record: Record,
+    /// The node that served it (our own id for a local hit).
+    pub from: NodeId,
+    /// Hop of that node in the lookup (0 = local).
+    pub hop: u32,
+}
+
+/// One replica's answer to a `put`, reported as it arrives.
+pub type ReplicaReport = (NodeId, Result<(), RequestError>);
+
+type Reply<T> = oneshot::Sender<Result<T, RequestError>>;
+
 enum Command {
-    Ping(Box<Target>, oneshot::Sender<Result<PingReply, RequestError>>),
+    Ping(Box<Target>, Reply<PingReply>),
+    Bootstrap(Vec<Target>, Reply<usize>),
+    FindNode(NodeId, Reply<FindResult>),
+    Get(Key, GetMode, Reply<Vec<GotRecord>>),
+    Put(Box<(Key, Record, Duration, Option<u64>)>, Reply<PutOutcome>, Option<mpsc::UnboundedSender<ReplicaReport>>),
     Stats(oneshot::Sender<NodeStats>),
     Shutdown,
 }
@@ -40,8 +72,16 @@ enum Command {
 pub struct NodeStats {
     /// Channel counters and drops.
     pub channel: ChannelStats,
+    /// DHT counters.
+    pub dht: DhtStats,
     /// Peers with a confirmed session.
     pub sessions: usize,
+    /// Nodes in the routing table.
+    pub table: usize,
+    /// (bucket index, nodes) for every non-empty bucket.
+    pub buckets: Vec<(usize, usize)>,
+    /// Records held (set entries counted one by one).
+    pub records: usize,
     /// Datagrams the socket refused to send.
     pub send_errors: u64,
 }
@@ -102,11 +142,60 @@ impl NodeHandle {
         &self.record
     }
 
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).await.map_err(|_| NodeError::Stopped)?;
+        Ok(rx.await.map_err(|_| NodeError::Stopped)??)
+    }
+
     /// Pings a node and waits for the answer or the request timeout.
     pub async fn ping(&self, target: Target) -> Result<PingReply, NodeError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx.send(Command::Ping(Box::new(target), tx)).await.map_err(|_| NodeError::Stopped)?;
-        Ok(rx.await.map_err(|_| NodeError::Stopped)??)
+        self.ask(|r| Command::Ping(Box::new(target), r)).await
+    }
+
+    /// Joins through `seeds` (none: rejoin from the routing table); returns the table size.
+    pub async fn bootstrap(&self, seeds: Vec<Target>) -> Result<usize, NodeError> {
+        self.ask(|r| Command::Bootstrap(seeds, r)).await
+    }
+
+    /// The k closest nodes to `target` that answered.
+    pub async fn find_node(&self, target: NodeId) -> Result<FindResult, NodeError> {
+        self.ask(|r| Command::FindNode(target, r)).await
+    }
+
+    /// The first valid record under `key`, as soon as one arrives.
+    pub async fn get(&self, key: Key) -> Result<GotRecord, NodeError> {
+        let mut v = self.ask(|r| Command::Get(key, GetMode::First, r)).await?;
+        v.pop().ok_or(NodeError::Request(RequestError::NotFound))
+    }
+
+    /// Every distinct valid record under `key` found by a full lookup (multi-writer sets).
+    pub async fn get_all(&self, key: Key) -> Result<Vec<GotRecord>, NodeError> {
+        self.ask(|r| Command::Get(key, GetMode::All, r)).await
+    }
+
+    /// Stores `record` under `key` on the r closest nodes; `cas` is the expected current seq of a
+    /// mutable record.
+    pub async fn put(
+        &self,
+        key: Key,
+        record: Record,
+        ttl: Duration,
+        cas: Option<u64>,
+    ) -> Result<PutOutcome, NodeError> {
+        self.ask(|r| Command::Put(Box::new((key, record, ttl, cas)), r, None)).await
+    }
+
+    /// Like `put`, reporting each replica's answer on `progress` as it arrives.
+    pub async fn put_with_progress(
+        &self,
+        key: Key,
+        record: Record,
+        ttl: Duration,
+        cas: Option<u64>,
+        progress: mpsc::UnboundedSender<ReplicaReport>,
+    ) -> Result<PutOutcome, NodeError> {
+        self.ask(|r| Command::Put(Box::new((key, record, ttl, cas)), r, Some(progress))).await
     }
 
     /// Current counters.
@@ -122,11 +211,64 @@ impl NodeHandle {
     }
 }
 
-type Waiters = HashMap<u64, oneshot::Sender<Result<PingReply, RequestError>>>;
+/// A get's mode, what it collected so far, and who waits for it.
+type GetWaiter = (GetMode, Vec<GotRecord>, Reply<Vec<GotRecord>>);
+
+/// Who waits for what.
+#[derive(Default)]
+struct Waiters {
+    pings: HashMap<u64, Reply<PingReply>>,
+    boots: HashMap<QueryId, Reply<usize>>,
+    finds: HashMap<QueryId, Reply<FindResult>>,
+    gets: HashMap<QueryId, GetWaiter>,
+    puts: HashMap<QueryId, (Reply<PutOutcome>, Option<mpsc::UnboundedSender<ReplicaReport>>)>,
+}
+
+fn command(dht: &mut Dht, cmd: Command, w: &mut Waiters, send_errors: u64) -> bool {
+    let now = Instant::now();
+    match cmd {
+        Command::Ping(target, reply) => match dht.ping(now, *target) {
+            Ok(id) => drop(w.pings.insert(id, reply)),
+            Err(e) => drop(reply.send(Err(e))),
+        },
+        Command::Bootstrap(seeds, reply) => match dht.bootstrap(now, seeds) {
+            Ok(q) => drop(w.boots.insert(q, reply)),
+            Err(e) => drop(reply.send(Err(e))),
+        },
+        Command::FindNode(target, reply) => match dht.find_node(now, target) {
+            Ok(q) => drop(w.finds.insert(q, reply)),
+            Err(e) => drop(reply.send(Err(e))),
+        },
+        Command::Get(key, mode, reply) => match dht.get(now, key, mode) {
+            Ok(q) => drop(w.gets.insert(q, (mode, Vec::new(), reply))),
+            Err(e) => drop(reply.send(Err(e))),
+        },
+        Command::Put(args, reply, progress) => {
+            let (key, record, ttl, cas) = *args;
+            match dht.put(now, key, record, ttl, cas) {
+                Ok(q) => drop(w.puts.insert(q, (reply, progress))),
+                Err(e) => drop(reply.send(Err(e))),
+            }
+        }
+        Command::Stats(reply) => {
+            let _ = reply.send(NodeStats {
+                channel: dht.stats().clone(),
+                dht: dht.dht_stats().clone(),
+                sessions: dht.channel().session_count(),
+                table: dht.table().len(),
+                buckets: dht.table().bucket_sizes(),
+                records: dht.store().len(),
+                send_errors,
+            });
+        }
+        Command::Shutdown => return false,
+    }
+    true
+}
 
 async fn run(socket: UdpSocket, mut dht: Dht, mut rx: mpsc::Receiver<Command>) {
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
-    let mut waiters: Waiters = HashMap::new();
+    let mut waiters = Waiters::default();
     let mut send_errors = 0u64;
     let ipv6_socket = socket.local_addr().is_ok_and(|a| a.is_ipv6());
     loop {
@@ -160,14 +302,8 @@ async fn run(socket: UdpSocket, mut dht: Dht, mut rx: mpsc::Receiver<Command>) {
                 }
             }
             cmd = rx.recv() => match cmd {
-                Some(Command::Ping(target, reply)) => match dht.ping(Instant::now(), *target) {
-                    Ok(id) => { waiters.insert(id, reply); }
-                    Err(e) => { let _ = reply.send(Err(e)); }
-                },
-                Some(Command::Stats(reply)) => {
-                    let _ = reply.send(NodeStats { channel: dht.stats().clone(), sessions: dht.channel().session_count(), send_errors });
-                }
-                Some(Command::Shutdown) | None => return,
+                Some(cmd) => if !command(&mut dht, cmd, &mut waiters, send_errors) { return },
+                None => return,
             },
             () = sleep => {}
         }
@@ -188,20 +324,59 @@ fn socket_dst(dst: SocketAddr, ipv6_socket: bool) -> SocketAddr {
     }
 }
 
-fn dispatch(ev: DhtEvent, waiters: &mut Waiters) {
+fn dispatch(ev: DhtEvent, w: &mut Waiters) {
     match ev {
         DhtEvent::Pong { request, peer, addr, rtt, observed, .. } => {
-            if let Some(w) = waiters.remove(&request) {
-                let _ = w.send(Ok(PingReply { peer, addr, rtt, observed }));
+            if let Some(r) = w.pings.remove(&request) {
+                let _ = r.send(Ok(PingReply { peer, addr, rtt, observed }));
             }
         }
         DhtEvent::RequestFailed { request, error } => {
-            if let Some(w) = waiters.remove(&request) {
-                let _ = w.send(Err(error));
+            if let Some(r) = w.pings.remove(&request) {
+                let _ = r.send(Err(error));
             }
         }
-        DhtEvent::PeerConnected { peer, addr } => {
-            tracing::debug!(peer = %peer.short(), %addr, "session established");
+        DhtEvent::Bootstrapped { query, peers } => {
+            if let Some(r) = w.boots.remove(&query) {
+                let _ = r.send(Ok(peers));
+            }
+        }
+        DhtEvent::FoundNodes { query, nodes, hops, queries } => {
+            if let Some(r) = w.finds.remove(&query) {
+                let _ = r.send(Ok(FindResult { nodes, hops, queries }));
+            }
+        }
+        DhtEvent::GotRecord { query, record, from, hop } => {
+            if let Some((mode, got, _)) = w.gets.get_mut(&query) {
+                got.push(GotRecord { record, from, hop });
+                if *mode == GetMode::First
+                    && let Some((_, got, r)) = w.gets.remove(&query)
+                {
+                    // Latency first: answer now, whatever the rest of the lookup brings.
+                    let _ = r.send(Ok(got));
+                }
+            }
+        }
+        DhtEvent::GetDone { query, result, .. } => {
+            if let Some((_, got, r)) = w.gets.remove(&query) {
+                let _ = r.send(result.map(|_| got));
+            }
+        }
+        DhtEvent::PutReplica { query, node, result } => {
+            if let Some((_, Some(progress))) = w.puts.get(&query) {
+                let _ = progress.send((node, result));
+            }
+        }
+        DhtEvent::PutDone { query, result } => {
+            if let Some((r, _)) = w.puts.remove(&query) {
+                let _ = r.send(result);
+            }
+        }
+        DhtEvent::PeerConnected { peer, addr } => tracing::debug!(peer = %peer.short(), %addr, "session established"),
+        DhtEvent::PeerAdded { peer } => tracing::debug!(peer = %peer.short(), "routing table: added"),
+        DhtEvent::PeerRemoved { peer } => tracing::debug!(peer = %peer.short(), "routing table: removed"),
+        DhtEvent::RecordStored { key, from } => {
+            tracing::trace!(key = %hex::encode(key.0), from = %from.short(), "stored")
         }
     }
 }

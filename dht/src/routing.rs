@@ -48,6 +48,8 @@ pub struct Entry {
     pub addr: SocketAddr,
     /// Last time it proved alive.
     pub last_seen: Instant,
+    /// Requests to it that failed since it last answered.
+    pub failures: u32,
 }
 
 impl Entry {
@@ -210,6 +212,7 @@ impl RoutingTable {
             }
             old.addr = entry.addr;
             old.last_seen = now;
+            old.failures = 0;
             bucket.entries.push(old);
             if old_addr != entry.addr {
                 self.count_subnet(old_addr, false);
@@ -314,6 +317,20 @@ impl RoutingTable {
         added
     }
 
+    /// A request to `id` failed. After `max_failures` consecutive failures the node is removed as
+    /// by `on_failed`; returns whether it was removed.
+    pub fn record_failure(&mut self, id: &NodeId, max_failures: u32) -> bool {
+        let Some(i) = self.bucket_index(id) else { return false };
+        let Some(b) = self.buckets.get_mut(i) else { return false };
+        let Some(e) = b.entries.iter_mut().find(|e| e.id() == *id) else { return false };
+        e.failures += 1;
+        if e.failures >= max_failures {
+            self.on_failed(id);
+            return true;
+        }
+        false
+    }
+
     /// Removes `id` outright (e.g. it presented an invalid record).
     pub fn remove(&mut self, id: &NodeId) {
         let _ = self.on_failed(id);
@@ -393,7 +410,7 @@ mod tests {
 
     fn entry(seed: [u8; 32], addr: SocketAddr, now: Instant) -> Entry {
         let rec = Identity::from_seed(seed).make_record(1, 0, &[WireAddr::from(addr)]).unwrap();
-        Entry { record: rec, addr, last_seen: now }
+        Entry { record: rec, addr, last_seen: now, failures: 0 }
     }
 
     fn seed(n: u32) -> [u8; 32] {

@@ -76,6 +76,8 @@ reasons! {
     MalformedMessage = "malformed_message",
     /// A response to no outstanding request.
     UnexpectedResponse = "unexpected_response",
+    /// A `Value` record that does not validate against its key (wrong key, bad signature).
+    InvalidValue = "invalid_value",
 }
 
 impl From<PacketError> for DropReason {

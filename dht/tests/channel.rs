@@ -35,9 +35,13 @@ fn handshake_then_ping_pong() {
     assert_eq!(r, req);
     assert_eq!(peer, net.nodes[1].id());
     assert_eq!(observed.to_socket_addr(), addr(0));
-    // Exactly: initiation, response, ping (transport), pong (transport).
+    // Exactly: initiation, response, ping (transport); then the responder, which has no record of
+    // the pinger yet, asks for it (record request, 5) to add it to its routing table while it
+    // answers (pong, 4); the record reply (6) closes the exchange.
     let kinds: Vec<u8> = net.log.iter().map(|p| p.data[0]).collect();
-    assert_eq!(kinds, vec![1, 2, 4, 4]);
+    assert_eq!(kinds, vec![1, 2, 4, 5, 4, 6]);
+    assert_eq!(net.nodes[1].table().len(), 1, "the pinger is in the responder's table");
+    assert_eq!(net.nodes[0].table().len(), 1, "the responder is in the pinger's table");
     assert_eq!(net.log[0].data.len(), 240);
     assert_eq!(net.log[1].data.len(), 92);
     let (a, b) = (net.nodes[0].stats(), net.nodes[1].stats());

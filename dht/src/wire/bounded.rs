@@ -9,8 +9,14 @@ use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A `Vec<T>` of at most `N` elements.
-#[derive(Clone, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct BoundedVec<T, const N: usize>(Vec<T>);
+
+impl<T, const N: usize> Default for BoundedVec<T, N> {
+    fn default() -> Self {
+        BoundedVec(Vec::new())
+    }
+}
 
 impl<T, const N: usize> BoundedVec<T, N> {
     /// An empty vector.

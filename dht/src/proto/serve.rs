@@ -1,0 +1,133 @@
+//! Answering peers' requests (wire-spec §6.2): Ping, FindNode, FindValue and Store.
+
+use std::time::{Duration, Instant};
+
+use super::{Dht, DhtEvent};
+use crate::identity::{NodeId, NodeRecord};
+use crate::wire::bounded::{BoundedString, BoundedVec};
+use crate::wire::limits::{MAX_NODES_PER_MESSAGE, MAX_PLAINTEXT, MAX_RECORDS_PER_VALUE};
+use crate::wire::{self, Body, Key, Message, Record, WireAddr};
+
+/// Room a message needs besides its node records or values: id, tags, counts, key.
+const MESSAGE_OVERHEAD: usize = 10 + 1 + 1 + 2 + 32;
+
+/// An `Error` body.
+pub(super) fn error(code: u16, detail: &str) -> Body {
+    Body::Error { code, detail: BoundedString::truncated(detail) }
+}
+
+/// Splits records into groups that each fit one `Nodes` message.
+pub(super) fn pack_nodes(recs: Vec<NodeRecord>) -> Vec<Vec<NodeRecord>> {
+    let mut parts = Vec::new();
+    let mut cur = Vec::new();
+    let mut size = 0;
+    for r in recs {
+        let len = wire::encode(&r).map(|v| v.len()).unwrap_or(MAX_PLAINTEXT);
+        if !cur.is_empty() && (size + len + MESSAGE_OVERHEAD > MAX_PLAINTEXT || cur.len() >= MAX_NODES_PER_MESSAGE) {
+            parts.push(std::mem::take(&mut cur));
+            size = 0;
+        }
+        size += len;
+        cur.push(r);
+    }
+    if !cur.is_empty() {
+        parts.push(cur);
+    }
+    parts
+}
+
+/// As many records as fit one `Value` message (a large set is sampled, first entries first).
+fn pack_values(recs: Vec<Record>) -> Vec<Record> {
+    let mut out = Vec::new();
+    let mut size = 0;
+    for r in recs {
+        let len = wire::encode(&r).map(|v| v.len()).unwrap_or(MAX_PLAINTEXT);
+        if size + len + MESSAGE_OVERHEAD > MAX_PLAINTEXT || out.len() >= MAX_RECORDS_PER_VALUE {
+            break;
+        }
+        size += len;
+        out.push(r);
+    }
+    out
+}
+
+impl Dht {
+    pub(super) fn serve(&mut self, now: Instant, peer: NodeId, addr: std::net::SocketAddr, msg: Message) {
+        match msg.body {
+            Body::Ping => {
+                let body = Body::Pong { observed: WireAddr::from(addr), record_seq: self.record.seq };
+                self.reply(now, peer, msg.id, body);
+            }
+            Body::FindNode { target } => self.send_nodes(now, peer, msg.id, &target),
+            Body::FindValue { key } => {
+                let recs = self.store.get(now, &key);
+                if recs.is_empty() {
+                    self.send_nodes(now, peer, msg.id, &NodeId(key.0));
+                } else {
+                    let records = BoundedVec::try_from(pack_values(recs)).unwrap_or_default();
+                    self.reply(now, peer, msg.id, Body::Value { key, records });
+                }
+            }
+            Body::Store { key, record, ttl_s, expected_seq } => {
+                self.serve_store(now, peer, msg.id, key, record, ttl_s, expected_seq)
+            }
+            _ => {}
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn serve_store(
+        &mut self,
+        now: Instant,
+        peer: NodeId,
+        id: u64,
+        key: Key,
+        record: Record,
+        ttl_s: u32,
+        cas: Option<u64>,
+    ) {
+        match self.store.put(now, key, record, Duration::from_secs(u64::from(ttl_s)), cas, peer) {
+            Ok(_) => {
+                self.stats.stores_accepted += 1;
+                self.events.push_back(DhtEvent::RecordStored { key, from: peer });
+                self.reply(now, peer, id, Body::StoreAck { key });
+            }
+            Err(e) => {
+                let name = match e {
+                    crate::store::StoreError::WrongKey => "wrong_key",
+                    crate::store::StoreError::BadSignature => "bad_signature",
+                    crate::store::StoreError::Stale => "stale",
+                    crate::store::StoreError::CasMismatch { .. } => "cas_mismatch",
+                    crate::store::StoreError::Quota => "quota",
+                    crate::store::StoreError::SetFull => "set_full",
+                    crate::store::StoreError::KindConflict => "kind_conflict",
+                };
+                *self.stats.stores_refused.entry(name).or_insert(0) += 1;
+                self.reply(now, peer, id, error(e.code(), &e.to_string()));
+            }
+        }
+    }
+
+    /// Answers with the k closest nodes to `target` we know, except the asker, in as many
+    /// `Nodes` messages as needed.
+    fn send_nodes(&mut self, now: Instant, peer: NodeId, id: u64, target: &NodeId) {
+        let k = self.cfg.lookup.k;
+        let recs: Vec<NodeRecord> = self
+            .table
+            .closest(target, k + 1)
+            .into_iter()
+            .filter(|e| e.id() != peer)
+            .take(k)
+            .map(|e| e.record)
+            .collect();
+        let parts = pack_nodes(recs);
+        let total = u8::try_from(parts.len().max(1)).unwrap_or(u8::MAX);
+        if parts.is_empty() {
+            self.reply(now, peer, id, Body::Nodes { total, nodes: BoundedVec::new() });
+        }
+        for part in parts {
+            let nodes = BoundedVec::try_from(part).unwrap_or_default();
+            self.reply(now, peer, id, Body::Nodes { total, nodes });
+        }
+    }
+}
