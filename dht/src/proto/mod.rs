@@ -236,6 +236,19 @@ pub enum DhtEvent {
     },
 }
 
+/// Misbehaviour for tests and the simulator: how this node lies when it answers. Never set in a
+/// real node; it exists so that the honest nodes' defences run against the same core.
+#[doc(hidden)]
+#[derive(Clone, Debug, Default)]
+pub struct Adversary {
+    /// Node records to add to every `Nodes` answer (forged or colluding).
+    pub extra_nodes: Vec<NodeRecord>,
+    /// Answer `FindNode` with `extra_nodes` only.
+    pub only_extra_nodes: bool,
+    /// Answer every `FindValue` with these records, whatever the key.
+    pub values: Option<Vec<Record>>,
+}
+
 /// Counters of the DHT layer (the channel has its own).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DhtStats {
@@ -317,6 +330,7 @@ pub struct Dht {
     stats: DhtStats,
     rng: rand_chacha::ChaCha20Rng,
     last_refresh_check: Instant,
+    adversary: Option<Adversary>,
 }
 
 impl Dht {
@@ -354,6 +368,7 @@ impl Dht {
             stats: DhtStats::default(),
             rng,
             last_refresh_check: now,
+            adversary: None,
         })
     }
 
@@ -401,6 +416,18 @@ impl Dht {
     /// The record store (read-only).
     pub fn store(&self) -> &RecordStore {
         &self.store
+    }
+
+    /// Makes this node lie (tests and simulation only).
+    #[doc(hidden)]
+    pub fn set_adversary(&mut self, a: Option<Adversary>) {
+        self.adversary = a;
+    }
+
+    /// Sends raw plaintext to a peer over the secure channel (tests only: crafted messages).
+    #[doc(hidden)]
+    pub fn send_raw(&mut self, now: Instant, to: &PeerInfo, plaintext: &[u8]) -> Result<(), SendError> {
+        self.channel.send(now, to, plaintext)
     }
 
     /// Requests in flight.
@@ -799,7 +826,11 @@ impl Dht {
         }
         for rec in nodes {
             match rec.verify() {
-                Ok(()) if rec.id != self.id() => got.push(rec),
+                Ok(()) if rec.id != self.id() => {
+                    // Kept so that the node enters the routing table once it answers us.
+                    self.remember(&rec);
+                    got.push(rec);
+                }
                 Ok(()) => {}
                 // A lying answer: the record does not verify or its id is not its key's.
                 Err(_) => self.channel.count_drop(DropReason::BadRecord),

@@ -60,7 +60,8 @@ impl Dht {
             }
             Body::FindNode { target } => self.send_nodes(now, peer, msg.id, &target),
             Body::FindValue { key } => {
-                let recs = self.store.get(now, &key);
+                let lies = self.adversary.as_ref().and_then(|a| a.values.clone());
+                let recs = lies.unwrap_or_else(|| self.store.get(now, &key));
                 if recs.is_empty() {
                     self.send_nodes(now, peer, msg.id, &NodeId(key.0));
                 } else {
@@ -112,7 +113,7 @@ impl Dht {
     /// `Nodes` messages as needed.
     fn send_nodes(&mut self, now: Instant, peer: NodeId, id: u64, target: &NodeId) {
         let k = self.cfg.lookup.k;
-        let recs: Vec<NodeRecord> = self
+        let mut recs: Vec<NodeRecord> = self
             .table
             .closest(target, k + 1)
             .into_iter()
@@ -120,6 +121,12 @@ impl Dht {
             .take(k)
             .map(|e| e.record)
             .collect();
+        if let Some(a) = &self.adversary {
+            if a.only_extra_nodes {
+                recs.clear();
+            }
+            recs.extend(a.extra_nodes.iter().cloned());
+        }
         let parts = pack_nodes(recs);
         let total = u8::try_from(parts.len().max(1)).unwrap_or(u8::MAX);
         if parts.is_empty() {

@@ -1,0 +1,186 @@
+//! Kademlia on virtual time (the `testing` harness): deterministic checks of bootstrap, puts
+//! without timers, and every kind of bad input a peer can send, each refused and counted.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use std::time::Duration;
+
+use suprnova_dht::channel::PeerInfo;
+use suprnova_dht::identity::{Identity, NodeId};
+use suprnova_dht::proto::{Adversary, DhtEvent, GetMode, RequestError, Target};
+use suprnova_dht::stats::DropReason;
+use suprnova_dht::testing::{Net, addr, config};
+use suprnova_dht::wire::bounded::BoundedBytes;
+use suprnova_dht::wire::{Body, Key, Message, MutableRecord, Record};
+
+fn net(n: usize) -> Net {
+    Net::new(
+        (0..n)
+            .map(|i| {
+                let mut c = config(i);
+                c.routing.exempt_loopback = true;
+                c
+            })
+            .collect(),
+    )
+}
+
+fn joined(n: usize) -> Net {
+    let mut net = net(n);
+    for i in 1..n {
+        let seed = net.nodes[0].record().clone();
+        let now = net.now;
+        net.nodes[i].bootstrap(now, vec![Target::Record(seed)]).unwrap();
+        net.run();
+    }
+    for i in 0..n {
+        net.take_events(i);
+    }
+    net
+}
+
+fn imm(v: &[u8]) -> (Key, Record) {
+    (Key::for_immutable(v), Record::Immutable { value: BoundedBytes::try_from(v).unwrap() })
+}
+
+fn info(net: &Net, i: usize) -> PeerInfo {
+    let r = net.nodes[i].record();
+    PeerInfo { id: r.id, noise_key: r.noise_key, addr: addr(i) }
+}
+
+#[test]
+fn bootstrap_fills_every_table_and_put_get_need_no_timer() {
+    let mut net = joined(30);
+    for n in &net.nodes {
+        assert_eq!(n.table().len(), 29, "every node knows every other");
+    }
+    let (k, r) = imm(b"hello");
+    let now = net.now;
+    let q = net.nodes[5].put(now, k, r.clone(), Duration::from_secs(300), None).unwrap();
+    net.run();
+    let ev = net.take_events(5);
+    assert_eq!(
+        ev.iter().filter(|e| matches!(e, DhtEvent::PutReplica { query, result: Ok(()), .. } if *query == q)).count(),
+        3
+    );
+    assert!(ev.iter().any(|e| matches!(e, DhtEvent::PutDone { query, result: Ok(o) } if *query == q && o.stored == 3)));
+    // The three replicas are the three nodes closest to the key.
+    let mut ids: Vec<NodeId> = net.nodes.iter().map(|n| n.id()).collect();
+    ids.sort_by_key(|id| NodeId(k.0).distance(id));
+    let holders: Vec<NodeId> = net.nodes.iter().filter(|n| !n.store().is_empty()).map(|n| n.id()).collect();
+    assert_eq!(holders.len(), 3);
+    assert!(holders.iter().all(|h| ids[..3].contains(h)));
+    let now = net.now;
+    let q = net.nodes[17].get(now, k, GetMode::First).unwrap();
+    net.run();
+    let ev = net.take_events(17);
+    assert!(ev.iter().any(|e| matches!(e, DhtEvent::GotRecord { query, record, .. } if *query == q && *record == r)));
+    assert!(ev.iter().any(|e| matches!(e, DhtEvent::GetDone { query, result: Ok(1), .. } if *query == q)));
+}
+
+#[test]
+fn lying_nodes_answers_are_refused_and_counted() {
+    let mut net = net(3);
+    let honest = net.nodes[2].record().clone();
+    // A record whose signature no longer matches, and one whose id is not its key's hash.
+    let mut tampered = Identity::from_seed([50; 32]).make_record(1, 0, &[addr(7).into()]).unwrap();
+    tampered.seq = 2;
+    let mut wrong_id = Identity::from_seed([51; 32]).make_record(1, 0, &[addr(8).into()]).unwrap();
+    wrong_id.id = NodeId([0xee; 32]);
+    net.nodes[1].set_adversary(Some(Adversary {
+        extra_nodes: vec![tampered.clone(), wrong_id.clone(), honest.clone()],
+        only_extra_nodes: true,
+        values: None,
+    }));
+    let now = net.now;
+    let seed = net.nodes[1].record().clone();
+    net.nodes[0].bootstrap(now, vec![Target::Record(seed)]).unwrap();
+    net.run();
+    // The bootstrap lookup and the three bucket refreshes after it each ask the liar once, and each
+    // answer carries both forged records: every one is counted.
+    let lookups = net.nodes[0].dht_stats().lookups;
+    assert_eq!(lookups, 4);
+    assert_eq!(net.nodes[0].stats().drops.get(DropReason::BadRecord), 2 * lookups);
+    let t = net.nodes[0].table();
+    assert!(t.get(&tampered.id).is_none() && t.get(&wrong_id.id).is_none());
+    assert!(t.get(&honest.id).is_some(), "the honest node in the same answer was used");
+}
+
+#[test]
+fn invalid_values_are_refused_and_counted() {
+    let mut net = joined(4);
+    let (k, r) = imm(b"the real value");
+    let (_, other) = imm(b"a value for another key");
+    let id = Identity::from_seed([52; 32]);
+    let mut forged = MutableRecord {
+        public_key: id.public_key(),
+        salt: BoundedBytes::try_from(&b"s"[..]).unwrap(),
+        seq: 1,
+        value: BoundedBytes::try_from(&b"v"[..]).unwrap(),
+        signature: [7; 64],
+    };
+    forged.seq = 2;
+    for i in 1..4 {
+        net.nodes[i].set_adversary(Some(Adversary {
+            values: Some(vec![other.clone(), Record::Mutable(forged.clone())]),
+            ..Adversary::default()
+        }));
+    }
+    let now = net.now;
+    let q = net.nodes[0].get(now, k, GetMode::First).unwrap();
+    net.run();
+    let ev = net.take_events(0);
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, DhtEvent::GetDone { query, result: Err(RequestError::NotFound), .. } if *query == q))
+    );
+    assert!(!ev.iter().any(|e| matches!(e, DhtEvent::GotRecord { .. })));
+    assert_eq!(net.nodes[0].stats().drops.get(DropReason::InvalidValue), 6, "2 bad records from each of 3 liars");
+    drop(r);
+}
+
+#[test]
+fn bad_stores_get_error_codes_and_are_counted() {
+    let mut net = joined(2);
+    let now = net.now;
+    let to = info(&net, 1);
+    let send = |net: &mut Net, id: u64, body: Body| {
+        let now = net.now;
+        let bytes = Message { id, body }.encode().unwrap();
+        net.nodes[0].send_raw(now, &to, &bytes).unwrap();
+        net.run();
+    };
+    // Wrong key for the content.
+    let (_, r) = imm(b"content");
+    send(&mut net, 1, Body::Store { key: Key([1; 32]), record: r, ttl_s: 60, expected_seq: None });
+    // A bad signature.
+    let id = Identity::from_seed([53; 32]);
+    let m = MutableRecord {
+        public_key: id.public_key(),
+        salt: BoundedBytes::default(),
+        seq: 1,
+        value: BoundedBytes::default(),
+        signature: [1; 64],
+    };
+    send(&mut net, 2, Body::Store { key: m.key(), record: Record::Mutable(m), ttl_s: 60, expected_seq: None });
+    // A quota flood: the per-peer quota (1000 by default) refuses the excess.
+    for i in 0..1100u32 {
+        let (k, r) = imm(&i.to_le_bytes());
+        send(&mut net, 100 + u64::from(i), Body::Store { key: k, record: r, ttl_s: 60, expected_seq: None });
+    }
+    let s = net.nodes[1].dht_stats();
+    assert_eq!(s.stores_refused.get("wrong_key"), Some(&1));
+    assert_eq!(s.stores_refused.get("bad_signature"), Some(&1));
+    assert_eq!(s.stores_refused.get("quota"), Some(&100));
+    assert_eq!(s.stores_accepted, 1000);
+    assert_eq!(net.nodes[1].store().len(), 1000);
+    // An oversized value cannot even be decoded: counted as malformed, answered with an error.
+    let mut raw = vec![7u8, 6]; // id 7, Store
+    raw.extend_from_slice(&[9u8; 32]); // key
+    raw.push(0); // Immutable
+    raw.extend_from_slice(&[0xb6, 0x07]); // length 950 (> 900)
+    raw.extend(std::iter::repeat_n(0u8, 950));
+    raw.extend_from_slice(&[60, 0]); // ttl, no CAS
+    net.nodes[0].send_raw(now, &to, &raw).unwrap();
+    net.run();
+    assert_eq!(net.nodes[1].stats().drops.get(DropReason::MalformedMessage), 1);
+}
