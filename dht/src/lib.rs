@@ -27,6 +27,8 @@ pub mod wire;
 
 #[cfg(feature = "net")]
 pub mod net;
+#[cfg(feature = "net")]
+pub mod persist;
 
 #[doc(hidden)]
 pub mod fuzzing;

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::net::UdpSocket;
@@ -12,7 +13,8 @@ use tokio::task::JoinHandle;
 
 use crate::identity::{Identity, NodeId, NodeRecord};
 use crate::lookup::Found;
-use crate::proto::{Dht, DhtConfig, DhtEvent, DhtStats, GetMode, PutOutcome, QueryId, RequestError, Target};
+use crate::persist::Persist;
+use crate::proto::{Dht, DhtConfig, DhtEvent, DhtStats, GetMode, PutOutcome, QueryId, RequestError, Restored, Target};
 use crate::stats::ChannelStats;
 use crate::wire::limits::MAX_DATAGRAM;
 use crate::wire::{Key, Record, WireAddr};
@@ -93,6 +95,7 @@ pub struct NodeHandle {
     id: NodeId,
     addr: SocketAddr,
     record: NodeRecord,
+    restored: Option<Restored>,
 }
 
 /// Why the node task could not do what was asked.
@@ -110,22 +113,79 @@ fn unix_now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)).unwrap_or(0)
 }
 
-/// Fills `cfg`'s seed and clock fields from the OS, binds `bind`, and starts the node task.
-pub async fn spawn(
+/// How a node task keeps state on disk.
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    /// The node database (routing table and records); `None` keeps everything in memory.
+    pub database: Option<PathBuf>,
+    /// How often a changed state is written.
+    pub snapshot_every: Duration,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        NodeOptions { database: None, snapshot_every: Duration::from_secs(5) }
+    }
+}
+
+/// A node with no state on disk (`spawn_with` with default options).
+pub async fn spawn(identity: Identity, bind: SocketAddr, cfg: DhtConfig) -> io::Result<(NodeHandle, JoinHandle<()>)> {
+    spawn_with(identity, bind, cfg, NodeOptions::default()).await
+}
+
+/// Fills `cfg`'s seed and clock fields from the OS, binds `bind`, restores the saved routing
+/// table and records if a database is given, and starts the node task.
+pub async fn spawn_with(
     identity: Identity,
     bind: SocketAddr,
     mut cfg: DhtConfig,
+    opts: NodeOptions,
 ) -> io::Result<(NodeHandle, JoinHandle<()>)> {
+    let persist = match &opts.database {
+        Some(p) => Some(Persist::open(p).map_err(|e| io::Error::other(e.to_string()))?),
+        None => None,
+    };
     let socket = UdpSocket::bind(bind).await?;
     let addr = socket.local_addr()?;
     getrandom::fill(&mut cfg.channel.rng_seed).map_err(|e| io::Error::other(e.to_string()))?;
     cfg.channel.unix_time_ns_at_start = unix_now_ns();
     let addrs: Vec<WireAddr> = [WireAddr::from(addr)].into_iter().filter(WireAddr::is_usable).collect();
-    let dht = Dht::new(identity, &addrs, cfg, Instant::now()).map_err(|e| io::Error::other(e.to_string()))?;
+    let now = Instant::now();
+    let mut dht = Dht::new(identity, &addrs, cfg, now).map_err(|e| io::Error::other(e.to_string()))?;
+    let mut restored = None;
+    if let Some(p) = &persist {
+        let (snap, report) = p.load().map_err(|e| io::Error::other(e.to_string()))?;
+        let r = dht.restore(now, unix_now_ms(), snap);
+        tracing::info!(
+            peers = r.peers,
+            records = r.records,
+            skipped = r.skipped,
+            corrupt = report.corrupt,
+            "restored node state"
+        );
+        restored = Some(r);
+    }
     let (tx, rx) = mpsc::channel(1024);
-    let handle = NodeHandle { tx, id: dht.id(), addr, record: dht.record().clone() };
-    let task = tokio::spawn(run(socket, dht, rx));
+    let handle = NodeHandle { tx, id: dht.id(), addr, record: dht.record().clone(), restored };
+    let task = tokio::spawn(run(socket, dht, rx, persist, opts.snapshot_every));
     Ok((handle, task))
+}
+
+fn unix_now_ms() -> u64 {
+    unix_now_ns() / 1_000_000
+}
+
+/// Writes a snapshot if the state changed since `last`.
+fn save_if_changed(dht: &Dht, persist: Option<&Persist>, last: &mut (usize, u64)) {
+    let Some(p) = persist else { return };
+    let generation = dht.snapshot_generation();
+    if generation == *last {
+        return;
+    }
+    match p.save(&dht.snapshot(Instant::now(), unix_now_ms())) {
+        Ok(()) => *last = generation,
+        Err(e) => tracing::warn!(error = %e, "cannot save node state"),
+    }
 }
 
 impl NodeHandle {
@@ -140,6 +200,11 @@ impl NodeHandle {
     /// The signed record the node started with.
     pub fn record(&self) -> &NodeRecord {
         &self.record
+    }
+
+    /// What was restored from the database at start, if the node has one.
+    pub fn restored(&self) -> Option<Restored> {
+        self.restored
     }
 
     async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, NodeError> {
@@ -266,7 +331,16 @@ fn command(dht: &mut Dht, cmd: Command, w: &mut Waiters, send_errors: u64) -> bo
     true
 }
 
-async fn run(socket: UdpSocket, mut dht: Dht, mut rx: mpsc::Receiver<Command>) {
+async fn run(
+    socket: UdpSocket,
+    mut dht: Dht,
+    mut rx: mpsc::Receiver<Command>,
+    persist: Option<Persist>,
+    snapshot_every: Duration,
+) {
+    let mut saved = dht.snapshot_generation();
+    let mut snapshot = tokio::time::interval(snapshot_every);
+    snapshot.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let mut waiters = Waiters::default();
     let mut send_errors = 0u64;
@@ -301,10 +375,21 @@ async fn run(socket: UdpSocket, mut dht: Dht, mut rx: mpsc::Receiver<Command>) {
                     }
                 }
             }
-            cmd = rx.recv() => match cmd {
-                Some(cmd) => if !command(&mut dht, cmd, &mut waiters, send_errors) { return },
-                None => return,
-            },
+            cmd = rx.recv() => {
+                let go_on = match cmd {
+                    Some(cmd) => command(&mut dht, cmd, &mut waiters, send_errors),
+                    None => false,
+                };
+                if !go_on {
+                    // Shutdown: flush what is queued, then keep the state for the next start.
+                    while let Some(t) = dht.poll_transmit() {
+                        let _ = socket.send_to(&t.payload, socket_dst(t.dst, ipv6_socket)).await;
+                    }
+                    save_if_changed(&dht, persist.as_ref(), &mut saved);
+                    return;
+                }
+            }
+            _ = snapshot.tick() => save_if_changed(&dht, persist.as_ref(), &mut saved),
             () = sleep => {}
         }
         let now = Instant::now();

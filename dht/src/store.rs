@@ -161,6 +161,7 @@ pub struct RecordStore {
     bytes: usize,
     count: usize,
     per_peer: HashMap<NodeId, usize>,
+    generation: u64,
 }
 
 impl RecordStore {
@@ -173,6 +174,7 @@ impl RecordStore {
             bytes: 0,
             count: 0,
             per_peer: HashMap::new(),
+            generation: 0,
         }
     }
 
@@ -212,6 +214,7 @@ impl RecordStore {
     fn unlink(&mut self, key: &Key, writer: &Writer) -> Option<Item> {
         let m = self.items.get_mut(key)?;
         let item = m.remove(writer)?;
+        self.generation += 1;
         if m.is_empty() {
             self.items.remove(key);
         }
@@ -227,7 +230,13 @@ impl RecordStore {
         Some(item)
     }
 
+    /// Increases whenever an item is added, replaced or removed.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     fn link(&mut self, key: Key, writer: Writer, item: Item) {
+        self.generation += 1;
         self.expiry.insert((item.expires, key, writer));
         self.bytes += item.size;
         self.count += 1;

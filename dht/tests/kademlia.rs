@@ -278,3 +278,71 @@ async fn records_expire_when_nobody_republishes() {
         h.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_node_rejoins_without_bootstrap_and_serves_its_records() {
+    use suprnova_dht::identity::NodeId;
+    use suprnova_dht::net::NodeOptions;
+    let dir = std::env::temp_dir().join(format!("suprnova-restart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = config(3);
+    let mut nodes = start(12, &cfg).await;
+    // Node X keeps its state on disk.
+    let x_seed = [0x77u8; 32];
+    let opts = NodeOptions { database: Some(dir.join("dht.redb")), snapshot_every: Duration::from_millis(200) };
+    let (x, _) =
+        net::spawn_with(Identity::from_seed(x_seed), "127.0.0.1:0".parse().unwrap(), cfg.clone(), opts.clone())
+            .await
+            .unwrap();
+    assert_eq!(x.restored().unwrap().peers, 0);
+    let x_addr = x.local_addr();
+    nodes.push(x.clone());
+    bootstrap_all(&nodes).await;
+    // A value whose key is closer to X than to anyone else, so X is one of its 3 replicas.
+    let ids: Vec<NodeId> = nodes.iter().map(|h| h.id()).collect();
+    let (key, rec) = (0u32..)
+        .map(|i| {
+            let v = format!("x-holds-{i}").into_bytes();
+            (Key::for_immutable(&v), Record::Immutable { value: BoundedBytes::try_from(&v[..]).unwrap() })
+        })
+        .find(|(k, _)| ids.iter().min_by_key(|id| NodeId(k.0).distance(id)) == Some(&x.id()))
+        .unwrap();
+    let out = nodes[1].put(key, rec.clone(), Duration::from_secs(3600), None).await.unwrap();
+    assert_eq!(out.stored, 3);
+    assert_eq!(x.stats().await.unwrap().records, 1);
+    let holders: Vec<usize> = {
+        let mut v = Vec::new();
+        for (i, h) in nodes.iter().enumerate() {
+            if h.id() != x.id() && h.stats().await.unwrap().records == 1 {
+                v.push(i);
+            }
+        }
+        v
+    };
+    assert_eq!(holders.len(), 2);
+
+    // X stops (saving its state) and comes back on the same address with no bootstrap address.
+    x.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (x2, _) = net::spawn_with(Identity::from_seed(x_seed), x_addr, cfg.clone(), opts).await.unwrap();
+    assert_eq!(x2.id(), x.id());
+    let restored = x2.restored().unwrap();
+    assert!(restored.peers >= 10, "{restored:?}");
+    assert_eq!(restored.records, 1);
+    let peers = timeout(Duration::from_secs(30), x2.bootstrap(vec![])).await.unwrap().unwrap();
+    assert!(peers >= 10, "rejoined with {peers} peers");
+    // The other replicas leave; a reader that never held the record gets it from X.
+    for &i in &holders {
+        nodes[i].shutdown().await;
+    }
+    let reader = nodes.iter().enumerate().find(|(i, h)| !holders.contains(i) && h.id() != x.id() && *i != 1).unwrap().1;
+    let got = timeout(Duration::from_secs(30), reader.get(key)).await.unwrap().unwrap();
+    assert_eq!(got.record, rec);
+    assert_eq!(got.from, x2.id(), "served by the restarted node");
+    x2.shutdown().await;
+    for h in &nodes {
+        h.shutdown().await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

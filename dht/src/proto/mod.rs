@@ -7,12 +7,14 @@
 
 mod query;
 mod serve;
+mod snapshot;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 pub use query::{GetMode, PutOutcome};
+pub use snapshot::{Restored, SavedPeer, SavedRecord, Snapshot};
 
 use crate::channel::{Channel, ChannelConfig, ChannelEvent, PeerInfo, SendError, Transmit};
 use crate::identity::{Identity, NodeId, NodeRecord, RecordError};
