@@ -48,4 +48,13 @@ write("packet_decode", blobs)
 write("message_roundtrip", blobs)
 write("record_verify", blobs)
 write("handshake_responder", [frame(m, packets + blobs[:8]) for m in range(4)] + [frame(0, [b]) for b in blobs])
+# dht_messages takes plaintext messages framed like datagrams, without the mode byte.
+messages = []
+path = os.path.join(VECTORS, "messages.json")
+if os.path.exists(path):
+    with open(path) as f:
+        messages = [bytes.fromhex(v["encoding"]) for v in json.load(f)["valid"]]
+write("dht_messages", [frame(0, messages)[1:]] + [frame(0, [m])[1:] for m in messages])
+write("routing_ops", [bytes(range(96)), bytes([0, 1, 2] * 40)])
+write("store_ops", [bytes(range(120)), bytes([0, 5, 1, 3, 2, 7, 2, 2, 3, 9, 1, 1] * 10)])
 print("seed corpus: %d blobs from %s" % (len(blobs), VECTORS))

@@ -88,3 +88,170 @@ pub fn handshake_responder(data: &[u8]) {
         assert!(ch.index_count() as u64 <= st.handshakes_answered);
     }
 }
+
+fn signed_identities() -> &'static [crate::identity::Identity] {
+    static IDS: std::sync::OnceLock<Vec<crate::identity::Identity>> = std::sync::OnceLock::new();
+    IDS.get_or_init(|| (0..32u8).map(|i| Identity::from_seed([i.wrapping_add(1); 32])).collect())
+}
+
+/// Routing-table operation sequences: insert (with ping-before-evict answered either way), fail,
+/// remove, closest. Invariants after every op: at most k per bucket, the count matches, every node
+/// sits in its own bucket, subnet limits hold, `closest` is sorted by distance.
+pub fn routing_ops(data: &[u8]) {
+    use crate::routing::{Entry, Insert, RoutingConfig, RoutingTable};
+    let now = Instant::now();
+    let ids = signed_identities();
+    let local = Identity::from_seed([0; 32]).id();
+    let cfg =
+        RoutingConfig { k: 3, replacements: 2, per_bucket_subnet: 2, per_table_subnet: 4, ..RoutingConfig::default() };
+    let mut t = RoutingTable::new(local, cfg.clone());
+    for op in data.chunks(3).take(512) {
+        let (a, b, c) =
+            (op.first().copied().unwrap_or(0), op.get(1).copied().unwrap_or(0), op.get(2).copied().unwrap_or(0));
+        let Some(ident) = ids.get(usize::from(b) % ids.len()) else { continue };
+        let addr = SocketAddr::from(([10, c % 4, c / 64, 1], 4000));
+        let Ok(record) = ident.make_record(u64::from(a), 0, &[addr.into()]) else { continue };
+        let id = record.id;
+        match a % 4 {
+            0 | 1 => {
+                if let Insert::PingFirst { ping } = t.insert(now, Entry { record, addr, last_seen: now, failures: 0 }) {
+                    if c % 2 == 0 {
+                        t.on_alive(now, &ping);
+                    } else {
+                        t.on_failed(&ping);
+                    }
+                }
+            }
+            2 => {
+                t.record_failure(&id, 2);
+            }
+            _ => t.remove(&id),
+        }
+        let sizes = t.bucket_sizes();
+        assert!(sizes.iter().all(|&(_, n)| n <= cfg.k));
+        assert_eq!(sizes.iter().map(|&(_, n)| n).sum::<usize>(), t.len());
+        assert!(t.subnet_counts().iter().all(|&n| n <= cfg.per_table_subnet));
+        for e in t.entries() {
+            assert!(t.bucket_index(&e.id()).is_some());
+        }
+        let c = t.closest(&id, 64);
+        assert!(
+            c.windows(2)
+                .all(|w| w.first().zip(w.get(1)).is_some_and(|(x, y)| id.distance(&x.id()) < id.distance(&y.id())))
+        );
+    }
+}
+
+/// Store operation sequences: puts of valid and invalid records of every kind from several peers,
+/// with and without compare-and-swap, and time passing. Invariants: the item count matches what
+/// iteration finds, nothing expired is served, quotas hold.
+pub fn store_ops(data: &[u8]) {
+    use crate::store::{RecordStore, StoreConfig};
+    use crate::wire::bounded::BoundedBytes;
+    use crate::wire::{Key, MutableRecord, Record, SetEntry};
+    let t0 = Instant::now();
+    let ids = signed_identities();
+    let cfg = StoreConfig {
+        max_items: 40,
+        max_bytes: 8 << 10,
+        max_per_peer: 12,
+        max_set_entries: 4,
+        ..StoreConfig::default()
+    };
+    let mut s = RecordStore::new(cfg.clone());
+    let mut now = t0;
+    for op in data.chunks(4).take(400) {
+        let b = |i: usize| op.get(i).copied().unwrap_or(0);
+        let Some(w) = ids.get(usize::from(b(1)) % ids.len()) else { continue };
+        let from = crate::identity::NodeId([b(2) % 4; 32]);
+        let ttl = Duration::from_secs(u64::from(b(3) % 8) + 1);
+        let value = [b(2); 24];
+        let (key, rec) = match b(0) % 5 {
+            0 => (
+                Key::for_immutable(&value),
+                Record::Immutable { value: BoundedBytes::try_from(&value[..]).unwrap_or_default() },
+            ),
+            1 => (Key([b(3); 32]), Record::Immutable { value: BoundedBytes::try_from(&value[..]).unwrap_or_default() }),
+            2 => {
+                let mut m = MutableRecord {
+                    public_key: w.public_key(),
+                    salt: BoundedBytes::default(),
+                    seq: u64::from(b(3) % 4),
+                    value: BoundedBytes::try_from(&value[..4]).unwrap_or_default(),
+                    signature: [0; 64],
+                };
+                if b(2) % 3 != 0 {
+                    m.signature = w.sign(&m.signed_bytes().unwrap_or_default());
+                }
+                (m.key(), Record::Mutable(m))
+            }
+            3 => {
+                let key = Key([b(2) % 2; 32]);
+                let mut e = SetEntry {
+                    public_key: w.public_key(),
+                    seq: u64::from(b(3) % 3),
+                    ttl_s: u32::from(b(3)),
+                    value: BoundedBytes::default(),
+                    signature: [0; 64],
+                };
+                e.signature = w.sign(&e.signed_bytes(&key).unwrap_or_default());
+                (key, Record::SetEntry(e))
+            }
+            _ => {
+                now += Duration::from_millis(u64::from(b(1)) * 40);
+                s.expire(now);
+                continue;
+            }
+        };
+        let cas = (b(1) % 4 == 0).then_some(u64::from(b(2) % 3));
+        let _ = s.put(now, key, rec, ttl, cas, from);
+        assert!(s.len() <= cfg.max_items);
+        assert!(s.bytes() <= cfg.max_bytes);
+        assert_eq!(s.items().count(), s.len());
+        for k in s.keys() {
+            for r in s.get(now, k) {
+                assert!(crate::store::validate(k, &r).is_ok());
+            }
+        }
+        let mut per_peer = std::collections::HashMap::new();
+        for (_, i) in s.items() {
+            *per_peer.entry(i.owner).or_insert(0usize) += 1;
+        }
+        assert!(per_peer.values().all(|&n| n <= cfg.max_per_peer));
+    }
+}
+
+/// Arbitrary plaintext messages from an authenticated peer to a `Dht` (both on virtual time, with
+/// a real session between them), then the peer's lookups and timers run. Invariants: nothing
+/// panics, requests and queries stay within their caps, the store within its quotas, and every
+/// table entry's record verifies.
+pub fn dht_messages(data: &[u8]) {
+    use crate::channel::PeerInfo;
+    use crate::proto::Target;
+    use crate::testing::{Net, addr, config};
+    let mut net = Net::new(vec![config(0), config(1)]);
+    let Some(target) = net.nodes.get(1).map(|n| n.record().clone()) else { return };
+    let now = net.now;
+    if let Some(n) = net.nodes.get_mut(0) {
+        let _ = n.bootstrap(now, vec![Target::Record(target.clone())]);
+    }
+    net.run();
+    let to = PeerInfo { id: target.id, noise_key: target.noise_key, addr: addr(1) };
+    for (i, d) in datagrams(data).into_iter().enumerate() {
+        let now = net.now;
+        if let Some(n) = net.nodes.get_mut(0) {
+            let _ = n.send_raw(now, &to, d);
+        }
+        net.run();
+        if i % 8 == 7 {
+            net.advance(Duration::from_secs(3));
+            net.run();
+        }
+    }
+    net.advance(Duration::from_secs(40));
+    net.run();
+    let Some(n) = net.nodes.get(1) else { return };
+    assert!(n.pending_requests() <= 4096 && n.pending_queries() <= 256);
+    assert!(n.store().len() <= 100_000);
+    assert!(n.table().entries().all(|e| e.record.verify().is_ok()));
+}

@@ -213,11 +213,22 @@ impl RoutingTable {
             old.addr = entry.addr;
             old.last_seen = now;
             old.failures = 0;
-            bucket.entries.push(old);
-            if old_addr != entry.addr {
-                self.count_subnet(old_addr, false);
-                self.count_subnet(entry.addr, true);
+            if subnet(old_addr.ip()) == subnet(entry.addr.ip()) {
+                bucket.entries.push(old);
+                return Insert::Updated;
             }
+            // It moved to another network: it must fit that network's limits like a newcomer.
+            self.len -= 1;
+            self.count_subnet(old_addr, false);
+            let fits = self.buckets.get(i).is_some_and(|b| self.diversity_ok(b, entry.addr));
+            if !fits {
+                return Insert::Refused(Refusal::Diversity);
+            }
+            if let Some(b) = self.buckets.get_mut(i) {
+                b.entries.push(old);
+            }
+            self.len += 1;
+            self.count_subnet(entry.addr, true);
             return Insert::Updated;
         }
         let Some(bucket) = self.buckets.get(i) else { return Insert::Refused(Refusal::SelfId) };
@@ -297,6 +308,10 @@ impl RoutingTable {
         let mut added = None;
         let mut rest = Vec::new();
         for c in candidates {
+            // A waiting candidate may have entered meanwhile through the replacement cache.
+            if self.buckets.get(i).is_some_and(|b| b.entries.iter().any(|e| e.id() == c.id())) {
+                continue;
+            }
             let ok = added.is_none() && self.buckets.get(i).is_some_and(|b| self.diversity_ok(b, c.addr));
             if ok {
                 added = Some(c.id());
@@ -477,6 +492,24 @@ mod tests {
         let mut t = RoutingTable::new(local, RoutingConfig { exempt_loopback: true, ..RoutingConfig::default() });
         let added = (0..60u32).filter(|&n| t.insert(now, entry(seed(n), lo(n), now)) == Insert::Added).count();
         assert!(added > 10, "exempt loopback takes {added}");
+    }
+
+    #[test]
+    fn a_node_moving_into_a_full_subnet_leaves_the_table() {
+        // Found by the routing_ops fuzz target: a move used to skip the subnet limits.
+        let now = Instant::now();
+        let local = Identity::from_seed([0; 32]).id();
+        let mut t = RoutingTable::new(local, RoutingConfig { per_table_subnet: 2, ..RoutingConfig::default() });
+        let full = |n: u32| SocketAddr::from(([192, 0, 2, 1], 4000 + n as u16));
+        assert_eq!(t.insert(now, entry(seed(1), full(1), now)), Insert::Added);
+        assert_eq!(t.insert(now, entry(seed(2), full(2), now)), Insert::Added);
+        assert_eq!(t.insert(now, entry(seed(3), addr(3), now)), Insert::Added);
+        assert_eq!(t.insert(now, entry(seed(3), full(3), now)), Insert::Refused(Refusal::Diversity));
+        assert_eq!(t.len(), 2);
+        assert!(t.subnet_counts().iter().all(|&c| c <= 2));
+        // Moving within its own subnet is a plain update.
+        assert_eq!(t.insert(now, entry(seed(1), full(9), now)), Insert::Updated);
+        assert_eq!(t.len(), 2);
     }
 
     #[test]

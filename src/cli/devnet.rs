@@ -14,6 +14,14 @@ use tokio::task::JoinSet;
 
 use super::{percentiles_ms, random_seed};
 
+/// Every devnet node shares 127.0.0.1, so the per-subnet diversity limit is lifted (it stays on
+/// by default for real nodes).
+fn devnet_config() -> DhtConfig {
+    let mut cfg = DhtConfig::default();
+    cfg.routing.exempt_loopback = true;
+    cfg
+}
+
 /// Node i talks to i+1 .. i+sample (mod n), so every node both initiates and responds.
 fn sample_of(i: usize, n: usize, sample: usize) -> Vec<usize> {
     (1..=sample.min(n.saturating_sub(1))).map(|k| (i + k) % n).collect()
@@ -97,7 +105,7 @@ fn line(name: &str, p: &mut Phase, expected: usize, what: &str) {
 }
 
 /// Runs the devnet and prints the report.
-pub async fn run(n: usize, sample: usize, pings: usize) -> Result<()> {
+pub async fn run(n: usize, sample: usize, pings: usize, records: usize) -> Result<()> {
     if n < 2 {
         bail!("--nodes must be at least 2");
     }
@@ -109,7 +117,7 @@ pub async fn run(n: usize, sample: usize, pings: usize) -> Result<()> {
     let mut nodes: Vec<NodeHandle> = Vec::with_capacity(n);
     for _ in 0..n {
         let ident = Identity::from_seed(random_seed()?);
-        let (h, _task) = net::spawn(ident, "127.0.0.1:0".parse()?, DhtConfig::default()).await?;
+        let (h, _task) = net::spawn(ident, "127.0.0.1:0".parse()?, devnet_config()).await?;
         nodes.push(h);
     }
     let pairs = pairs(&nodes, sample);
@@ -122,6 +130,8 @@ pub async fn run(n: usize, sample: usize, pings: usize) -> Result<()> {
     let mut hs = concurrent(&pairs, 1).await?;
     let mut seq = sequential(&pairs, 1).await;
     let mut load = concurrent(&pairs, pings).await?;
+    let boot = super::devnet_dht::bootstrap(&nodes).await?;
+    let mut dht = super::devnet_dht::records(&nodes, records).await?;
 
     let mut drops = Drops::default();
     let (mut initiated, mut completed, mut answered, mut sessions, mut pkts_in, mut pkts_out) = (0, 0, 0, 0, 0, 0);
@@ -144,6 +154,10 @@ pub async fn run(n: usize, sample: usize, pings: usize) -> Result<()> {
     line("handshake + ping", &mut hs, pairs.len(), "handshakes");
     line("ping, one at a time", &mut seq, pairs.len(), "pings");
     line("ping, all at once", &mut load, pairs.len() * pings, "pings");
+    boot.print();
+    for k in &mut dht {
+        k.print();
+    }
     println!(
         "  handshakes            {completed} completed of {initiated} initiated, {answered} answered; {sessions} sessions (both sides)"
     );
@@ -155,7 +169,8 @@ pub async fn run(n: usize, sample: usize, pings: usize) -> Result<()> {
             println!("  dropped {:<14} {c}", r.name());
         }
     }
-    let failures: Vec<String> = hs.failures.into_iter().chain(seq.failures).chain(load.failures).collect();
+    let mut failures: Vec<String> = hs.failures.into_iter().chain(seq.failures).chain(load.failures).collect();
+    failures.extend(dht.iter().flat_map(|k| k.failures.iter().cloned()));
     if !failures.is_empty() {
         let mut kinds = failures.clone();
         kinds.sort();

@@ -1,6 +1,7 @@
 //! Command-line interface: argument parsing and the subcommands.
 
 mod devnet;
+mod devnet_dht;
 mod node;
 
 use std::net::SocketAddr;
@@ -33,15 +34,21 @@ pub enum Cmd {
         #[arg(long, env = "SUPRNOVA_DATA_DIR")]
         data_dir: Option<PathBuf>,
     },
-    /// Run a node that answers on one UDP port until interrupted.
-    #[command(after_help = "Example:\n  suprnova node --listen 0.0.0.0:4433 --data-dir /var/lib/suprnova")]
+    /// Run a DHT node on one UDP port until interrupted.
+    #[command(
+        after_help = "Examples:\n  suprnova node --listen 0.0.0.0:4433 --data-dir /var/lib/suprnova --bootstrap 3f2a…c1@203.0.113.7:4433\n  suprnova node --data-dir /var/lib/suprnova      # a restart rejoins from the saved routing table"
+    )]
     Node {
         /// UDP address to listen on.
         #[arg(long, default_value = "0.0.0.0:4433", env = "SUPRNOVA_LISTEN")]
         listen: SocketAddr,
-        /// Directory holding the identity key.
+        /// Directory holding the identity key and the node database (routing table, records).
         #[arg(long, env = "SUPRNOVA_DATA_DIR")]
         data_dir: Option<PathBuf>,
+        /// Node to join through: NODEID@HOST:PORT, or HOST:PORT. Repeatable. Without any, a node
+        /// rejoins from the routing table saved in its data dir.
+        #[arg(long, value_delimiter = ',', env = "SUPRNOVA_BOOTSTRAP")]
+        bootstrap: Vec<String>,
     },
     /// Handshake with a node and measure ping round trips.
     #[command(
@@ -63,9 +70,12 @@ pub enum Cmd {
         /// Peers each node handshakes with and pings.
         #[arg(long, default_value_t = 8)]
         sample: usize,
-        /// Warm pings per peer after the handshake.
+        /// Ping rounds over all pairs at once.
         #[arg(long, default_value_t = 5)]
         pings: usize,
+        /// Puts and gets of each record kind (immutable, mutable, set entry).
+        #[arg(long, default_value_t = 200)]
+        records: usize,
     },
 }
 
@@ -92,9 +102,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             println!("noise key    {}", hex::encode(rec.noise_key));
             Ok(())
         }
-        Cmd::Node { listen, data_dir } => node::run_node(listen, data_dir).await,
+        Cmd::Node { listen, data_dir, bootstrap } => node::run_node(listen, data_dir, &bootstrap).await,
         Cmd::Ping { target, count } => node::run_ping(&target, count).await,
-        Cmd::Devnet { nodes, sample, pings } => devnet::run(nodes, sample, pings).await,
+        Cmd::Devnet { nodes, sample, pings, records } => devnet::run(nodes, sample, pings, records).await,
     }
 }
 

@@ -5,26 +5,54 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use suprnova_dht::identity::Identity;
-use suprnova_dht::net::{self, NodeError};
+use suprnova_dht::net::{self, NodeError, NodeOptions};
 use suprnova_dht::proto::{DhtConfig, RequestError, Target};
 
 use super::{load_identity, parse_target, random_seed};
 
 /// Runs a node until SIGINT/SIGTERM.
-pub async fn run_node(listen: SocketAddr, data_dir: Option<PathBuf>) -> Result<()> {
+pub async fn run_node(listen: SocketAddr, data_dir: Option<PathBuf>, bootstrap: &[String]) -> Result<()> {
+    let seeds = bootstrap
+        .iter()
+        .map(|s| parse_target(s).map(|(expect, addr)| Target::Addr { addr, expect }))
+        .collect::<Result<Vec<_>>>()?;
     let (ident, dir) = load_identity(data_dir)?;
-    let (node, task) =
-        net::spawn(ident, listen, DhtConfig::default()).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let db = dir.join("dht.redb");
+    let opts = NodeOptions { database: Some(db.clone()), ..NodeOptions::default() };
+    let (node, task) = net::spawn_with(ident, listen, DhtConfig::default(), opts)
+        .await
+        .with_context(|| format!("cannot start a node on {listen} with data dir {}", dir.display()))?;
     println!("node {} listening on udp {}", node.id(), node.local_addr());
     println!("data dir {}", dir.display());
+    if let Some(r) = node.restored().filter(|r| r.peers + r.records > 0) {
+        println!("restored {} peers and {} records from {}", r.peers, r.records, db.display());
+    }
     println!("reach it with: suprnova ping {}@{}", node.id(), node.local_addr());
+    let rejoin = seeds.is_empty() && node.restored().is_some_and(|r| r.peers > 0);
+    if !seeds.is_empty() || rejoin {
+        // In the background: Ctrl-C must work while peers are still being contacted.
+        let n = seeds.len();
+        let joining = node.clone();
+        tokio::spawn(async move {
+            match joining.bootstrap(seeds).await {
+                Ok(peers) if rejoin => println!("rejoined from the saved routing table: {peers} peers"),
+                Ok(peers) => println!("bootstrapped through {n} node(s): {peers} peers in the routing table"),
+                Err(e) => eprintln!("warning: bootstrap failed ({e}); the node keeps running and answers peers"),
+            }
+        });
+    }
     wait_for_signal().await;
     let stats = node.stats().await?;
     node.shutdown().await;
     let _ = task.await;
     println!(
-        "stopped: {} packets in, {} out, {} handshakes answered, drops {:?}",
-        stats.channel.packets_in, stats.channel.packets_out, stats.channel.handshakes_answered, stats.channel.drops
+        "stopped: {} packets in, {} out, {} handshakes answered, {} peers, {} records saved; drops {:?}",
+        stats.channel.packets_in,
+        stats.channel.packets_out,
+        stats.channel.handshakes_answered,
+        stats.table,
+        stats.records,
+        stats.channel.drops
     );
     Ok(())
 }
