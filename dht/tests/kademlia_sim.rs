@@ -184,3 +184,21 @@ fn bad_stores_get_error_codes_and_are_counted() {
     net.run();
     assert_eq!(net.nodes[1].stats().drops.get(DropReason::MalformedMessage), 1);
 }
+
+#[test]
+fn a_re_signed_record_replaces_the_old_one_in_peers_tables() {
+    let mut net = joined(3);
+    let old_seq = net.nodes[1].record().seq;
+    // Node 1 re-signs its record (as it does when its address changes).
+    net.nodes[1].set_addrs(&[addr(1).into()]).unwrap();
+    let new_seq = net.nodes[1].record().seq;
+    assert!(new_seq > old_seq);
+    assert_eq!(net.nodes[0].table().get(&net.nodes[1].id()).unwrap().record.seq, old_seq);
+    // The next pong carries the new seq; node 0 fetches the record and its table follows. (Pinging
+    // by address and id, so node 0 only has its old record to go on.)
+    let id1 = net.nodes[1].id();
+    let now = net.now;
+    net.nodes[0].ping(now, Target::Addr { addr: addr(1), expect: Some(id1) }).unwrap();
+    net.run();
+    assert_eq!(net.nodes[0].table().get(&net.nodes[1].id()).unwrap().record.seq, new_seq);
+}

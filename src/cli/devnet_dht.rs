@@ -1,12 +1,12 @@
 //! The devnet's DHT phases: every node joins through one seed, then puts and gets of each record
 //! kind, one at a time from random nodes, so the latencies are the protocol's and not a queue's.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Result;
 use suprnova_dht::identity::Identity;
 use suprnova_dht::net::NodeHandle;
-use suprnova_dht::proto::Target;
+use suprnova_dht::proto::{DEFAULT_TTL, Target};
 use suprnova_dht::wire::bounded::BoundedBytes;
 use suprnova_dht::wire::{Key, MutableRecord, Record, SetEntry};
 use tokio::task::JoinSet;
@@ -152,7 +152,7 @@ pub async fn records(nodes: &[NodeHandle], n: usize) -> Result<Vec<KindFigures>>
         for (key, rec) in &items {
             let Some(h) = nodes.get(pick(nodes.len())) else { continue };
             let t = Instant::now();
-            match h.put(*key, rec.clone(), Duration::from_secs(300), None).await {
+            match h.put(*key, rec.clone(), DEFAULT_TTL, None).await {
                 Ok(_) => {
                     f.put_ms.push(t.elapsed().as_secs_f64() * 1e3);
                     f.puts_ok += 1;

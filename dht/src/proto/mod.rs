@@ -24,6 +24,9 @@ use crate::stats::{ChannelStats, DropReason};
 use crate::store::{RecordStore, StoreConfig, StoreError};
 use crate::wire::{Body, Key, Message, Record, WireAddr};
 
+/// Lifetime of a record put without a reason to choose another (ephemeral records, §7.4).
+pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
+
 /// Tunables of the `Dht`.
 #[derive(Clone, Debug)]
 pub struct DhtConfig {
@@ -333,6 +336,7 @@ pub struct Dht {
     rng: rand_chacha::ChaCha20Rng,
     last_refresh_check: Instant,
     adversary: Option<Adversary>,
+    refreshed: BTreeMap<NodeId, Instant>,
 }
 
 impl Dht {
@@ -371,6 +375,7 @@ impl Dht {
             rng,
             last_refresh_check: now,
             adversary: None,
+            refreshed: BTreeMap::new(),
         })
     }
 
@@ -695,13 +700,35 @@ impl Dht {
         }
     }
 
-    /// An authenticated message from `peer` at `addr`: it is alive.
+    /// An authenticated message from `peer` at `addr`: it is alive. Its record is fetched if we
+    /// have none, or if it speaks from an address its record does not list (it moved and re-signed).
     fn peer_active(&mut self, now: Instant, peer: NodeId, addr: SocketAddr) {
-        if let Some(rec) = self.lookup_record(&peer) {
-            self.saw_alive(now, &rec, addr);
-        } else if !self.fetching.contains(&addr) && self.pending.len() < self.cfg.max_pending_requests / 2 {
-            let _ = self.fetch_record(now, addr, Some(peer), AfterRecord::Table);
+        let rec = self.lookup_record(&peer);
+        if let Some(rec) = &rec {
+            self.saw_alive(now, rec, addr);
         }
+        let stale = rec.as_ref().is_none_or(|r| !r.addrs.contains(&WireAddr::from(addr)));
+        if stale {
+            self.refresh_record(now, peer, addr, false);
+        }
+    }
+
+    /// Fetches `peer`'s current record from `addr` unless a fetch is under way or one was made
+    /// in the last minute (a node behind NAT never speaks from the address its record lists).
+    /// `certain` (a pong announced a newer seq) skips the cooldown.
+    fn refresh_record(&mut self, now: Instant, peer: NodeId, addr: SocketAddr, certain: bool) {
+        const COOLDOWN: Duration = Duration::from_secs(60);
+        if !certain && self.refreshed.get(&peer).is_some_and(|t| now.saturating_duration_since(*t) < COOLDOWN) {
+            return;
+        }
+        if self.fetching.contains(&addr) || self.pending.len() >= self.cfg.max_pending_requests / 2 {
+            return;
+        }
+        if self.refreshed.len() >= self.cfg.max_known_records {
+            self.refreshed.clear();
+        }
+        self.refreshed.insert(peer, now);
+        let _ = self.fetch_record(now, addr, Some(peer), AfterRecord::Table);
     }
 
     fn on_message(&mut self, now: Instant, peer: NodeId, addr: SocketAddr, data: &[u8]) {
@@ -753,6 +780,10 @@ impl Dht {
     fn on_pong(&mut self, now: Instant, peer: NodeId, addr: SocketAddr, id: u64, observed: WireAddr, record_seq: u64) {
         let Some(p) = self.take_from(id, peer) else { return };
         self.note_observed(peer, observed);
+        // A newer record than ours: fetch it (the node re-signed, e.g. after moving).
+        if self.lookup_record(&peer).is_some_and(|r| r.seq < record_seq) {
+            self.refresh_record(now, peer, addr, true);
+        }
         let Waiting::Pong { purpose, .. } = p.waiting else { return };
         match purpose {
             PingPurpose::User => {
