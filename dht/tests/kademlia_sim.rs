@@ -202,3 +202,16 @@ fn a_re_signed_record_replaces_the_old_one_in_peers_tables() {
     net.run();
     assert_eq!(net.nodes[0].table().get(&net.nodes[1].id()).unwrap().record.seq, new_seq);
 }
+
+#[test]
+fn absurd_lifetimes_are_clamped_not_a_panic() {
+    let mut net = joined(3);
+    let (k, r) = imm(b"forever");
+    let now = net.now;
+    net.nodes[0].put(now, k, r, Duration::MAX, None).unwrap();
+    net.run();
+    assert!(net.take_events(0).iter().any(|e| matches!(e, DhtEvent::PutDone { result: Ok(_), .. })));
+    net.advance(Duration::from_secs(25 * 3600));
+    net.run();
+    assert_eq!(net.nodes.iter().map(|n| n.store().len()).sum::<usize>(), 3, "republished within the 24 h cap");
+}

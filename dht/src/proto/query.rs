@@ -186,6 +186,9 @@ impl Dht {
         cas: Option<u64>,
     ) -> Result<QueryId, RequestError> {
         store::validate(&key, &record).map_err(RequestError::Invalid)?;
+        // Replicas clamp lifetimes to this anyway; clamping here keeps the republish arithmetic
+        // on `Instant` far from overflow whatever the caller passes.
+        let ttl = ttl.clamp(Duration::from_secs(1), self.cfg.store.max_ttl);
         let kind = Kind::Put {
             key,
             record: Box::new(record),
