@@ -14,3 +14,6 @@
 #![forbid(unsafe_code)]
 
 pub mod proto;
+
+#[doc(hidden)]
+pub mod fuzzing;

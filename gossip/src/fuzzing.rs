@@ -1,0 +1,115 @@
+//! Entry points for the cargo-fuzz targets (`fuzz/`): arbitrary input sequences against one
+//! HyParView and one Plumtree instance, with their invariants checked after every step.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use crate::proto::hyparview::{self as hpv, HyParView, PeerInfo};
+use crate::proto::plumtree::{self as pt, Plumtree};
+
+fn info(id: u8) -> PeerInfo<u8> {
+    PeerInfo { id, data: vec![id] }
+}
+
+/// HyParView fed arbitrary messages, losses and timers from peers 1..=31 (we are 0).
+/// Invariants: views within capacity, disjoint, never containing us; `NeighborUp`/`NeighborDown`
+/// outputs track the active view exactly.
+pub fn hyparview_ops(data: &[u8]) {
+    let cfg = hpv::Config { active_view_capacity: 3, passive_view_capacity: 6, ..hpv::Config::default() };
+    let mut h = HyParView::new(info(0), cfg.clone(), [7; 32]);
+    let mut up: BTreeSet<u8> = BTreeSet::new();
+    for op in data.chunks(4).take(1000) {
+        let b = |i: usize| op.get(i).copied().unwrap_or(0);
+        let from = 1 + b(1) % 31;
+        let nodes: Vec<PeerInfo<u8>> = (0..b(3) % 6).map(|k| info(b(2).wrapping_add(k) % 32)).collect();
+        let input = match b(0) % 11 {
+            0 => hpv::In::Join(info(from)),
+            1 => hpv::In::Message { from, msg: hpv::Message::Join(vec![from]) },
+            2 => hpv::In::Message {
+                from,
+                msg: hpv::Message::ForwardJoin { peer: info(b(2) % 32), ttl: u16::from(b(3) % 8) },
+            },
+            3 => hpv::In::Message { from, msg: hpv::Message::Neighbor { high: b(3) % 2 == 1, data: vec![from] } },
+            4 => hpv::In::Message { from, msg: hpv::Message::NeighborAccept { data: vec![from] } },
+            5 => hpv::In::Message { from, msg: hpv::Message::NeighborReject },
+            6 => hpv::In::Message { from, msg: hpv::Message::Disconnect { alive: b(3) % 2 == 1 } },
+            7 => hpv::In::Message {
+                from,
+                msg: hpv::Message::Shuffle { origin: info(b(2) % 32), ttl: u16::from(b(3) % 8), nodes },
+            },
+            8 => hpv::In::Message { from, msg: hpv::Message::ShuffleReply { nodes } },
+            9 => hpv::In::ConnectionLost(from),
+            _ => hpv::In::Timer(if b(3) % 2 == 0 { hpv::Timer::Shuffle } else { hpv::Timer::NeighborTimeout(from) }),
+        };
+        h.handle(input);
+        while let Some(o) = h.poll() {
+            match o {
+                hpv::Out::NeighborUp(p) => assert!(up.insert(p), "up twice"),
+                hpv::Out::NeighborDown(p) => assert!(up.remove(&p), "down without up"),
+                _ => {}
+            }
+        }
+        let active: BTreeSet<u8> = h.active().copied().collect();
+        let passive: BTreeSet<u8> = h.passive().copied().collect();
+        assert!(active.len() <= cfg.active_view_capacity && passive.len() <= cfg.passive_view_capacity);
+        assert!(active.is_disjoint(&passive));
+        assert!(!active.contains(&0) && !passive.contains(&0));
+        assert_eq!(active, up);
+    }
+}
+
+/// Plumtree fed arbitrary broadcasts, messages, neighbour changes and timers from peers 1..=7.
+/// Invariants: each id is delivered at most once, eager and lazy are disjoint, stats add up.
+pub fn plumtree_ops(data: &[u8]) {
+    let cfg = pt::Config { max_cached: 16, max_remembered: 32, max_message_size: 64, ..pt::Config::default() };
+    let mut p: Plumtree<u8> = Plumtree::new(cfg);
+    let t0 = Instant::now();
+    // The ids Plumtree still remembers are exactly its last `max_remembered` deliveries.
+    let mut recent: std::collections::VecDeque<[u8; 32]> = std::collections::VecDeque::new();
+    let payload = |x: u8| vec![x; usize::from(x % 80)];
+    for (i, op) in data.chunks(3).take(1000).enumerate() {
+        let b = |k: usize| op.get(k).copied().unwrap_or(0);
+        let from = 1 + b(1) % 7;
+        let now = t0 + Duration::from_millis(u64::try_from(i).unwrap_or(0) * 20);
+        let id_of = |x: u8| *blake3::hash(&payload(x)).as_bytes();
+        let input = match b(0) % 9 {
+            0 => pt::In::Broadcast(payload(b(2))),
+            1 => {
+                let good = b(2) % 5 != 0;
+                let id = if good { id_of(b(2)) } else { [b(2); 32] };
+                pt::In::Message {
+                    from,
+                    msg: pt::Message::Gossip { id, round: u16::from(b(2) % 9), payload: payload(b(2)) },
+                }
+            }
+            2 => pt::In::Message {
+                from,
+                msg: pt::Message::IHave((0..b(2) % 4).map(|k| (id_of(b(2).wrapping_add(k)), u16::from(k))).collect()),
+            },
+            3 => {
+                pt::In::Message { from, msg: pt::Message::Graft { id: (b(2) % 2 == 0).then(|| id_of(b(2))), round: 1 } }
+            }
+            4 => pt::In::Message { from, msg: pt::Message::Prune },
+            5 => pt::In::NeighborUp(from),
+            6 => pt::In::NeighborDown(from),
+            7 => pt::In::Timer(if b(2) % 2 == 0 { pt::Timer::Missing(id_of(b(2))) } else { pt::Timer::DispatchLazy }),
+            _ => pt::In::Timer(pt::Timer::Expire),
+        };
+        p.handle(now, input);
+        while let Some(o) = p.poll() {
+            if let pt::Out::Deliver { id, payload, .. } = o {
+                assert_eq!(id, *blake3::hash(&payload).as_bytes());
+                assert!(!recent.contains(&id), "delivered twice within the dedup window");
+                recent.push_back(id);
+                if recent.len() > 32 {
+                    recent.pop_front();
+                }
+            }
+        }
+        let eager: BTreeSet<u8> = p.eager().copied().collect();
+        let lazy: BTreeSet<u8> = p.lazy().copied().collect();
+        assert!(eager.is_disjoint(&lazy));
+        let s = p.stats();
+        assert!(s.duplicates <= s.gossip_received);
+    }
+}
