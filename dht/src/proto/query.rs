@@ -399,13 +399,7 @@ impl Dht {
                 // Spread out: refresh the three farthest buckets, which hold half, a quarter and
                 // an eighth of the network.
                 for i in [255usize, 254, 253] {
-                    let mut r = [0u8; 32];
-                    self.rng.fill_bytes(&mut r);
-                    let target = self.table.id_in_bucket(i, r);
-                    self.table.touch(i, now);
-                    if let Ok(rq) = self.new_query(now, Kind::Refresh, Some(target)) {
-                        self.drive(now, rq);
-                    }
+                    self.refresh_bucket(now, i);
                 }
             }
             Kind::Get { found, .. } => {
@@ -478,13 +472,18 @@ impl Dht {
         self.last_refresh_check = now;
         // One stale bucket per check keeps refresh traffic low and steady.
         if let Some(i) = self.table.stale_buckets(now).into_iter().next() {
-            let mut r = [0u8; 32];
-            self.rng.fill_bytes(&mut r);
-            let target = self.table.id_in_bucket(i, r);
-            self.table.touch(i, now);
-            if let Ok(q) = self.new_query(now, Kind::Refresh, Some(target)) {
-                self.drive(now, q);
-            }
+            self.refresh_bucket(now, i);
+        }
+    }
+
+    /// A lookup for a random id in bucket `i`, which marks the bucket fresh.
+    fn refresh_bucket(&mut self, now: Instant, i: usize) {
+        let mut r = [0u8; 32];
+        self.rng.fill_bytes(&mut r);
+        let target = self.table.id_in_bucket(i, r);
+        self.table.touch(i, now);
+        if let Ok(q) = self.new_query(now, Kind::Refresh, Some(target)) {
+            self.drive(now, q);
         }
     }
 }
