@@ -229,21 +229,24 @@ mod tests {
             .collect()
     }
 
-    /// Each node knows its `m` closest others plus a few far ones (a converged Kademlia network).
+    /// What `who` answers to FIND_NODE(target) in a converged Kademlia network: its routing table
+    /// holds up to `m` nodes per distance bucket (all of its nearest, fewer and fewer far away),
+    /// and it answers with the 20 of those closest to `target`.
     fn knows(
         all: &[(NodeRecord, SocketAddr)],
         who: &NodeId,
         target: &NodeId,
         m: usize,
     ) -> Vec<(NodeRecord, SocketAddr)> {
-        let mut v: Vec<_> = all.iter().filter(|(r, _)| r.id != *who).cloned().collect();
-        v.sort_by_key(|(r, _)| who.distance(&r.id));
-        let mut near: Vec<_> = v.iter().take(m).cloned().collect();
-        // The answer to FIND_NODE(target): the k closest to target among what `who` knows.
-        let mut far: Vec<_> = v.iter().step_by(7).cloned().collect();
-        near.append(&mut far);
+        let mut buckets: std::collections::BTreeMap<u32, Vec<(NodeRecord, SocketAddr)>> = Default::default();
+        for (r, a) in all.iter().filter(|(r, _)| r.id != *who) {
+            let b = buckets.entry(who.distance(&r.id).leading_zeros()).or_default();
+            if b.len() < m {
+                b.push((r.clone(), *a));
+            }
+        }
+        let mut near: Vec<_> = buckets.into_values().flatten().collect();
         near.sort_by_key(|(r, _)| target.distance(&r.id));
-        near.dedup_by_key(|(r, _)| r.id);
         near.truncate(20);
         near
     }

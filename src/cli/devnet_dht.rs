@@ -86,27 +86,12 @@ impl KindFigures {
 }
 
 fn mutable(id: &Identity, salt: &[u8], seq: u64, value: &[u8]) -> Result<(Key, Record)> {
-    let mut m = MutableRecord {
-        public_key: id.public_key(),
-        salt: BoundedBytes::try_from(salt)?,
-        seq,
-        value: BoundedBytes::try_from(value)?,
-        signature: [0; 64],
-    };
-    m.signature = id.sign(&m.signed_bytes().unwrap_or_default());
+    let m = MutableRecord::sign(id, salt, seq, value)?;
     Ok((m.key(), Record::Mutable(m)))
 }
 
 fn set_entry(id: &Identity, key: &Key, value: &[u8]) -> Result<Record> {
-    let mut e = SetEntry {
-        public_key: id.public_key(),
-        seq: 1,
-        ttl_s: 300,
-        value: BoundedBytes::try_from(value)?,
-        signature: [0; 64],
-    };
-    e.signature = id.sign(&e.signed_bytes(key).unwrap_or_default());
-    Ok(Record::SetEntry(e))
+    Ok(Record::SetEntry(SetEntry::sign(id, key, 1, 300, value)?))
 }
 
 /// `n` puts and `n` gets of each record kind, one at a time.

@@ -176,6 +176,24 @@ impl Key {
 }
 
 impl MutableRecord {
+    /// A record signed by `writer`; fails if the salt or value is over its limit.
+    pub fn sign(
+        writer: &crate::identity::Identity,
+        salt: &[u8],
+        seq: u64,
+        value: &[u8],
+    ) -> Result<Self, super::bounded::TooLong> {
+        let mut m = MutableRecord {
+            public_key: writer.public_key(),
+            salt: BoundedBytes::try_from(salt)?,
+            seq,
+            value: BoundedBytes::try_from(value)?,
+            signature: [0; 64],
+        };
+        m.signature = writer.sign(&m.signed_bytes().unwrap_or_default());
+        Ok(m)
+    }
+
     /// Bytes the signature covers: domain ‖ encoding of every field before the signature.
     pub fn signed_bytes(&self) -> Option<Vec<u8>> {
         let mut out = MUTABLE_SIGNATURE_DOMAIN.to_vec();
@@ -195,6 +213,25 @@ impl MutableRecord {
 }
 
 impl SetEntry {
+    /// An entry of the set under `set_key`, signed by `writer`; fails if the value is too long.
+    pub fn sign(
+        writer: &crate::identity::Identity,
+        set_key: &Key,
+        seq: u64,
+        ttl_s: u32,
+        value: &[u8],
+    ) -> Result<Self, super::bounded::TooLong> {
+        let mut e = SetEntry {
+            public_key: writer.public_key(),
+            seq,
+            ttl_s,
+            value: BoundedBytes::try_from(value)?,
+            signature: [0; 64],
+        };
+        e.signature = writer.sign(&e.signed_bytes(set_key).unwrap_or_default());
+        Ok(e)
+    }
+
     /// Bytes the signature covers: domain ‖ set key ‖ encoding of every field before the signature.
     pub fn signed_bytes(&self, set_key: &Key) -> Option<Vec<u8>> {
         let mut out = SET_ENTRY_SIGNATURE_DOMAIN.to_vec();
