@@ -365,14 +365,7 @@ mod tests {
     use crate::wire::{MutableRecord, SetEntry};
 
     fn mutable(id: &Identity, salt: &[u8], seq: u64, value: &[u8]) -> (Key, Record) {
-        let mut m = MutableRecord {
-            public_key: id.public_key(),
-            salt: BoundedBytes::try_from(salt).unwrap(),
-            seq,
-            value: BoundedBytes::try_from(value).unwrap(),
-            signature: [0; 64],
-        };
-        m.signature = id.sign(&m.signed_bytes().unwrap());
+        let m = MutableRecord::sign(id, salt, seq, value).unwrap();
         (m.key(), Record::Mutable(m))
     }
 
