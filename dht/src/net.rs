@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::net::UdpSocket;
@@ -138,6 +139,32 @@ pub async fn spawn(identity: Identity, bind: SocketAddr, cfg: DhtConfig) -> io::
 pub async fn spawn_with(
     identity: Identity,
     bind: SocketAddr,
+    cfg: DhtConfig,
+    opts: NodeOptions,
+) -> io::Result<(NodeHandle, JoinHandle<()>)> {
+    let socket = Arc::new(UdpSocket::bind(bind).await?);
+    start(identity, socket, None, cfg, opts)
+}
+
+/// A datagram handed to the DHT by whoever owns the receive side of a shared socket.
+pub type Inbound = (SocketAddr, Vec<u8>);
+
+/// Like [`spawn_with`] on a socket whose receive side belongs to someone else (the QUIC endpoint
+/// on the shared port): DHT datagrams arrive on `inbox`, and the node sends on `socket` directly.
+pub fn spawn_shared(
+    identity: Identity,
+    socket: Arc<UdpSocket>,
+    inbox: mpsc::Receiver<Inbound>,
+    cfg: DhtConfig,
+    opts: NodeOptions,
+) -> io::Result<(NodeHandle, JoinHandle<()>)> {
+    start(identity, socket, Some(inbox), cfg, opts)
+}
+
+fn start(
+    identity: Identity,
+    socket: Arc<UdpSocket>,
+    inbox: Option<mpsc::Receiver<Inbound>>,
     mut cfg: DhtConfig,
     opts: NodeOptions,
 ) -> io::Result<(NodeHandle, JoinHandle<()>)> {
@@ -145,7 +172,6 @@ pub async fn spawn_with(
         Some(p) => Some(Persist::open(p).map_err(|e| io::Error::other(e.to_string()))?),
         None => None,
     };
-    let socket = UdpSocket::bind(bind).await?;
     let addr = socket.local_addr()?;
     getrandom::fill(&mut cfg.channel.rng_seed).map_err(|e| io::Error::other(e.to_string()))?;
     cfg.channel.unix_time_ns_at_start = unix_now_ns();
@@ -167,7 +193,7 @@ pub async fn spawn_with(
     }
     let (tx, rx) = mpsc::channel(1024);
     let handle = NodeHandle { tx, id: dht.id(), addr, record: dht.record().clone(), restored };
-    let task = tokio::spawn(run(socket, dht, rx, persist, opts.snapshot_every));
+    let task = tokio::spawn(run(socket, inbox, dht, rx, persist, opts.snapshot_every));
     Ok((handle, task))
 }
 
@@ -331,8 +357,21 @@ fn command(dht: &mut Dht, cmd: Command, w: &mut Waiters, send_errors: u64) -> bo
     true
 }
 
+/// Receives the next datagram into `buf`: from the socket, or from the demultiplexer's inbox.
+async fn recv(socket: &UdpSocket, inbox: &mut Option<mpsc::Receiver<Inbound>>, buf: &mut [u8]) -> Option<Inbound> {
+    match inbox {
+        Some(rx) => rx.recv().await,
+        None => match socket.recv_from(buf).await {
+            Ok((n, from)) => Some((from, buf.get(..n).unwrap_or(&[]).to_vec())),
+            // ICMP errors from earlier sends surface here; they say nothing about this read.
+            Err(_) => Some((SocketAddr::from(([0, 0, 0, 0], 0)), Vec::new())),
+        },
+    }
+}
+
 async fn run(
-    socket: UdpSocket,
+    socket: Arc<UdpSocket>,
+    mut inbox: Option<mpsc::Receiver<Inbound>>,
     mut dht: Dht,
     mut rx: mpsc::Receiver<Command>,
     persist: Option<Persist>,
@@ -362,16 +401,25 @@ async fn run(
             }
         };
         tokio::select! {
-            r = socket.recv_from(&mut buf) => {
+            r = recv(&socket, &mut inbox, &mut buf) => {
                 let now = Instant::now();
-                if let Ok((n, from)) = r {
-                    dht.handle_datagram(now, from, buf.get(..n).unwrap_or(&[]));
+                let Some((from, datagram)) = r else {
+                    // The demultiplexer is gone: the endpoint shut down, and so do we.
+                    save_if_changed(&dht, persist.as_ref(), &mut saved);
+                    return;
+                };
+                if !datagram.is_empty() {
+                    dht.handle_datagram(now, from, &datagram);
                 }
                 // Drain what else is queued before flushing (fewer wakeups under load).
                 for _ in 0..64 {
-                    match socket.try_recv_from(&mut buf) {
-                        Ok((n, from)) => dht.handle_datagram(now, from, buf.get(..n).unwrap_or(&[])),
-                        Err(_) => break,
+                    let next = match &mut inbox {
+                        Some(rx) => rx.try_recv().ok(),
+                        None => socket.try_recv_from(&mut buf).ok().map(|(n, from)| (from, buf.get(..n).unwrap_or(&[]).to_vec())),
+                    };
+                    match next {
+                        Some((from, d)) => dht.handle_datagram(now, from, &d),
+                        None => break,
                     }
                 }
             }

@@ -9,11 +9,17 @@
 //!   and `Prune` to trim.
 //!
 //! Both are fed `(now, input)` and polled for outputs; timers are values the driver schedules.
-//! The QUIC driver and the topic layer that joins them through the DHT build on these.
+//! - [`wire`]: gossip frames and the signed broadcast envelope (wire-spec §12).
+//! - `net` (feature `net`, on by default): the QUIC driver on the node's shared UDP port, TLS
+//!   bound to node identities, and the topic driver that runs the cores.
 
 #![forbid(unsafe_code)]
 
 pub mod proto;
+pub mod wire;
+
+#[cfg(feature = "net")]
+pub mod net;
 
 #[doc(hidden)]
 pub mod fuzzing;

@@ -222,6 +222,11 @@ impl<P: PeerId> Plumtree<P> {
         self.lazy.iter()
     }
 
+    /// Whether `id` was delivered within the de-duplication window (a `Gossip` with it is a duplicate).
+    pub fn has_seen(&self, id: &MessageId) -> bool {
+        self.seen.contains_key(id)
+    }
+
     /// Next output.
     pub fn poll(&mut self) -> Option<Out<P>> {
         self.out.pop_front()
