@@ -136,8 +136,8 @@ impl AsyncUdpSocket for SharedSocket {
     }
 
     fn may_fragment(&self) -> bool {
-        // We do not set the don't-fragment option, so path MTU discovery stays off and quinn keeps
-        // to its 1200-byte floor unless configured otherwise.
-        true
+        // Linux sends UDP with don't-fragment by default (IP_PMTUDISC_WANT), so quinn may run path
+        // MTU discovery: probes above the path MTU are lost and it stays at what got through.
+        false
     }
 }

@@ -37,7 +37,11 @@ pub struct TopicsConfig {
     pub peer_queue: usize,
     /// Events queued per subscriber before it misses messages.
     pub subscriber_queue: usize,
-    /// How long a gap in an origin's sequence is waited for.
+    /// How long the first message seen from an origin run is held when its seq is not 0, so that
+    /// earlier ones overtaken on the way can still be delivered first.
+    pub first_message_wait: Duration,
+    /// How long a gap in an origin's sequence is waited for before it is skipped (a missing
+    /// message is normally grafted within a few hundred milliseconds; this covers overload).
     pub reorder_timeout: Duration,
     /// Out-of-order messages held per origin at most.
     pub max_pending_per_origin: usize,
@@ -59,7 +63,8 @@ impl Default for TopicsConfig {
             ttl: Duration::from_secs(300),
             peer_queue: 4096,
             subscriber_queue: 8192,
-            reorder_timeout: Duration::from_millis(500),
+            first_message_wait: Duration::from_millis(500),
+            reorder_timeout: Duration::from_secs(10),
             max_pending_per_origin: 1024,
             max_origins: 10_000,
             keepalive: Duration::from_secs(5),
@@ -380,8 +385,10 @@ impl Driver {
                 },
                 Some(i) = inputs.recv() => {
                     self.input(i);
-                    // Drain a burst before looking at timers again.
-                    for _ in 0..256 {
+                    // Work through what is queued before timers: a graft timer must not fire for
+                    // a message that already sits in our own queue (under load that turned every
+                    // announcement into a graft). Bounded, so timers still run under a flood.
+                    for _ in 0..4096 {
                         match inputs.try_recv() {
                             Ok(i) => self.input(i),
                             Err(_) => break,
@@ -740,6 +747,7 @@ impl Driver {
             o.next = skip_to;
         }
         let events = drain_order(o);
+        let first_wait = o.next.is_none();
         if !o.pending.is_empty() && o.waiting_since.is_none() {
             o.waiting_since = Some(now);
             schedule = true;
@@ -751,14 +759,15 @@ impl Driver {
             notify(&mut self.stats, t, e);
         }
         if schedule {
-            self.schedule(self.cfg.reorder_timeout, TimerItem::Order(topic, origin));
+            let wait = if first_wait { self.cfg.first_message_wait } else { self.cfg.reorder_timeout };
+            self.schedule(wait, TimerItem::Order(topic, origin));
         }
     }
 
     fn order_timer(&mut self, topic: TopicId, origin: NodeId, now: Instant) {
-        let timeout = self.cfg.reorder_timeout;
         let Some(t) = self.topics.get_mut(&topic) else { return };
         let Some(o) = t.origins.get_mut(&origin) else { return };
+        let timeout = if o.next.is_none() { self.cfg.first_message_wait } else { self.cfg.reorder_timeout };
         let Some(since) = o.waiting_since else { return };
         if now.duration_since(since) < timeout {
             let left = timeout - now.duration_since(since);

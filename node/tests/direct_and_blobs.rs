@@ -1,0 +1,126 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+//! Direct requests across nodes that only know one bootstrap node, and 10 MiB blobs: two
+//! providers with one corrupt, and a resume after the only provider went away.
+
+mod common;
+
+use std::time::Duration;
+
+use suprnova_node::{BlobError, BlobProgress, Direct, NodeError};
+use tokio::sync::mpsc;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_response_across_20_nodes_that_know_one_bootstrap_node() {
+    let nodes = common::network(20, |_, _| {}).await;
+    // Every node answers requests with its index appended.
+    for (i, n) in nodes.iter().enumerate() {
+        let mut inbox = n.incoming().await.unwrap();
+        tokio::spawn(async move {
+            while let Some(d) = inbox.recv().await {
+                if let Direct::Request { mut data, responder, .. } = d {
+                    data.push(i as u8);
+                    responder.respond(data);
+                }
+            }
+        });
+    }
+    let mut answered = 0;
+    for i in 0..20usize {
+        let j = (i * 7 + 3) % 20;
+        if i == j {
+            continue;
+        }
+        let reply = nodes[i].request(nodes[j].id(), &[i as u8]).await.unwrap();
+        assert_eq!(reply, vec![i as u8, j as u8], "{i} -> {j}");
+        answered += 1;
+    }
+    assert_eq!(answered, 20);
+    // An id nobody has: a clear error, not a hang.
+    let nobody = suprnova_dht::Identity::from_seed([0xee; 32]).id();
+    assert!(matches!(nodes[5].request(nobody, b"?").await, Err(NodeError::UnknownPeer(_))));
+    // Too large is refused locally.
+    let big = vec![0u8; 2 << 20];
+    assert!(matches!(nodes[5].request(nodes[6].id(), &big).await, Err(NodeError::TooLarge(..))));
+    common::stop_all(&nodes).await;
+}
+
+fn ten_mib() -> Vec<u8> {
+    let mut v = Vec::with_capacity(10 << 20);
+    let mut x = 0x9e37_79b9_u32;
+    while v.len() < 10 << 20 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_mib_blob_from_two_providers_one_corrupt() {
+    // Node 1 serves every chunk with a flipped byte.
+    let nodes = common::network(4, |i, cfg| cfg.testing_corrupt_blobs = i == 1).await;
+    let data = ten_mib();
+    let hash = nodes[0].add_blob(data.clone());
+    assert_eq!(nodes[1].add_blob(data.clone()), hash);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (got, report) = nodes[3].fetch_blob(hash, &[nodes[1].id(), nodes[0].id()], Some(tx)).await.unwrap();
+    assert_eq!(blake3::hash(&got), blake3::hash(&data), "hash-exact");
+    assert_eq!(report.corrupt, vec![nodes[1].id()]);
+    assert_eq!(report.per_provider, vec![(nodes[0].id(), 40)], "every chunk from the honest provider");
+    let mut corrupt_events = 0;
+    let mut chunks = 0;
+    while let Ok(p) = rx.try_recv() {
+        match p {
+            BlobProgress::Corrupt { provider, .. } => {
+                assert_eq!(provider, nodes[1].id());
+                corrupt_events += 1;
+            }
+            BlobProgress::Chunk { .. } => chunks += 1,
+            _ => {}
+        }
+    }
+    assert_eq!((corrupt_events, chunks), (1, 40));
+    // The fetcher now serves it; a corrupt-only fetch fails without accepting anything.
+    assert_eq!(nodes[3].blob(&hash).unwrap().len(), 10 << 20);
+    let err = nodes[2].fetch_blob(hash, &[nodes[1].id()], None).await.unwrap_err();
+    assert!(matches!(err, NodeError::Blob(BlobError::Incomplete { missing: 40 })), "{err:?}");
+    assert!(nodes[2].blob(&hash).is_none());
+    common::stop_all(&nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blob_fetch_resumes_after_the_provider_goes_away() {
+    let nodes = common::network(3, |_, cfg| {
+        cfg.blob_parallel_per_provider = 1;
+        cfg.request_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let data = ten_mib();
+    let hash = nodes[0].add_blob(data.clone());
+    assert_eq!(nodes[1].add_blob(data.clone()), hash);
+    // Stop the provider once a few chunks have arrived.
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let fetcher = nodes[2].clone();
+    let provider0 = nodes[0].id();
+    let fetch = tokio::spawn(async move { fetcher.fetch_blob(hash, &[provider0], Some(tx)).await });
+    let mut seen = 0;
+    while let Some(p) = rx.recv().await {
+        if matches!(p, BlobProgress::Chunk { .. }) {
+            seen += 1;
+            if seen == 5 {
+                nodes[0].shutdown().await;
+                break;
+            }
+        }
+    }
+    let err = fetch.await.unwrap().unwrap_err();
+    let NodeError::Blob(BlobError::Incomplete { missing }) = err else { panic!("{err:?}") };
+    assert!((1..=35).contains(&missing), "missing {missing}");
+    // Resume from the other provider: only the missing chunks are fetched.
+    let (got, report) = nodes[2].fetch_blob(hash, &[nodes[1].id()], None).await.unwrap();
+    assert_eq!(*got, data);
+    assert_eq!(report.resumed, 40 - missing);
+    assert_eq!(report.per_provider, vec![(nodes[1].id(), missing)]);
+    common::stop_all(&nodes[1..]).await;
+}
