@@ -9,12 +9,14 @@
 //!   and `Prune` to trim.
 //!
 //! Both are fed `(now, input)` and polled for outputs; timers are values the driver schedules.
+//! - [`blob`]: blob manifests and requests (wire-spec §12.5).
 //! - [`wire`]: gossip frames and the signed broadcast envelope (wire-spec §12).
 //! - `net` (feature `net`, on by default): the QUIC driver on the node's shared UDP port, TLS
 //!   bound to node identities, and the topic driver that runs the cores.
 
 #![forbid(unsafe_code)]
 
+pub mod blob;
 pub mod proto;
 pub mod wire;
 

@@ -60,7 +60,7 @@ use tokio::task::JoinHandle;
 pub use blobs::{BlobError, BlobHash, BlobProgress, FetchReport, Manifest};
 pub use direct::{Direct, Responder};
 pub use suprnova_dht::net::{FindResult, GotRecord};
-pub use suprnova_gossip::net::TopicEvent;
+pub use suprnova_gossip::net::{ConnectionEvent, TopicEvent};
 pub use suprnova_gossip::proto::plumtree::MessageId;
 
 use blobs::{BlobRequest, BlobStore, FetchState, Partial};
@@ -559,6 +559,11 @@ impl Node {
             t.abort();
         }
         self.inner.topics.leave(topic).await;
+    }
+
+    /// Connection events (a QUIC connection to a peer came up or went down) from now on.
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<ConnectionEvent> {
+        self.inner.transport.events()
     }
 
     /// Views of topic `name`.

@@ -40,6 +40,8 @@ async fn records_requests_topics_and_blobs() {
     values.sort();
     assert_eq!(values, vec![b"two".to_vec(), b"zero".to_vec()]);
 
+    // Connection events: node 3 sees node 0 connect for the request below.
+    let mut events = ns[3].events();
     // Request/response and a one-way message.
     let mut inbox = ns[3].incoming().await.unwrap();
     assert!(ns[3].incoming().await.is_none(), "taken once");
@@ -66,6 +68,13 @@ async fn records_requests_topics_and_blobs() {
     ns[1].send(ns[3].id(), b"bye").await.unwrap();
     let seen = tokio::time::timeout(Duration::from_secs(10), server).await.unwrap().unwrap();
     assert_eq!(seen, vec![(ns[0].id(), b"abc".to_vec()), (ns[1].id(), b"bye".to_vec())]);
+    let mut ups = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if let suprnova_node::ConnectionEvent::Up(p) = e {
+            ups.push(p);
+        }
+    }
+    assert!(ups.contains(&ns[0].id()) && ups.contains(&ns[1].id()), "{ups:?}");
     // Nobody took node 2's inbox, but requests are still queued: it has room, so no refusal.
     // A request to a node that never answers is refused when its responder is dropped.
     let mut inbox2 = ns[2].incoming().await.unwrap();

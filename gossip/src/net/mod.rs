@@ -7,4 +7,6 @@ pub mod topics;
 pub mod transport;
 
 pub use topics::{TopicError, TopicEvent, TopicInfo, TopicStats, Topics, TopicsConfig};
-pub use transport::{ConnectError, IncomingStream, Transport, TransportOptions, TransportStats, kind, peer_id};
+pub use transport::{
+    ConnectError, ConnectionEvent, IncomingStream, Transport, TransportOptions, TransportStats, kind, peer_id,
+};

@@ -101,6 +101,15 @@ pub enum IncomingStream {
     },
 }
 
+/// A connection came or went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectionEvent {
+    /// A connection to this peer was established (either direction).
+    Up(NodeId),
+    /// That connection closed.
+    Down(NodeId),
+}
+
 /// Transport counters.
 #[derive(Debug, Default)]
 pub struct TransportStats {
@@ -125,6 +134,7 @@ struct Inner {
     conns: Mutex<HashMap<NodeId, Connection>>,
     dialing: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<()>>>>,
     incoming: mpsc::Sender<IncomingStream>,
+    events: tokio::sync::broadcast::Sender<ConnectionEvent>,
     stats: TransportStats,
     demux: Arc<DemuxStats>,
 }
@@ -181,6 +191,7 @@ impl Transport {
             conns: Mutex::default(),
             dialing: Mutex::default(),
             incoming: tx,
+            events: tokio::sync::broadcast::channel(1024).0,
             stats: TransportStats::default(),
             demux,
         });
@@ -202,6 +213,11 @@ impl Transport {
     /// The demultiplexer's counters.
     pub fn demux_stats(&self) -> &DemuxStats {
         &self.inner.demux
+    }
+
+    /// Connection events from now on (a receiver that falls behind skips the oldest).
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<ConnectionEvent> {
+        self.inner.events.subscribe()
     }
 
     /// Open connections.
@@ -282,6 +298,7 @@ impl Transport {
         if let Ok(mut conns) = self.inner.conns.lock() {
             conns.insert(peer, conn.clone());
         }
+        let _ = self.inner.events.send(ConnectionEvent::Up(peer));
         let t = self.clone();
         tokio::spawn(async move {
             t.streams(peer, conn.clone()).await;
@@ -290,6 +307,7 @@ impl Transport {
             {
                 conns.remove(&peer);
             }
+            let _ = t.inner.events.send(ConnectionEvent::Down(peer));
         });
     }
 
