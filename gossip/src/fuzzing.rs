@@ -127,6 +127,7 @@ pub fn gossip_frames(data: &[u8]) {
         assert_eq!(e.encode(), data, "envelopes are canonical");
         assert!(e.payload.len() <= crate::wire::MAX_BROADCAST_PAYLOAD);
     }
+    assert!(crate::wire::decode_contact(data).len() <= 4);
     if let Some(e) = decode_canonical::<Envelope>(data) {
         // Whatever decodes has a well-defined signed message.
         assert!(e.signed_bytes(&topic).is_some());

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use suprnova_dht::identity::verify_strict;
+use suprnova_dht::wire::WireAddr;
 use suprnova_dht::{Identity, NodeId};
 
 use crate::proto::{hyparview, plumtree};
@@ -152,6 +153,19 @@ impl Envelope {
         }
         Ok(e)
     }
+}
+
+/// Contact data of a peer: its addresses as an encoded `Vec<WireAddr>` (at most 4; §12.3).
+pub fn encode_contact(addrs: &[std::net::SocketAddr]) -> Vec<u8> {
+    let v: Vec<WireAddr> = addrs.iter().take(4).map(|a| WireAddr::from(*a)).collect();
+    postcard::to_allocvec(&v).unwrap_or_default()
+}
+
+/// Decodes contact data; garbage, unusable addresses and any beyond the fourth are dropped.
+pub fn decode_contact(data: &[u8]) -> Vec<std::net::SocketAddr> {
+    decode_canonical::<Vec<WireAddr>>(data)
+        .map(|v| v.iter().take(4).filter(|a| a.is_usable()).map(WireAddr::to_socket_addr).collect())
+        .unwrap_or_default()
 }
 
 /// Decodes `bytes` as a `T`, refusing trailing bytes and non-canonical encodings (the value must

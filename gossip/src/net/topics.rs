@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use quinn::RecvStream;
-use suprnova_dht::wire::WireAddr;
 use suprnova_dht::{Identity, NodeId};
 use tokio::sync::{mpsc, oneshot};
 
@@ -23,6 +22,7 @@ use super::transport::{Transport, kind};
 use crate::proto::hyparview::{self, HyParView, PeerInfo};
 use crate::proto::plumtree::{self, MessageId, Plumtree};
 use crate::wire::{Envelope, EnvelopeError, Frame, MAX_FRAME, TopicId, decode_canonical, decode_frame, encode_frame};
+pub use crate::wire::{decode_contact, encode_contact};
 
 /// Tunables of the topic layer.
 #[derive(Clone, Debug)]
@@ -182,19 +182,6 @@ pub struct Topics {
     cmd: mpsc::Sender<Command>,
     input: mpsc::Sender<Input>,
     rate: u32,
-}
-
-/// Contact data of a peer on the wire: its addresses (encoded `Vec<WireAddr>`, at most 4).
-pub fn encode_contact(addrs: &[SocketAddr]) -> Vec<u8> {
-    let v: Vec<WireAddr> = addrs.iter().take(4).map(|a| WireAddr::from(*a)).collect();
-    postcard::to_allocvec(&v).unwrap_or_default()
-}
-
-/// Decodes contact data; garbage gives no addresses.
-pub fn decode_contact(data: &[u8]) -> Vec<SocketAddr> {
-    decode_canonical::<Vec<WireAddr>>(data)
-        .map(|v| v.iter().take(4).filter(|a| a.is_usable()).map(WireAddr::to_socket_addr).collect())
-        .unwrap_or_default()
 }
 
 fn unix_ms() -> u64 {
