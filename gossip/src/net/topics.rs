@@ -40,8 +40,10 @@ pub struct TopicsConfig {
     /// How long the first message seen from an origin run is held when its seq is not 0, so that
     /// earlier ones overtaken on the way can still be delivered first.
     pub first_message_wait: Duration,
-    /// How long a gap in an origin's sequence is waited for before it is skipped (a missing
-    /// message is normally grafted within a few hundred milliseconds; this covers overload).
+    /// How long a gap in an origin's sequence is waited for before it is skipped. A missing
+    /// message is normally grafted within a few hundred milliseconds; under overload paths differ
+    /// by seconds. The default is Plumtree's payload cache lifetime: after it nobody can serve a
+    /// graft any more, so waiting longer is pointless.
     pub reorder_timeout: Duration,
     /// Out-of-order messages held per origin at most.
     pub max_pending_per_origin: usize,
@@ -64,7 +66,7 @@ impl Default for TopicsConfig {
             peer_queue: 4096,
             subscriber_queue: 8192,
             first_message_wait: Duration::from_millis(500),
-            reorder_timeout: Duration::from_secs(10),
+            reorder_timeout: Duration::from_secs(30),
             max_pending_per_origin: 1024,
             max_origins: 10_000,
             keepalive: Duration::from_secs(5),
@@ -291,11 +293,13 @@ impl Topics {
                 continue;
             }
             tokens -= 1.0;
-            let input = match decode_frame(&body) {
-                Some(f) => Input::Frame(from, f),
-                None => Input::BadFrame,
+            let Some(frame) = decode_frame(&body) else {
+                // A peer that sends garbage gets no more of our attention on this stream.
+                let _ = self.input.send(Input::BadFrame).await;
+                let _ = recv.stop(1u32.into());
+                return;
             };
-            if self.input.send(input).await.is_err() {
+            if self.input.send(Input::Frame(from, frame)).await.is_err() {
                 return;
             }
         }
