@@ -147,4 +147,6 @@ pub(crate) struct FetchState {
     pub per_provider: HashMap<NodeId, usize>,
     pub corrupt: Vec<NodeId>,
     pub in_flight: usize,
+    /// Failed requests in a row, per provider.
+    pub failures: HashMap<NodeId, u32>,
 }

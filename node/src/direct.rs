@@ -54,7 +54,8 @@ impl Responder {
     }
 }
 
-/// Reads a 4-byte length and that many bytes, at most `max`; `Err(true)` if over the limit.
+/// Reads a 4-byte length and that many bytes, at most `max`, up to the end of the stream;
+/// `Err(true)` if over the limit. Memory grows with what actually arrives, not with the prefix.
 pub(crate) async fn read_sized(recv: &mut RecvStream, max: usize) -> Result<Vec<u8>, bool> {
     let mut len = [0u8; 4];
     recv.read_exact(&mut len).await.map_err(|_| false)?;
@@ -62,8 +63,10 @@ pub(crate) async fn read_sized(recv: &mut RecvStream, max: usize) -> Result<Vec<
     if n > max {
         return Err(true);
     }
-    let mut buf = vec![0u8; n];
-    recv.read_exact(&mut buf).await.map_err(|_| false)?;
+    let buf = recv.read_to_end(n).await.map_err(|e| matches!(e, quinn::ReadToEndError::TooLong))?;
+    if buf.len() != n {
+        return Err(false);
+    }
     Ok(buf)
 }
 

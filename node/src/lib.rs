@@ -256,6 +256,8 @@ struct Inner {
     counters: Counters,
     dht_task: Mutex<Option<JoinHandle<()>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Set when shutdown begins: no new requests or blob reads are served.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// A running node. Cheap to clone; every clone drives the same node.
@@ -296,6 +298,7 @@ impl Node {
             counters: Counters::default(),
             dht_task: Mutex::new(Some(dht_task)),
             tasks: Mutex::default(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         });
         let node = Node { inner };
         let router = tokio::spawn(node.clone().route(streams, in_tx));
@@ -704,6 +707,7 @@ impl Node {
             per_provider: HashMap::new(),
             corrupt: Vec::new(),
             in_flight: 0,
+            failures: HashMap::new(),
         }));
         let manifest = Arc::new(manifest);
         let mut workers = Vec::new();
@@ -764,20 +768,25 @@ impl Node {
                 let _ = tx.send(p);
             }
         };
-        let mut failures = 0u32;
         loop {
             let next = {
                 let Ok(mut st) = state.lock() else { return };
-                if st.corrupt.contains(&provider) {
+                if st.corrupt.contains(&provider) || st.failures.get(&provider).is_some_and(|f| *f >= 3) {
                     return;
                 }
                 match st.queue.pop_front() {
                     Some(i) => {
                         st.in_flight += 1;
-                        i
+                        Some(i)
                     }
+                    // Others still have chunks in flight: one may fail and come back.
+                    None if st.in_flight > 0 => None,
                     None => return,
                 }
+            };
+            let Some(next) = next else {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
             };
             let Ok(index) = u32::try_from(next) else { return };
             let want = manifest.chunks.get(next).copied();
@@ -787,7 +796,7 @@ impl Node {
             st.in_flight -= 1;
             match r {
                 Ok(bytes) if bytes.len() == len && want == Some(*blake3::hash(&bytes).as_bytes()) => {
-                    failures = 0;
+                    st.failures.remove(&provider);
                     st.done_bytes += bytes.len() as u64;
                     self.inner.counters.blob_fetched.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                     *st.per_provider.entry(provider).or_default() += 1;
@@ -806,9 +815,13 @@ impl Node {
                 }
                 Err(e) => {
                     st.queue.push_front(next);
-                    failures += 1;
-                    if failures >= 3 {
+                    let failures = st.failures.entry(provider).or_default();
+                    *failures += 1;
+                    // Three failures in a row, counted per provider over all its workers.
+                    if *failures == 3 {
                         say(BlobProgress::ProviderFailed { provider, reason: e.to_string() });
+                    }
+                    if *failures >= 3 {
                         return;
                     }
                 }
@@ -854,8 +867,10 @@ impl Node {
                 IncomingStream::Uni { from, kind: kind::MESSAGE, mut recv } => {
                     tokio::spawn(async move {
                         let max = node.inner.cfg.max_message_size;
+                        let deadline = node.inner.cfg.request_timeout;
                         let c = &node.inner.counters;
-                        match read_sized(&mut recv, max).await {
+                        let read = tokio::time::timeout(deadline, read_sized(&mut recv, max)).await;
+                        match read.unwrap_or(Err(false)) {
                             Ok(data) => {
                                 c.direct_received.fetch_add(1, Ordering::Relaxed);
                                 if incoming.try_send(Direct::Message { from, data }).is_err() {
@@ -869,8 +884,10 @@ impl Node {
                 IncomingStream::Bi { from, kind: kind::REQUEST, mut send, mut recv } => {
                     tokio::spawn(async move {
                         let max = node.inner.cfg.max_message_size;
+                        let deadline = node.inner.cfg.request_timeout;
                         let c = &node.inner.counters;
-                        let data = match read_sized(&mut recv, max).await {
+                        let read = tokio::time::timeout(deadline, read_sized(&mut recv, max)).await;
+                        let data = match read.unwrap_or(Err(false)) {
                             Ok(d) => d,
                             Err(big) => {
                                 c.direct_dropped.fetch_add(1, Ordering::Relaxed);
@@ -882,6 +899,11 @@ impl Node {
                             }
                         };
                         c.direct_received.fetch_add(1, Ordering::Relaxed);
+                        if node.inner.stopping.load(Ordering::Relaxed) {
+                            let _ = write_response(&mut send, status::REFUSED, &[]).await;
+                            let _ = send.finish();
+                            return;
+                        }
                         let (tx, rx) = oneshot::channel();
                         let responder = Responder { tx };
                         if incoming.try_send(Direct::Request { from, data, responder }).is_err() {
@@ -896,12 +918,16 @@ impl Node {
                             Ok(Ok(_)) => (status::TOO_LARGE, Vec::new()),
                             _ => (status::REFUSED, Vec::new()),
                         };
-                        let _ = write_response(&mut send, st, &body).await;
+                        let _ = tokio::time::timeout(deadline, write_response(&mut send, st, &body)).await;
                         let _ = send.finish();
                     });
                 }
                 IncomingStream::Bi { kind: kind::BLOB, mut send, mut recv, .. } => {
-                    tokio::spawn(async move { node.serve_blob(&mut send, &mut recv).await });
+                    tokio::spawn(async move {
+                        // A reader that stalls does not hold the chunk for ever.
+                        let deadline = node.inner.cfg.request_timeout;
+                        let _ = tokio::time::timeout(deadline, node.serve_blob(&mut send, &mut recv)).await;
+                    });
                 }
                 _ => {}
             }
@@ -909,6 +935,11 @@ impl Node {
     }
 
     async fn serve_blob(&self, send: &mut quinn::SendStream, recv: &mut quinn::RecvStream) {
+        if self.inner.stopping.load(Ordering::Relaxed) {
+            let _ = write_response(send, status::REFUSED, &[]).await;
+            let _ = send.finish();
+            return;
+        }
         let Ok(body) = read_sized(recv, 128).await else { return };
         let Some(req) = suprnova_gossip::wire::decode_canonical::<BlobRequest>(&body) else { return };
         let (hash, chunk) = match req {
@@ -981,6 +1012,7 @@ impl Node {
     /// Stops the node: leaves every topic (neighbours are told), saves DHT state, closes every
     /// connection and the socket.
     pub async fn shutdown(&self) {
+        self.inner.stopping.store(true, Ordering::Relaxed);
         let tasks: Vec<JoinHandle<()>> =
             self.inner.memberships.lock().map(|mut m| m.drain().map(|(_, t)| t).collect()).unwrap_or_default();
         for t in tasks {

@@ -136,3 +136,40 @@ async fn records_requests_topics_and_blobs() {
         n.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_neighbour_cannot_graft_itself_into_the_tree() {
+    use suprnova_gossip::net::{Transport, TransportOptions, kind};
+    use suprnova_gossip::proto::plumtree;
+    use suprnova_gossip::wire::{Frame, TopicId, encode_frame};
+
+    let ns = nodes(2).await;
+    let _sub = ns[0].subscribe("guarded").await.unwrap();
+    // An outsider with its own identity and socket, not in the topic's overlay.
+    let socket = std::sync::Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let (dht_tx, _dht_rx) = tokio::sync::mpsc::channel(16);
+    let outsider = suprnova_dht::Identity::from_seed([0x77; 32]);
+    let (t, _streams) = Transport::new(&outsider, socket, dht_tx, TransportOptions::default()).unwrap();
+    let conn = t.connect(ns[0].id(), &[ns[0].local_addr()]).await.unwrap();
+    let mut s = conn.open_uni().await.unwrap();
+    s.write_all(&[kind::GOSSIP]).await.unwrap();
+    let topic = TopicId::from_name("guarded");
+    for msg in [plumtree::Message::Graft { id: None, round: 0 }, plumtree::Message::IHave(vec![([1; 32], 0)])] {
+        s.write_all(&encode_frame(&Frame::Broadcast { topic, msg }).unwrap()).await.unwrap();
+    }
+    let mut refused = 0;
+    for _ in 0..100 {
+        refused = ns[0].metrics().await.unwrap().topics.not_neighbor;
+        if refused == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(refused, 2);
+    let info = ns[0].topic_info("guarded").await.unwrap();
+    assert_eq!((info.eager, info.lazy), (0, 0), "the outsider is in neither set");
+    t.close().await;
+    for n in &ns {
+        n.shutdown().await;
+    }
+}

@@ -36,6 +36,10 @@ pub struct DemuxStats {
     pub dht_queue_full: AtomicU64,
     /// Empty datagrams dropped.
     pub empty: AtomicU64,
+    /// Datagrams the OS refused to send (unreachable network, forbidden address): dropped.
+    pub send_errors: AtomicU64,
+    /// Receive errors other than "try again" (skipped).
+    pub recv_errors: AtomicU64,
 }
 
 /// The node's one UDP socket, shared by quinn (as its [`AsyncUdpSocket`]) and the DHT.
@@ -100,7 +104,17 @@ impl AsyncUdpSocket for SharedSocket {
     }
 
     fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
-        self.io.try_send_to(transmit.contents, transmit.destination).map(|_| ())
+        match self.io.try_send_to(transmit.contents, transmit.destination) {
+            Ok(_) => Ok(()),
+            // quinn waits for writability and retries.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(e),
+            // Anything else (network down, a broadcast address someone gave us) is a lost
+            // datagram, as on the wire: an error here would stop quinn's connection driver.
+            Err(_) => {
+                self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+        }
     }
 
     fn poll_recv(
@@ -122,9 +136,11 @@ impl AsyncUdpSocket for SharedSocket {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                // ICMP errors left by earlier sends (port unreachable) are not about this read.
-                Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset) => {}
-                Err(e) => return Poll::Ready(Err(e)),
+                // ICMP errors left by earlier sends (port unreachable) and transient failures are
+                // not fatal: an error returned here would stop the endpoint, and the DHT with it.
+                Err(_) => {
+                    self.stats.recv_errors.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
         cx.waker().wake_by_ref();

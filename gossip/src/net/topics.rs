@@ -61,7 +61,8 @@ impl Default for TopicsConfig {
     fn default() -> Self {
         TopicsConfig {
             hyparview: hyparview::Config::default(),
-            plumtree: plumtree::Config::default(),
+            // Plumtree sees whole envelopes: room for the largest payload plus the envelope fields.
+            plumtree: plumtree::Config { max_message_size: ENVELOPE_MAX, ..plumtree::Config::default() },
             ttl: Duration::from_secs(300),
             peer_queue: 4096,
             subscriber_queue: 8192,
@@ -75,6 +76,15 @@ impl Default for TopicsConfig {
         }
     }
 }
+
+/// Largest encoded envelope: the largest payload plus origin, varints, length and signature.
+const ENVELOPE_MAX: usize = crate::wire::MAX_BROADCAST_PAYLOAD + 32 + 3 * 10 + 5 + 64;
+
+/// Out-of-order broadcasts held per topic, in bytes, at most (beyond it new ones are dropped).
+const MAX_PENDING_BYTES: usize = 32 * 1024 * 1024;
+
+/// Contact addresses remembered at most.
+const MAX_CONTACTS: usize = 50_000;
 
 /// What a subscription yields.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -129,6 +139,10 @@ pub struct TopicStats {
     pub unknown_topic: u64,
     /// Links that failed or closed.
     pub links_lost: u64,
+    /// Broadcast frames from peers that are not neighbours in the topic.
+    pub not_neighbor: u64,
+    /// Out-of-order broadcasts dropped because the topic's hold buffer was full.
+    pub hold_full: u64,
 }
 
 /// Why a topic operation failed.
@@ -167,15 +181,40 @@ enum Command {
     Publish(TopicId, Vec<u8>, oneshot::Sender<Result<MessageId, TopicError>>),
     Leave(TopicId),
     Info(TopicId, oneshot::Sender<Option<TopicInfo>>),
-    Stats(oneshot::Sender<TopicStats>),
+    Stats(oneshot::Sender<TopicStats>, u64),
     Shutdown,
 }
 
 enum Input {
     Frame(NodeId, Frame),
     LinkLost(NodeId, u64),
-    RateLimited,
     BadFrame,
+}
+
+/// A token bucket per peer, shared by all of that peer's gossip streams.
+#[derive(Default)]
+struct Buckets {
+    peers: std::sync::Mutex<HashMap<NodeId, (f64, Instant)>>,
+    limited: std::sync::atomic::AtomicU64,
+}
+
+impl Buckets {
+    /// Takes a token for `peer`; `false` if it is over `rate` frames per second (burst 2 × rate).
+    fn take(&self, peer: NodeId, rate: f64, now: Instant) -> bool {
+        let Ok(mut m) = self.peers.lock() else { return false };
+        if m.len() > 100_000 {
+            m.retain(|_, (_, last)| now.duration_since(*last) < Duration::from_secs(10));
+        }
+        let (tokens, last) = m.entry(peer).or_insert((rate * 2.0, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(rate * 2.0);
+        *last = now;
+        if *tokens < 1.0 {
+            self.limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return false;
+        }
+        *tokens -= 1.0;
+        true
+    }
 }
 
 /// Handle to the topic driver. Cheap to clone.
@@ -184,6 +223,7 @@ pub struct Topics {
     cmd: mpsc::Sender<Command>,
     input: mpsc::Sender<Input>,
     rate: u32,
+    buckets: Arc<Buckets>,
 }
 
 fn unix_ms() -> u64 {
@@ -217,7 +257,7 @@ impl Topics {
             seed,
         };
         tokio::spawn(driver.run(cmd_rx, in_rx));
-        Topics { cmd: cmd_tx, input: in_tx, rate }
+        Topics { cmd: cmd_tx, input: in_tx, rate, buckets: Arc::default() }
     }
 
     /// Subscribes to `topic` (creating our state for it); events arrive on the receiver.
@@ -254,7 +294,8 @@ impl Topics {
     /// Counters.
     pub async fn stats(&self) -> Result<TopicStats, TopicError> {
         let (tx, rx) = oneshot::channel();
-        self.cmd.send(Command::Stats(tx)).await.map_err(|_| TopicError::Stopped)?;
+        let limited = self.buckets.limited.load(std::sync::atomic::Ordering::Relaxed);
+        self.cmd.send(Command::Stats(tx, limited)).await.map_err(|_| TopicError::Stopped)?;
         rx.await.map_err(|_| TopicError::Stopped)
     }
 
@@ -267,8 +308,6 @@ impl Topics {
     /// `peer_frame_rate` per second. Ends at the stream's end or on a malformed frame.
     pub async fn read_stream(&self, from: NodeId, mut recv: RecvStream) {
         let rate = f64::from(self.rate.max(1));
-        let mut tokens = rate * 2.0;
-        let mut last = Instant::now();
         let mut body = Vec::new();
         loop {
             let mut len = [0u8; 4];
@@ -285,14 +324,11 @@ impl Topics {
             if recv.read_exact(&mut body).await.is_err() {
                 return;
             }
-            let now = Instant::now();
-            tokens = (tokens + now.duration_since(last).as_secs_f64() * rate).min(rate * 2.0);
-            last = now;
-            if tokens < 1.0 {
-                let _ = self.input.send(Input::RateLimited).await;
+            // One budget per peer, however many streams it opens; over it, frames are dropped
+            // here, without touching the driver's queue.
+            if !self.buckets.take(from, rate, Instant::now()) {
                 continue;
             }
-            tokens -= 1.0;
             let Some(frame) = decode_frame(&body) else {
                 // A peer that sends garbage gets no more of our attention on this stream.
                 let _ = self.input.send(Input::BadFrame).await;
@@ -323,6 +359,8 @@ struct Topic {
     subscribers: Vec<mpsc::Sender<TopicEvent>>,
     next_seq: u64,
     origins: HashMap<NodeId, OriginOrder>,
+    /// Payload bytes held out of order, all origins together.
+    pending_bytes: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -458,8 +496,9 @@ impl Driver {
                 });
                 let _ = reply.send(info);
             }
-            Command::Stats(reply) => {
+            Command::Stats(reply, limited) => {
                 let mut s = self.stats.clone();
+                s.rate_limited = limited;
                 for t in self.topics.values() {
                     let p = t.pt.stats();
                     s.gossip_received += p.gossip_received;
@@ -487,6 +526,7 @@ impl Driver {
             subscribers: Vec::new(),
             next_seq: 0,
             origins: HashMap::new(),
+            pending_bytes: 0,
         })
     }
 
@@ -503,7 +543,6 @@ impl Driver {
     fn input(&mut self, i: Input) {
         let now = Instant::now();
         match i {
-            Input::RateLimited => self.stats.rate_limited += 1,
             Input::BadFrame => self.stats.bad_frames += 1,
             Input::LinkLost(peer, generation) => {
                 if self.links.get(&peer).is_some_and(|l| l.generation == generation) {
@@ -528,6 +567,7 @@ impl Driver {
                         // Tell the peer we are not in the topic, so it does not count on us.
                         let frame = Frame::Membership { topic, msg: hyparview::Message::Disconnect { alive: false } };
                         self.send_frame(from, &frame);
+                        self.release_link(from);
                     }
                     return;
                 };
@@ -540,6 +580,16 @@ impl Driver {
                     self.stats.unknown_topic += 1;
                     return;
                 };
+                if !t.hpv.active().any(|a| *a == from) {
+                    // Only neighbours take part in the tree: anyone else could graft itself into
+                    // our eager set for good. A late frame from a dropped neighbour ends here too.
+                    self.stats.not_neighbor += 1;
+                    if !matches!(msg, plumtree::Message::Prune) {
+                        self.send_frame(from, &Frame::Broadcast { topic, msg: plumtree::Message::Prune });
+                        self.release_link(from);
+                    }
+                    return;
+                }
                 if let plumtree::Message::Gossip { id, payload, .. } = &msg
                     && !t.pt.has_seen(id)
                 {
@@ -599,10 +649,18 @@ impl Driver {
                 match out {
                     hyparview::Out::Send { to, data, msg } => {
                         let addrs = decode_contact(&data);
-                        if !addrs.is_empty() {
+                        // Contact data may be relayed by third parties: it never replaces what
+                        // we already know (dialling proves the id anyway).
+                        if !addrs.is_empty() && !self.contacts.contains_key(&to) {
+                            if self.contacts.len() >= MAX_CONTACTS {
+                                self.contacts.clear();
+                            }
                             self.contacts.insert(to, addrs);
                         }
                         self.send_frame(to, &Frame::Membership { topic, msg });
+                        // A link to a peer that is no neighbour anywhere carries this frame and
+                        // closes (no keep-alives, so the connection can go idle).
+                        self.release_link(to);
                     }
                     hyparview::Out::NeighborUp(p) => {
                         t.pt.handle(now, plumtree::In::NeighborUp(p));
@@ -695,8 +753,10 @@ impl Driver {
         let Some(t) = self.topics.get_mut(&topic) else { return };
         if !t.origins.contains_key(&origin) && t.origins.len() >= max_origins {
             // Forget the origin heard from least recently.
-            if let Some(old) = t.origins.iter().min_by_key(|(_, o)| o.last_used).map(|(k, _)| *k) {
-                t.origins.remove(&old);
+            if let Some(old) = t.origins.iter().min_by_key(|(_, o)| o.last_used).map(|(k, _)| *k)
+                && let Some(gone) = t.origins.remove(&old)
+            {
+                t.pending_bytes = t.pending_bytes.saturating_sub(held(&gone));
             }
         }
         let o = t.origins.entry(origin).or_insert_with(|| OriginOrder {
@@ -711,6 +771,7 @@ impl Driver {
             return;
         }
         if env.epoch > o.epoch {
+            t.pending_bytes = t.pending_bytes.saturating_sub(held(o));
             *o = OriginOrder {
                 epoch: env.epoch,
                 next: None,
@@ -727,6 +788,13 @@ impl Driver {
             self.stats.late += 1;
             return;
         }
+        let len = env.payload.len();
+        if o.next != Some(env.seq) && t.pending_bytes.saturating_add(len) > MAX_PENDING_BYTES {
+            // The hold buffer is full: this one cannot wait for its gap.
+            self.stats.hold_full += 1;
+            return;
+        }
+        t.pending_bytes += len;
         o.pending.insert(env.seq, env);
         let mut schedule = false;
         if o.pending.len() > max_pending {
@@ -738,6 +806,7 @@ impl Driver {
             o.next = skip_to;
         }
         let events = drain_order(o);
+        t.pending_bytes = t.pending_bytes.saturating_sub(payload_bytes(&events));
         let first_wait = o.next.is_none();
         if !o.pending.is_empty() && o.waiting_since.is_none() {
             o.waiting_since = Some(now);
@@ -771,6 +840,7 @@ impl Driver {
         }
         o.next = first;
         let events = drain_order(o);
+        t.pending_bytes = t.pending_bytes.saturating_sub(payload_bytes(&events));
         o.waiting_since = None;
         let again = !o.pending.is_empty();
         if again {
@@ -784,6 +854,22 @@ impl Driver {
             self.schedule(timeout, TimerItem::Order(topic, origin));
         }
     }
+}
+
+/// Payload bytes an origin holds out of order.
+fn held(o: &OriginOrder) -> usize {
+    o.pending.values().map(|e| e.payload.len()).sum()
+}
+
+/// Payload bytes of delivered messages.
+fn payload_bytes(events: &[TopicEvent]) -> usize {
+    events
+        .iter()
+        .map(|e| match e {
+            TopicEvent::Message { payload, .. } => payload.len(),
+            _ => 0,
+        })
+        .sum()
 }
 
 /// Takes every message that is next in order.

@@ -43,6 +43,10 @@ pub struct TransportOptions {
     pub connect_timeout: Duration,
     /// Incoming streams queued for the router at most.
     pub incoming_queue: usize,
+    /// Bytes a peer may have in flight towards us on one connection (all streams together).
+    pub receive_window: u32,
+    /// Connections at most; further incoming ones are refused.
+    pub max_connections: usize,
 }
 
 impl Default for TransportOptions {
@@ -52,6 +56,8 @@ impl Default for TransportOptions {
             max_streams: 128,
             connect_timeout: Duration::from_secs(5),
             incoming_queue: 1024,
+            receive_window: 8 * 1024 * 1024,
+            max_connections: 2048,
         }
     }
 }
@@ -165,7 +171,8 @@ impl Transport {
         transport
             .max_idle_timeout(quinn::IdleTimeout::try_from(opts.idle_timeout).ok())
             .max_concurrent_bidi_streams(opts.max_streams.into())
-            .max_concurrent_uni_streams(opts.max_streams.into());
+            .max_concurrent_uni_streams(opts.max_streams.into())
+            .receive_window(opts.receive_window.into());
         let transport = Arc::new(transport);
         let mut server = ServerConfig::with_crypto(Arc::new(tls.server()?));
         server.transport_config(transport.clone());
@@ -302,17 +309,27 @@ impl Transport {
         let t = self.clone();
         tokio::spawn(async move {
             t.streams(peer, conn.clone()).await;
-            if let Ok(mut conns) = t.inner.conns.lock()
-                && conns.get(&peer).is_some_and(|c| c.stable_id() == conn.stable_id())
-            {
-                conns.remove(&peer);
+            let mut still_connected = false;
+            if let Ok(mut conns) = t.inner.conns.lock() {
+                if conns.get(&peer).is_some_and(|c| c.stable_id() == conn.stable_id()) {
+                    conns.remove(&peer);
+                }
+                still_connected = conns.contains_key(&peer);
             }
-            let _ = t.inner.events.send(ConnectionEvent::Down(peer));
+            // Two connections to one peer (both dialled at once): only the last one's end is news.
+            if !still_connected {
+                let _ = t.inner.events.send(ConnectionEvent::Down(peer));
+            }
         });
     }
 
     async fn accept_loop(self) {
         while let Some(incoming) = self.inner.endpoint.accept().await {
+            if self.connection_count() >= self.inner.opts.max_connections {
+                self.inner.stats.accept_failures.fetch_add(1, Ordering::Relaxed);
+                incoming.refuse();
+                continue;
+            }
             let t = self.clone();
             tokio::spawn(async move {
                 let conn = match tokio::time::timeout(t.inner.opts.connect_timeout, async { incoming.await }).await {
