@@ -73,6 +73,9 @@ pub struct NodeConfig {
     pub identity_seed: [u8; 32],
     /// The UDP address for everything.
     pub listen: SocketAddr,
+    /// Addresses others should dial (topic member entries, HyParView contact data). Empty: the
+    /// bound address, which is only useful when it is not a wildcard (`0.0.0.0`, `[::]`).
+    pub advertise: Vec<SocketAddr>,
     /// Routing table and records kept here (`None`: memory only).
     pub database: Option<PathBuf>,
     /// DHT tunables.
@@ -113,6 +116,7 @@ impl NodeConfig {
         NodeConfig {
             identity_seed: seed,
             listen,
+            advertise: Vec::new(),
             database: None,
             dht: DhtConfig::default(),
             topics: TopicsConfig::default(),
@@ -283,7 +287,8 @@ impl Node {
         let (dht, dht_task) =
             dht_net::spawn_shared(Identity::from_seed(cfg.identity_seed), socket, dht_rx, cfg.dht.clone(), opts)
                 .map_err(|e| NodeError::Start(e.to_string()))?;
-        let topics = Topics::spawn(&identity, &[local], transport.clone(), cfg.topics.clone());
+        let contact = if cfg.advertise.is_empty() { vec![local] } else { cfg.advertise.clone() };
+        let topics = Topics::spawn(&identity, &contact, transport.clone(), cfg.topics.clone());
         let (in_tx, in_rx) = mpsc::channel(cfg.incoming_queue.max(1));
         let inner = Arc::new(Inner {
             identity,
@@ -326,6 +331,11 @@ impl Node {
     /// How others reach this node: its signed record as a bootstrap target.
     pub fn target(&self) -> Target {
         Target::Record(self.record().clone())
+    }
+
+    /// The addresses this node gives others to dial it.
+    pub fn contact_addrs(&self) -> Vec<SocketAddr> {
+        if self.inner.cfg.advertise.is_empty() { vec![self.local_addr()] } else { self.inner.cfg.advertise.clone() }
     }
 
     /// The underlying DHT handle (for pings and DHT statistics).
@@ -501,7 +511,7 @@ impl Node {
 
     async fn announce_and_join(&self, topic: TopicId) {
         let key = topic.members_key();
-        let contact = encode_contact(&[self.local_addr()]);
+        let contact = encode_contact(&self.contact_addrs());
         if let Err(e) = self.put_set_entry(key, &contact, self.inner.cfg.topic_entry_ttl).await {
             tracing::debug!(error = %e, "topic announce failed");
         }
@@ -539,7 +549,7 @@ impl Node {
             interval.tick().await;
             if last_announce.elapsed() >= refresh {
                 last_announce = tokio::time::Instant::now();
-                let contact = encode_contact(&[self.local_addr()]);
+                let contact = encode_contact(&self.contact_addrs());
                 let _ = self.put_set_entry(topic.members_key(), &contact, self.inner.cfg.topic_entry_ttl).await;
             }
             match self.inner.topics.info(topic).await {
