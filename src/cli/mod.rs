@@ -34,7 +34,7 @@ pub enum Cmd {
         #[arg(long, env = "SUPRNOVA_DATA_DIR")]
         data_dir: Option<PathBuf>,
     },
-    /// Run a DHT node on one UDP port until interrupted.
+    /// Run a node (DHT, topics, direct messages, blobs) on one UDP port until interrupted.
     #[command(
         after_help = "Examples:\n  suprnova node --listen 0.0.0.0:4433 --data-dir /var/lib/suprnova --bootstrap 3f2a…c1@203.0.113.7:4433\n  suprnova node --data-dir /var/lib/suprnova      # a restart rejoins from the saved routing table"
     )]
@@ -49,6 +49,10 @@ pub enum Cmd {
         /// rejoins from the routing table saved in its data dir.
         #[arg(long, value_delimiter = ',', env = "SUPRNOVA_BOOTSTRAP")]
         bootstrap: Vec<String>,
+        /// Address other nodes should dial (HOST:PORT), put in topic membership entries. Needed
+        /// when listening on a wildcard address. Repeatable.
+        #[arg(long, value_delimiter = ',', env = "SUPRNOVA_ADVERTISE")]
+        advertise: Vec<SocketAddr>,
     },
     /// Handshake with a node and measure ping round trips.
     #[command(
@@ -102,7 +106,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             println!("noise key    {}", hex::encode(rec.noise_key));
             Ok(())
         }
-        Cmd::Node { listen, data_dir, bootstrap } => node::run_node(listen, data_dir, &bootstrap).await,
+        Cmd::Node { listen, data_dir, bootstrap, advertise } => {
+            node::run_node(listen, data_dir, &bootstrap, advertise).await
+        }
         Cmd::Ping { target, count } => node::run_ping(&target, count).await,
         Cmd::Devnet { nodes, sample, pings, records } => devnet::run(nodes, sample, pings, records).await,
     }

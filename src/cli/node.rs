@@ -5,30 +5,38 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use suprnova_dht::identity::Identity;
-use suprnova_dht::net::{self, NodeError, NodeOptions};
+use suprnova_dht::net::{self, NodeError};
 use suprnova_dht::proto::{DhtConfig, RequestError, Target};
 
 use super::{load_identity, parse_target, random_seed};
 
 /// Runs a node until SIGINT/SIGTERM.
-pub async fn run_node(listen: SocketAddr, data_dir: Option<PathBuf>, bootstrap: &[String]) -> Result<()> {
+pub async fn run_node(
+    listen: SocketAddr,
+    data_dir: Option<PathBuf>,
+    bootstrap: &[String],
+    advertise: Vec<SocketAddr>,
+) -> Result<()> {
     let seeds = bootstrap
         .iter()
         .map(|s| parse_target(s).map(|(expect, addr)| Target::Addr { addr, expect }))
         .collect::<Result<Vec<_>>>()?;
     let (ident, dir) = load_identity(data_dir)?;
     let db = dir.join("dht.redb");
-    let opts = NodeOptions { database: Some(db.clone()), ..NodeOptions::default() };
-    let (node, task) = net::spawn_with(ident, listen, DhtConfig::default(), opts)
+    let mut cfg = suprnova_node::NodeConfig::with_seed(*ident.seed(), listen);
+    cfg.database = Some(db.clone());
+    cfg.advertise = advertise;
+    let node = suprnova_node::Node::spawn(cfg)
         .await
         .with_context(|| format!("cannot start a node on {listen} with data dir {}", dir.display()))?;
-    println!("node {} listening on udp {}", node.id(), node.local_addr());
+    println!("node {} listening on udp {} (DHT and QUIC)", node.id(), node.local_addr());
     println!("data dir {}", dir.display());
-    if let Some(r) = node.restored().filter(|r| r.peers + r.records > 0) {
+    let restored = node.dht().restored();
+    if let Some(r) = restored.filter(|r| r.peers + r.records > 0) {
         println!("restored {} peers and {} records from {}", r.peers, r.records, db.display());
     }
     println!("reach it with: suprnova ping {}@{}", node.id(), node.local_addr());
-    let rejoin = seeds.is_empty() && node.restored().is_some_and(|r| r.peers > 0);
+    let rejoin = seeds.is_empty() && restored.is_some_and(|r| r.peers > 0);
     if !seeds.is_empty() || rejoin {
         // In the background: Ctrl-C must work while peers are still being contacted.
         let n = seeds.len();
@@ -42,17 +50,17 @@ pub async fn run_node(listen: SocketAddr, data_dir: Option<PathBuf>, bootstrap: 
         });
     }
     wait_for_signal().await;
-    let stats = node.stats().await?;
+    let m = node.metrics().await?;
     node.shutdown().await;
-    let _ = task.await;
     println!(
-        "stopped: {} packets in, {} out, {} handshakes answered, {} peers, {} records saved; drops {:?}",
-        stats.channel.packets_in,
-        stats.channel.packets_out,
-        stats.channel.handshakes_answered,
-        stats.table,
-        stats.records,
-        stats.channel.drops
+        "stopped: {} packets in, {} out, {} handshakes answered, {} peers, {} records saved, {} QUIC connections opened; drops {:?}",
+        m.dht.channel.packets_in,
+        m.dht.channel.packets_out,
+        m.dht.channel.handshakes_answered,
+        m.dht.table,
+        m.dht.records,
+        m.connections_opened,
+        m.dht.channel.drops
     );
     Ok(())
 }
