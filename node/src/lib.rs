@@ -98,6 +98,9 @@ pub struct NodeConfig {
     pub max_partial_bytes: u64,
     /// Lifetime of this node's entry in a topic's member set.
     pub topic_entry_ttl: Duration,
+    /// Receive buffer asked of the OS for the shared socket (capped by `net.core.rmem_max`). QUIC
+    /// bursts fill the default one, and a DHT reply lost in the overflow costs a 2 s timeout.
+    pub socket_recv_buffer: usize,
     /// Test hook: serve every blob chunk with one byte flipped.
     #[doc(hidden)]
     pub testing_corrupt_blobs: bool,
@@ -128,6 +131,7 @@ impl NodeConfig {
             blob_parallel_per_provider: 4,
             max_partial_bytes: 1 << 30,
             topic_entry_ttl: Duration::from_secs(300),
+            socket_recv_buffer: 4 << 20,
             testing_corrupt_blobs: false,
         }
     }
@@ -280,6 +284,9 @@ impl Node {
         let identity = Identity::from_seed(cfg.identity_seed);
         let socket = Arc::new(UdpSocket::bind(cfg.listen).await.map_err(|e| NodeError::Start(e.to_string()))?);
         let local = socket.local_addr().map_err(|e| NodeError::Start(e.to_string()))?;
+        if let Err(e) = socket2::SockRef::from(&*socket).set_recv_buffer_size(cfg.socket_recv_buffer) {
+            tracing::warn!(error = %e, "cannot enlarge the UDP receive buffer");
+        }
         let (dht_tx, dht_rx) = mpsc::channel(8192);
         let (transport, streams) = Transport::new(&identity, socket.clone(), dht_tx, cfg.transport.clone())
             .map_err(|e| NodeError::Start(e.to_string()))?;

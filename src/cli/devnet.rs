@@ -1,13 +1,15 @@
 //! `suprnova devnet`: the main job. Starts N nodes on 127.0.0.1 in one process and measures the
 //! encrypted channel in three phases: every node handshakes with a sample of peers at once; pings
 //! one at a time across the devnet (round-trip time without queueing); then every node pings its
-//! peers at once (throughput under load). Ends with drops by reason.
+//! peers at once (throughput under load). Then the DHT (bootstrap, puts and gets of every record
+//! kind), a broadcast to every node over QUIC, and a 10 MiB blob from two providers. Ends with
+//! drops by reason.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use suprnova_dht::identity::{Identity, NodeRecord};
-use suprnova_dht::net::{self, NodeError, NodeHandle, PingReply};
+use suprnova_dht::identity::NodeRecord;
+use suprnova_dht::net::{NodeError, NodeHandle, PingReply};
 use suprnova_dht::proto::{DhtConfig, Target};
 use suprnova_dht::stats::Drops;
 use tokio::task::JoinSet;
@@ -105,7 +107,7 @@ fn line(name: &str, p: &mut Phase, expected: usize, what: &str) {
 }
 
 /// Runs the devnet and prints the report.
-pub async fn run(n: usize, sample: usize, pings: usize, records: usize) -> Result<()> {
+pub async fn run(n: usize, sample: usize, pings: usize, records: usize, messages: u64) -> Result<()> {
     if n < 2 {
         bail!("--nodes must be at least 2");
     }
@@ -114,12 +116,13 @@ pub async fn run(n: usize, sample: usize, pings: usize, records: usize) -> Resul
     }
     let t0 = Instant::now();
     println!("devnet: starting {n} nodes on 127.0.0.1 …");
-    let mut nodes: Vec<NodeHandle> = Vec::with_capacity(n);
+    let mut full: Vec<suprnova_node::Node> = Vec::with_capacity(n);
     for _ in 0..n {
-        let ident = Identity::from_seed(random_seed()?);
-        let (h, _task) = net::spawn(ident, "127.0.0.1:0".parse()?, devnet_config()).await?;
-        nodes.push(h);
+        let mut cfg = suprnova_node::NodeConfig::with_seed(random_seed()?, "127.0.0.1:0".parse()?);
+        cfg.dht = devnet_config();
+        full.push(suprnova_node::Node::spawn(cfg).await?);
     }
+    let nodes: Vec<NodeHandle> = full.iter().map(|f| f.dht().clone()).collect();
     let pairs = pairs(&nodes, sample);
     println!(
         "devnet: {n} nodes up in {:.1} ms; each handshakes with {} peers at once, then pings them one at a time, then {pings} rounds all at once",
@@ -132,6 +135,8 @@ pub async fn run(n: usize, sample: usize, pings: usize, records: usize) -> Resul
     let mut load = concurrent(&pairs, pings).await?;
     let boot = super::devnet_dht::bootstrap(&nodes).await?;
     let mut dht = super::devnet_dht::records(&nodes, records).await?;
+    let mut gossip = super::devnet_gossip::broadcast(&full, messages).await?;
+    let blob = super::devnet_gossip::blob(&full, 10 << 20).await?;
 
     let mut drops = Drops::default();
     let (mut initiated, mut completed, mut answered, mut sessions, mut pkts_in, mut pkts_out) = (0, 0, 0, 0, 0, 0);
@@ -145,9 +150,11 @@ pub async fn run(n: usize, sample: usize, pings: usize, records: usize) -> Resul
         pkts_in += s.channel.packets_in;
         pkts_out += s.channel.packets_out;
     }
-    for h in &nodes {
-        h.shutdown().await;
+    let mut stopping = JoinSet::new();
+    for f in full {
+        stopping.spawn(async move { f.shutdown().await });
     }
+    while stopping.join_next().await.is_some() {}
 
     println!();
     println!("devnet report: {n} nodes, {} pairs, {:.2} s in all", pairs.len(), t0.elapsed().as_secs_f64());
@@ -158,6 +165,12 @@ pub async fn run(n: usize, sample: usize, pings: usize, records: usize) -> Resul
     for k in &mut dht {
         k.print();
     }
+    gossip.print();
+    println!(
+        "  blob                  10 MiB fetched from {} providers in {:.1} ms, every 256 KiB chunk verified",
+        blob.1,
+        blob.0.as_secs_f64() * 1e3
+    );
     println!(
         "  handshakes            {completed} completed of {initiated} initiated, {answered} answered; {sessions} sessions (both sides)"
     );
@@ -171,6 +184,9 @@ pub async fn run(n: usize, sample: usize, pings: usize, records: usize) -> Resul
     }
     let mut failures: Vec<String> = hs.failures.into_iter().chain(seq.failures).chain(load.failures).collect();
     failures.extend(dht.iter().flat_map(|k| k.failures.iter().cloned()));
+    if !gossip.complete() {
+        failures.push("broadcast did not reach every subscriber".into());
+    }
     if !failures.is_empty() {
         let mut kinds = failures.clone();
         kinds.sort();

@@ -2,6 +2,7 @@
 
 mod devnet;
 mod devnet_dht;
+mod devnet_gossip;
 mod node;
 
 use std::net::SocketAddr;
@@ -80,6 +81,9 @@ pub enum Cmd {
         /// Puts and gets of each record kind (immutable, mutable, set entry).
         #[arg(long, default_value_t = 200)]
         records: usize,
+        /// Messages of 256 bytes broadcast on one topic to every node.
+        #[arg(long, default_value_t = 500)]
+        messages: u64,
     },
 }
 
@@ -110,7 +114,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             node::run_node(listen, data_dir, &bootstrap, advertise).await
         }
         Cmd::Ping { target, count } => node::run_ping(&target, count).await,
-        Cmd::Devnet { nodes, sample, pings, records } => devnet::run(nodes, sample, pings, records).await,
+        Cmd::Devnet { nodes, sample, pings, records, messages } => {
+            devnet::run(nodes, sample, pings, records, messages).await
+        }
     }
 }
 
