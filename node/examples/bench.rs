@@ -163,7 +163,7 @@ async fn main() {
     let (graft, prune) = {
         let mut g = 0;
         let mut p = 0;
-        let mut drops = (0, 0, 0, 0, 0, 0);
+        let mut drops = (0, 0, 0, 0, 0, 0, 0, 0);
         for n in &nodes {
             let m = n.metrics().await.unwrap();
             g += m.topics.grafts;
@@ -174,10 +174,12 @@ async fn main() {
             drops.3 += m.topics.subscriber_lagged;
             drops.4 += m.topics.rate_limited;
             drops.5 += m.topics.bad_time + m.topics.bad_signature + m.topics.malformed + m.topics.bad_frames;
+            drops.6 += m.topics.not_neighbor;
+            drops.7 += m.topics.hold_full;
         }
         eprintln!(
-            "drops: late {} skipped {} peer_queue_full {} subscriber_lagged {} rate_limited {} invalid {}",
-            drops.0, drops.1, drops.2, drops.3, drops.4, drops.5
+            "drops: late {} skipped {} peer_queue_full {} subscriber_lagged {} rate_limited {} invalid {} not_neighbor {} hold_full {}",
+            drops.0, drops.1, drops.2, drops.3, drops.4, drops.5, drops.6, drops.7
         );
         (g, p)
     };

@@ -68,7 +68,7 @@ impl Default for TopicsConfig {
             subscriber_queue: 8192,
             first_message_wait: Duration::from_millis(500),
             reorder_timeout: Duration::from_secs(30),
-            max_pending_per_origin: 1024,
+            max_pending_per_origin: 16_384,
             max_origins: 10_000,
             keepalive: Duration::from_secs(5),
             peer_frame_rate: 20_000,
