@@ -624,22 +624,37 @@ impl Node {
         if data.len() > max {
             return Err(NodeError::TooLarge(data.len(), max));
         }
-        let conn = self.connect(peer).await?;
-        let (mut s, mut r) = conn.open_bi().await.map_err(|e| NodeError::Stream(e.to_string()))?;
-        s.write_all(&[kind::REQUEST]).await.map_err(|e| NodeError::Stream(e.to_string()))?;
-        write_sized(&mut s, data).await.map_err(|e| NodeError::Stream(e.to_string()))?;
-        s.finish().map_err(|e| NodeError::Stream(e.to_string()))?;
-        let mut st = [0u8; 1];
-        r.read_exact(&mut st).await.map_err(|e| NodeError::Stream(e.to_string()))?;
-        let body = read_sized(&mut r, max).await.map_err(|big| {
-            if big { NodeError::TooLarge(max + 1, max) } else { NodeError::Stream("response cut short".into()) }
-        })?;
+        let (st, body) = self.exchange(peer, kind::REQUEST, data, max).await?;
         match st {
-            [status::OK] => Ok(body),
-            [status::BUSY] => Err(NodeError::Busy),
-            [status::TOO_LARGE] => Err(NodeError::TooLarge(data.len(), max)),
+            status::OK => Ok(body),
+            status::BUSY => Err(NodeError::Busy),
+            status::TOO_LARGE => Err(NodeError::TooLarge(data.len(), max)),
             _ => Err(NodeError::Refused),
         }
+    }
+
+    /// One bidirectional exchange with `peer` (wire-spec §12.3): kind byte, sized body, FIN; then
+    /// the status byte and a sized response of at most `max` bytes.
+    async fn exchange(
+        &self,
+        peer: NodeId,
+        stream_kind: u8,
+        body: &[u8],
+        max: usize,
+    ) -> Result<(u8, Vec<u8>), NodeError> {
+        let stream_err = |e: &dyn std::fmt::Display| NodeError::Stream(e.to_string());
+        let conn = self.connect(peer).await?;
+        let (mut s, mut r) = conn.open_bi().await.map_err(|e| stream_err(&e))?;
+        s.write_all(&[stream_kind]).await.map_err(|e| stream_err(&e))?;
+        write_sized(&mut s, body).await.map_err(|e| stream_err(&e))?;
+        s.finish().map_err(|e| stream_err(&e))?;
+        let mut st = [0u8; 1];
+        r.read_exact(&mut st).await.map_err(|e| stream_err(&e))?;
+        let data = read_sized(&mut r, max).await.map_err(|big| {
+            if big { NodeError::TooLarge(max + 1, max) } else { NodeError::Stream("response cut short".into()) }
+        })?;
+        let [st] = st;
+        Ok((st, data))
     }
 
     // ---- blobs --------------------------------------------------------------------------------
@@ -849,25 +864,13 @@ impl Node {
     /// One blob request to `peer`: the response body, at most `max` bytes.
     async fn blob_call(&self, peer: NodeId, req: &BlobRequest, max: usize) -> Result<Vec<u8>, NodeError> {
         let t = self.inner.cfg.request_timeout;
-        tokio::time::timeout(t, async {
-            let conn = self.connect(peer).await?;
-            let (mut s, mut r) = conn.open_bi().await.map_err(|e| NodeError::Stream(e.to_string()))?;
-            let body = postcard::to_allocvec(req).map_err(|e| NodeError::Stream(e.to_string()))?;
-            s.write_all(&[kind::BLOB]).await.map_err(|e| NodeError::Stream(e.to_string()))?;
-            write_sized(&mut s, &body).await.map_err(|e| NodeError::Stream(e.to_string()))?;
-            s.finish().map_err(|e| NodeError::Stream(e.to_string()))?;
-            let mut st = [0u8; 1];
-            r.read_exact(&mut st).await.map_err(|e| NodeError::Stream(e.to_string()))?;
-            let data = read_sized(&mut r, max).await.map_err(|big| {
-                if big { NodeError::TooLarge(max + 1, max) } else { NodeError::Stream("response cut short".into()) }
-            })?;
-            match st {
-                [status::OK] => Ok(data),
-                _ => Err(NodeError::Refused),
-            }
-        })
-        .await
-        .map_err(|_| NodeError::Timeout)?
+        let body = postcard::to_allocvec(req).map_err(|e| NodeError::Stream(e.to_string()))?;
+        match tokio::time::timeout(t, self.exchange(peer, kind::BLOB, &body, max)).await {
+            Err(_) => Err(NodeError::Timeout),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok((status::OK, data))) => Ok(data),
+            Ok(Ok(_)) => Err(NodeError::Refused),
+        }
     }
 
     // ---- the router of incoming streams -------------------------------------------------------
