@@ -104,6 +104,9 @@ pub struct NodeConfig {
     /// Test hook: serve every blob chunk with one byte flipped.
     #[doc(hidden)]
     pub testing_corrupt_blobs: bool,
+    /// Test hook: refuse every chunk request after this many were served (a provider going away).
+    #[doc(hidden)]
+    pub testing_serve_chunk_limit: Option<u64>,
 }
 
 impl NodeConfig {
@@ -133,6 +136,7 @@ impl NodeConfig {
             topic_entry_ttl: Duration::from_secs(300),
             socket_recv_buffer: 4 << 20,
             testing_corrupt_blobs: false,
+            testing_serve_chunk_limit: None,
         }
     }
 }
@@ -248,6 +252,7 @@ struct Counters {
     direct_received: AtomicU64,
     direct_dropped: AtomicU64,
     blob_served: AtomicU64,
+    chunks_served: AtomicU64,
     blob_fetched: AtomicU64,
 }
 
@@ -828,7 +833,11 @@ impl Node {
             st.in_flight -= 1;
             match r {
                 Ok(bytes) if bytes.len() == len && want == Some(*blake3::hash(&bytes).as_bytes()) => {
-                    st.failures.remove(&provider);
+                    // A success resets the count, unless the provider was already given up on
+                    // (an answer still in flight when the third failure came).
+                    if st.failures.get(&provider).is_some_and(|f| *f < 3) {
+                        st.failures.remove(&provider);
+                    }
                     st.done_bytes += bytes.len() as u64;
                     self.inner.counters.blob_fetched.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                     *st.per_provider.entry(provider).or_default() += 1;
@@ -971,7 +980,14 @@ impl Node {
             let _ = send.finish();
             return;
         };
+        let over_limit = chunk.is_some()
+            && self
+                .inner
+                .cfg
+                .testing_serve_chunk_limit
+                .is_some_and(|limit| self.inner.counters.chunks_served.fetch_add(1, Ordering::Relaxed) >= limit);
         let reply: Option<Vec<u8>> = match chunk {
+            _ if over_limit => None,
             None => Some(stored.manifest_bytes.clone()),
             Some(i) => {
                 let cs = stored.manifest.chunk_size as usize;

@@ -91,36 +91,33 @@ async fn ten_mib_blob_from_two_providers_one_corrupt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blob_fetch_resumes_after_the_provider_goes_away() {
-    let nodes = common::network(3, |_, cfg| {
-        cfg.blob_parallel_per_provider = 1;
+    // Node 0 serves 5 chunks, then refuses every further one (as if it had gone away).
+    let nodes = common::network(3, |i, cfg| {
         cfg.request_timeout = Duration::from_secs(2);
+        if i == 0 {
+            cfg.testing_serve_chunk_limit = Some(5);
+        }
     })
     .await;
     let data = ten_mib();
     let hash = nodes[0].add_blob(data.clone());
     assert_eq!(nodes[1].add_blob(data.clone()), hash);
-    // Stop the provider once a few chunks have arrived.
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let fetcher = nodes[2].clone();
-    let provider0 = nodes[0].id();
-    let fetch = tokio::spawn(async move { fetcher.fetch_blob(hash, &[provider0], Some(tx)).await });
-    let mut seen = 0;
-    while let Some(p) = rx.recv().await {
-        if matches!(p, BlobProgress::Chunk { .. }) {
-            seen += 1;
-            if seen == 5 {
-                nodes[0].shutdown().await;
-                break;
-            }
+    let err = nodes[2].fetch_blob(hash, &[nodes[0].id()], Some(tx)).await.unwrap_err();
+    assert!(matches!(err, NodeError::Blob(BlobError::Incomplete { missing: 35 })), "{err:?}");
+    let mut failed = 0;
+    while let Ok(p) = rx.try_recv() {
+        if let BlobProgress::ProviderFailed { provider, .. } = p {
+            assert_eq!(provider, nodes[0].id());
+            failed += 1;
         }
     }
-    let Err(err) = fetch.await.unwrap() else { panic!("the fetch completed before the provider stopped") };
-    let NodeError::Blob(BlobError::Incomplete { missing }) = err else { panic!("{err:?}") };
-    assert!((1..=35).contains(&missing), "missing {missing}");
-    // Resume from the other provider: only the missing chunks are fetched.
+    assert_eq!(failed, 1, "the provider is reported once");
+    assert!(nodes[2].blob(&hash).is_none(), "nothing incomplete is served");
+    // Resume from the other provider: only the 35 missing chunks are fetched.
     let (got, report) = nodes[2].fetch_blob(hash, &[nodes[1].id()], None).await.unwrap();
-    assert_eq!(*got, data);
-    assert_eq!(report.resumed, 40 - missing);
-    assert_eq!(report.per_provider, vec![(nodes[1].id(), missing)]);
-    common::stop_all(&nodes[1..]).await;
+    assert!(*got == data, "hash-exact after the resume");
+    assert_eq!(report.resumed, 5);
+    assert_eq!(report.per_provider, vec![(nodes[1].id(), 35)]);
+    common::stop_all(&nodes).await;
 }
