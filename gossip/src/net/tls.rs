@@ -119,6 +119,22 @@ impl PeerVerifier {
     }
 }
 
+impl PeerVerifier {
+    fn tls13(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, TlsError> {
+        verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+}
+
+/// TLS 1.2 is never negotiated (TLS 1.3 only); both verifier roles refuse it the same way.
+fn no_tls12() -> Result<HandshakeSignatureValid, TlsError> {
+    Err(TlsError::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOffered))
+}
+
 impl ServerCertVerifier for PeerVerifier {
     fn verify_server_cert(
         &self,
@@ -137,7 +153,7 @@ impl ServerCertVerifier for PeerVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, TlsError> {
-        Err(TlsError::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOffered))
+        no_tls12()
     }
 
     fn verify_tls13_signature(
@@ -146,7 +162,7 @@ impl ServerCertVerifier for PeerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, TlsError> {
-        verify_tls13_signature(message, cert, dss, &self.algs)
+        self.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -174,7 +190,7 @@ impl ClientCertVerifier for PeerVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, TlsError> {
-        Err(TlsError::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOffered))
+        no_tls12()
     }
 
     fn verify_tls13_signature(
@@ -183,7 +199,7 @@ impl ClientCertVerifier for PeerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, TlsError> {
-        verify_tls13_signature(message, cert, dss, &self.algs)
+        self.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::transport::{Transport, kind};
 use crate::proto::hyparview::{self, HyParView, PeerInfo};
 use crate::proto::plumtree::{self, MessageId, Plumtree};
-use crate::wire::{Envelope, EnvelopeError, Frame, MAX_FRAME, TopicId, decode_canonical, decode_frame, encode_frame};
+use crate::wire::{Envelope, EnvelopeError, Frame, MAX_FRAME, TopicId, decode_frame, encode_frame};
 pub use crate::wire::{decode_contact, encode_contact};
 
 /// Tunables of the topic layer.
@@ -745,8 +745,8 @@ impl Driver {
     }
 
     fn deliver(&mut self, topic: TopicId, payload: &[u8], now: Instant) {
-        // Verified on entry; decoding again cannot fail but is checked anyway.
-        let Some(env) = decode_canonical::<Envelope>(payload) else { return };
+        // Checked (canonical, signed) on entry; a plain decode suffices here.
+        let Ok(env) = postcard::from_bytes::<Envelope>(payload) else { return };
         let origin = env.origin_id();
         let max_pending = self.cfg.max_pending_per_origin;
         let max_origins = self.cfg.max_origins;
@@ -799,14 +799,9 @@ impl Driver {
         let mut schedule = false;
         if o.pending.len() > max_pending {
             // Too far ahead: give up on the gap.
-            let skip_to = o.pending.keys().next().copied();
-            if let (Some(n), Some(s)) = (o.next, skip_to) {
-                self.stats.skipped += s.saturating_sub(n);
-            }
-            o.next = skip_to;
+            self.stats.skipped += skip_gap(o);
         }
-        let events = drain_order(o);
-        t.pending_bytes = t.pending_bytes.saturating_sub(payload_bytes(&events));
+        let events = drain_order(o, &mut t.pending_bytes);
         let first_wait = o.next.is_none();
         if !o.pending.is_empty() && o.waiting_since.is_none() {
             o.waiting_since = Some(now);
@@ -834,13 +829,8 @@ impl Driver {
             self.schedule(left, TimerItem::Order(topic, origin));
             return;
         }
-        let first = o.pending.keys().next().copied();
-        if let (Some(n), Some(f)) = (o.next, first) {
-            self.stats.skipped += f.saturating_sub(n);
-        }
-        o.next = first;
-        let events = drain_order(o);
-        t.pending_bytes = t.pending_bytes.saturating_sub(payload_bytes(&events));
+        self.stats.skipped += skip_gap(o);
+        let events = drain_order(o, &mut t.pending_bytes);
         o.waiting_since = None;
         let again = !o.pending.is_empty();
         if again {
@@ -861,22 +851,24 @@ fn held(o: &OriginOrder) -> usize {
     o.pending.values().map(|e| e.payload.len()).sum()
 }
 
-/// Payload bytes of delivered messages.
-fn payload_bytes(events: &[TopicEvent]) -> usize {
-    events
-        .iter()
-        .map(|e| match e {
-            TopicEvent::Message { payload, .. } => payload.len(),
-            _ => 0,
-        })
-        .sum()
+/// Gives up on the current gap: the next position becomes the first held message. Returns the
+/// sequence numbers skipped.
+fn skip_gap(o: &mut OriginOrder) -> u64 {
+    let first = o.pending.keys().next().copied();
+    let skipped = match (o.next, first) {
+        (Some(n), Some(f)) => f.saturating_sub(n),
+        _ => 0,
+    };
+    o.next = first;
+    skipped
 }
 
-/// Takes every message that is next in order.
-fn drain_order(o: &mut OriginOrder) -> Vec<TopicEvent> {
+/// Takes every message that is next in order, releasing its bytes from the topic's hold budget.
+fn drain_order(o: &mut OriginOrder, held_bytes: &mut usize) -> Vec<TopicEvent> {
     let mut out = Vec::new();
     while let Some(n) = o.next {
         let Some(env) = o.pending.remove(&n) else { break };
+        *held_bytes = held_bytes.saturating_sub(env.payload.len());
         out.push(TopicEvent::Message { origin: env.origin_id(), seq: env.seq, payload: env.payload });
         o.next = n.checked_add(1);
         // A gap that closed restarts the wait for the next one.
