@@ -137,6 +137,33 @@ impl fmt::Debug for Drops {
     }
 }
 
+/// Upper bounds (milliseconds) of the latency histogram buckets; a last bucket holds the rest.
+pub const LATENCY_BOUNDS_MS: [u64; 14] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000];
+
+/// A latency histogram with fixed buckets ([`LATENCY_BOUNDS_MS`]), as Prometheus exports them.
+#[derive(Clone, Default, Debug, PartialEq, Eq)]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative); the last one counts those above every bound.
+    pub buckets: [u64; LATENCY_BOUNDS_MS.len() + 1],
+    /// Sum of all observations, in microseconds.
+    pub sum_us: u64,
+    /// Observations.
+    pub count: u64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&mut self, d: std::time::Duration) {
+        let ms = d.as_millis();
+        let i = LATENCY_BOUNDS_MS.iter().position(|&b| ms <= u128::from(b)).unwrap_or(LATENCY_BOUNDS_MS.len());
+        if let Some(c) = self.buckets.get_mut(i) {
+            *c += 1;
+        }
+        self.sum_us = self.sum_us.saturating_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        self.count += 1;
+    }
+}
+
 /// Totals kept by the channel.
 #[derive(Clone, Default, Debug, PartialEq, Eq)]
 pub struct ChannelStats {

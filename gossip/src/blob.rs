@@ -21,6 +21,13 @@ pub const MAX_MANIFEST: usize = 2 * 1024 * 1024;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct BlobHash(pub [u8; 32]);
 
+impl BlobHash {
+    /// The DHT key of the set whose entries name the blob's providers (wire-spec §12.5).
+    pub fn providers_key(&self) -> suprnova_dht::wire::Key {
+        suprnova_dht::wire::Key(blake3::derive_key("suprnova v1 blob providers", &self.0))
+    }
+}
+
 impl std::fmt::Display for BlobHash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         for b in self.0 {

@@ -84,6 +84,9 @@ pub enum BlobError {
     /// Too much partial data held already.
     #[error("partial-download space exhausted")]
     NoSpace,
+    /// This node does not hold the blob.
+    #[error("blob not held here")]
+    NotFound,
 }
 
 /// A complete blob we serve.

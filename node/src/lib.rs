@@ -35,6 +35,7 @@
 
 pub mod blobs;
 pub mod direct;
+mod prom;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -117,14 +118,19 @@ impl NodeConfig {
         NodeConfig::with_seed(seed, listen)
     }
 
-    /// A configuration for the identity `seed`, with defaults everywhere.
+    /// A configuration for the identity `seed`, with defaults everywhere (on a loopback address,
+    /// the routing table's per-subnet limits exempt loopback peers).
     pub fn with_seed(seed: [u8; 32], listen: SocketAddr) -> NodeConfig {
+        let mut dht = DhtConfig::default();
+        // Nodes on one machine all share 127.0.0.1: the per-subnet limits of the routing table
+        // would keep all but a few of them out.
+        dht.routing.exempt_loopback = listen.ip().is_loopback();
         NodeConfig {
             identity_seed: seed,
             listen,
             advertise: Vec::new(),
             database: None,
-            dht: DhtConfig::default(),
+            dht,
             topics: TopicsConfig::default(),
             transport: TransportOptions::default(),
             request_timeout: Duration::from_secs(10),
@@ -266,6 +272,8 @@ struct Inner {
     addrs: Mutex<HashMap<NodeId, Vec<SocketAddr>>>,
     incoming: AsyncMutex<Option<mpsc::Receiver<Direct>>>,
     memberships: Mutex<HashMap<TopicId, JoinHandle<()>>>,
+    /// Provider announcements kept fresh, per blob.
+    providing: Mutex<HashMap<BlobHash, JoinHandle<()>>>,
     counters: Counters,
     dht_task: Mutex<Option<JoinHandle<()>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -312,6 +320,7 @@ impl Node {
             addrs: Mutex::default(),
             incoming: AsyncMutex::new(Some(in_rx)),
             memberships: Mutex::default(),
+            providing: Mutex::default(),
             counters: Counters::default(),
             dht_task: Mutex::new(Some(dht_task)),
             tasks: Mutex::default(),
@@ -364,6 +373,12 @@ impl Node {
             }
         }
         Ok(self.inner.dht.bootstrap(seeds).await?)
+    }
+
+    /// Remembers where `id` can be dialled, so direct messages, requests and blob fetches reach it
+    /// without a DHT lookup (a wrong address only costs a failed dial: TLS checks the id).
+    pub fn add_address(&self, id: NodeId, addrs: Vec<SocketAddr>) {
+        self.learn(id, addrs);
     }
 
     fn learn(&self, id: NodeId, addrs: Vec<SocketAddr>) {
@@ -667,6 +682,60 @@ impl Node {
     /// Serves `data` under its hash from now on.
     pub fn add_blob(&self, data: Vec<u8>) -> BlobHash {
         self.inner.blobs.add(data, self.inner.cfg.blob_chunk_size)
+    }
+
+    /// Announces in the DHT that this node serves blob `hash` (which it must hold): a signed entry
+    /// with our contact data in the set under [`BlobHash::providers_key`], refreshed while the
+    /// node runs. Returns how many nodes stored the first announcement.
+    pub async fn provide_blob(&self, hash: BlobHash) -> Result<usize, NodeError> {
+        if self.inner.blobs.get(&hash).is_none() {
+            return Err(BlobError::NotFound.into());
+        }
+        let ttl = self.inner.cfg.topic_entry_ttl;
+        let contact = encode_contact(&self.contact_addrs());
+        let outcome = self.put_set_entry(hash.providers_key(), &contact, ttl).await?;
+        let fresh = self.inner.providing.lock().map(|p| !p.contains_key(&hash)).unwrap_or(false);
+        if fresh {
+            let node = self.clone();
+            let task = tokio::spawn(async move {
+                let mut interval = tokio::time::interval(ttl / 3);
+                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                interval.tick().await;
+                loop {
+                    interval.tick().await;
+                    let contact = encode_contact(&node.contact_addrs());
+                    let _ = node.put_set_entry(hash.providers_key(), &contact, ttl).await;
+                }
+            });
+            if let Ok(mut p) = self.inner.providing.lock() {
+                p.insert(hash, task);
+            }
+        }
+        Ok(outcome.stored)
+    }
+
+    /// Providers of blob `hash` announced in the DHT (other than this node). Their contact data
+    /// is remembered, so [`Node::fetch_blob`] dials them without another lookup.
+    pub async fn find_blob_providers(&self, hash: BlobHash) -> Result<Vec<NodeId>, NodeError> {
+        let entries = match self.get_set(hash.providers_key()).await {
+            Ok(e) => e,
+            Err(NodeError::Dht(dht_net::NodeError::Request(suprnova_dht::proto::RequestError::NotFound))) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let me = self.id();
+        let mut out = Vec::new();
+        for e in entries {
+            let id = NodeId::from_public_key(&e.public_key);
+            let addrs = decode_contact(&e.value);
+            if id == me || addrs.is_empty() || out.contains(&id) {
+                continue;
+            }
+            if let Ok(mut m) = self.inner.addrs.lock() {
+                m.entry(id).or_insert(addrs);
+            }
+            out.push(id);
+        }
+        Ok(out)
     }
 
     /// The blob under `hash`, if this node holds it complete.
@@ -1049,8 +1118,11 @@ impl Node {
     /// connection and the socket.
     pub async fn shutdown(&self) {
         self.inner.stopping.store(true, Ordering::Relaxed);
-        let tasks: Vec<JoinHandle<()>> =
+        let mut tasks: Vec<JoinHandle<()>> =
             self.inner.memberships.lock().map(|mut m| m.drain().map(|(_, t)| t).collect()).unwrap_or_default();
+        tasks.extend(
+            self.inner.providing.lock().map(|mut m| m.drain().map(|(_, t)| t).collect::<Vec<_>>()).unwrap_or_default(),
+        );
         for t in tasks {
             t.abort();
         }

@@ -1,8 +1,12 @@
 //! Command-line interface: argument parsing and the subcommands.
 
+mod client;
+mod config;
+mod control;
 mod devnet;
 mod devnet_dht;
 mod devnet_gossip;
+mod http;
 mod node;
 
 use std::net::SocketAddr;
@@ -18,9 +22,9 @@ use suprnova_dht::keyfile;
 #[derive(Parser, Debug)]
 #[command(version, about, propagate_version = true)]
 pub struct Cli {
-    /// Log format.
-    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"], env = "SUPRNOVA_LOG_FORMAT")]
-    pub log_format: String,
+    /// Log format: text or json (default text; `log_format` in a node's config file).
+    #[arg(long, global = true, value_parser = ["text", "json"], env = "SUPRNOVA_LOG_FORMAT")]
+    pub log_format: Option<String>,
     #[command(subcommand)]
     pub cmd: Cmd,
 }
@@ -28,7 +32,7 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
-    /// Print this node's id and signed record (creates the identity if needed).
+    /// Print this node's id and keys (creates the identity if needed).
     #[command(after_help = "Example:\n  suprnova id --data-dir /var/lib/suprnova")]
     Id {
         /// Directory holding the identity key (mode 0700; key file 0600).
@@ -37,27 +41,22 @@ pub enum Cmd {
     },
     /// Run a node (DHT, topics, direct messages, blobs) on one UDP port until interrupted.
     #[command(
-        after_help = "Examples:\n  suprnova node --listen 0.0.0.0:4433 --data-dir /var/lib/suprnova --bootstrap 3f2a…c1@203.0.113.7:4433\n  suprnova node --data-dir /var/lib/suprnova      # a restart rejoins from the saved routing table"
+        after_help = "Examples:\n  suprnova node --listen 0.0.0.0:4433 --data-dir /var/lib/suprnova --bootstrap 3f2a…c1@203.0.113.7:4433 --advertise 198.51.100.4:4433\n  suprnova node --config /etc/suprnova.toml --metrics 127.0.0.1:9464\n  suprnova node --data-dir /var/lib/suprnova      # a restart rejoins from the saved routing table"
     )]
-    Node {
-        /// UDP address to listen on.
-        #[arg(long, default_value = "0.0.0.0:4433", env = "SUPRNOVA_LISTEN")]
-        listen: SocketAddr,
-        /// Directory holding the identity key and the node database (routing table, records).
-        #[arg(long, env = "SUPRNOVA_DATA_DIR")]
-        data_dir: Option<PathBuf>,
-        /// Node to join through: NODEID@HOST:PORT, or HOST:PORT. Repeatable. Without any, a node
-        /// rejoins from the routing table saved in its data dir.
-        #[arg(long, value_delimiter = ',', env = "SUPRNOVA_BOOTSTRAP")]
-        bootstrap: Vec<String>,
-        /// Address other nodes should dial (HOST:PORT), put in topic membership entries. Needed
-        /// when listening on a wildcard address. Repeatable.
-        #[arg(long, value_delimiter = ',', env = "SUPRNOVA_ADVERTISE")]
-        advertise: Vec<SocketAddr>,
+    Node(node::NodeArgs),
+    /// Show a running node's state: peers per bucket, sessions, topics, traffic.
+    #[command(after_help = "Examples:\n  suprnova status --data-dir /tmp/sn1\n  suprnova status --json | jq .peers")]
+    Status {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        via: client::Via,
     },
-    /// Handshake with a node and measure ping round trips.
+    /// Handshake with a node and measure ping round trips (through a running node, or
+    /// `--ephemeral`).
     #[command(
-        after_help = "Examples:\n  suprnova ping 3f2a…c1@127.0.0.1:4433\n  suprnova ping 127.0.0.1:4433 --count 5"
+        after_help = "Examples:\n  suprnova ping 3f2a…c1@127.0.0.1:4433 --data-dir /tmp/sn1\n  suprnova ping 127.0.0.1:4433 --count 5 --ephemeral"
     )]
     Ping {
         /// NODEID@HOST:PORT, or HOST:PORT to accept whichever node answers there.
@@ -65,7 +64,90 @@ pub enum Cmd {
         /// Pings to send.
         #[arg(long, short = 'c', default_value_t = 3)]
         count: u32,
+        #[command(flatten)]
+        via: client::Via,
     },
+    /// Store a record in the DHT: immutable (default), mutable (`--salt`), or a set entry (`--set`).
+    #[command(
+        after_help = "Examples:\n  suprnova put 'hello world'                     # immutable; prints its key (BLAKE3 of the value)\n  suprnova put --salt profile --seq 7 'v7'       # mutable, signed by the node; higher seq wins\n  suprnova put --set chess-lobby 'ready'         # our entry in a multi-writer set\n  suprnova put --file weights.json --ephemeral --bootstrap 127.0.0.1:4433"
+    )]
+    Put(client::PutArgs),
+    /// Read a record from the DHT by key, by `--writer` and `--salt`, or a set by `--set NAME`.
+    #[command(
+        after_help = "Examples:\n  suprnova get 5d1c…9a\n  suprnova get --writer 7be0…21 --salt profile\n  suprnova get --set chess-lobby --json"
+    )]
+    Get(client::GetArgs),
+    /// Broadcast a signed message on a topic.
+    #[command(after_help = "Example:\n  suprnova publish chess 'e2e4'")]
+    Publish {
+        /// Topic name.
+        topic: String,
+        /// Message (or use --file).
+        message: Option<String>,
+        /// Read the message from a file (`-`: stdin).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        via: client::Via,
+    },
+    /// Print messages of a topic as they arrive, until interrupted.
+    #[command(after_help = "Examples:\n  suprnova subscribe chess\n  suprnova subscribe chess --json --count 10")]
+    Subscribe {
+        /// Topic name.
+        topic: String,
+        /// Print each message as a JSON line (data in hex).
+        #[arg(long)]
+        json: bool,
+        /// Stop after this many messages.
+        #[arg(long)]
+        count: Option<u64>,
+        #[command(flatten)]
+        via: client::Via,
+    },
+    /// Send a one-way direct message to a node.
+    #[command(
+        after_help = "Examples:\n  suprnova send 3f2a…c1 'hello'\n  suprnova send 3f2a…c1@127.0.0.1:4434 'hello'    # with an address: no DHT lookup"
+    )]
+    Send {
+        /// NODEID, or NODEID@HOST:PORT.
+        peer: String,
+        /// Message (or use --file).
+        message: Option<String>,
+        /// Read the message from a file (`-`: stdin).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        via: client::Via,
+    },
+    /// Send a request to a node and print its answer (a `suprnova node` answers with the request's
+    /// own bytes).
+    #[command(after_help = "Example:\n  suprnova request 3f2a…c1 'are you there?'")]
+    Request {
+        /// NODEID, or NODEID@HOST:PORT.
+        peer: String,
+        /// Message (or use --file).
+        message: Option<String>,
+        /// Read the message from a file (`-`: stdin).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        via: client::Via,
+    },
+    /// Print direct messages and requests reaching a running node, until interrupted.
+    #[command(after_help = "Example:\n  suprnova listen --data-dir /tmp/sn2")]
+    Listen {
+        /// Print JSON lines (data in hex).
+        #[arg(long)]
+        json: bool,
+        /// Stop after this many messages.
+        #[arg(long)]
+        count: Option<u64>,
+        #[command(flatten)]
+        via: client::Via,
+    },
+    /// Share and fetch blobs (files) in BLAKE3-verified chunks.
+    #[command(subcommand)]
+    Blob(client::BlobCmd),
     /// Start N nodes on 127.0.0.1 in one process, connect them, and report figures.
     #[command(after_help = "Example:\n  suprnova devnet --nodes 64 --sample 8")]
     Devnet {
@@ -87,12 +169,27 @@ pub enum Cmd {
     },
 }
 
-/// Sets up tracing from `RUST_LOG` (default `warn`) and `--log-format`.
+/// The log format: the flag, else a node's config file, else text.
+pub fn log_format(cli: &Cli) -> String {
+    if let Some(f) = &cli.log_format {
+        return f.clone();
+    }
+    if let Cmd::Node(args) = &cli.cmd
+        && let Some(path) = &args.config
+        && let Ok(c) = config::FileConfig::load(path)
+        && let Some(f) = c.log_format
+    {
+        return f;
+    }
+    "text".into()
+}
+
+/// Sets up tracing from `RUST_LOG` (default `warn`) and the log format.
 pub fn init_logging(cli: &Cli) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if cli.log_format == "json" {
+    if log_format(cli) == "json" {
         builder.json().init();
     } else {
         builder.init();
@@ -110,10 +207,17 @@ pub async fn run(cli: Cli) -> Result<()> {
             println!("noise key    {}", hex::encode(rec.noise_key));
             Ok(())
         }
-        Cmd::Node { listen, data_dir, bootstrap, advertise } => {
-            node::run_node(listen, data_dir, &bootstrap, advertise).await
-        }
-        Cmd::Ping { target, count } => node::run_ping(&target, count).await,
+        Cmd::Node(args) => node::run_node(args).await,
+        Cmd::Status { json, via } => client::status(&via, json).await,
+        Cmd::Ping { target, count, via } => client::ping(&via, &target, count).await,
+        Cmd::Put(args) => client::put(&args).await,
+        Cmd::Get(args) => client::get(&args).await,
+        Cmd::Publish { topic, message, file, via } => client::publish(&via, &topic, message, file).await,
+        Cmd::Subscribe { topic, json, count, via } => client::subscribe(&via, &topic, json, count).await,
+        Cmd::Send { peer, message, file, via } => client::send(&via, &peer, message, file, false).await,
+        Cmd::Request { peer, message, file, via } => client::send(&via, &peer, message, file, true).await,
+        Cmd::Listen { json, count, via } => client::listen(&via, json, count).await,
+        Cmd::Blob(cmd) => client::blob(cmd).await,
         Cmd::Devnet { nodes, sample, pings, records, messages } => {
             devnet::run(nodes, sample, pings, records, messages).await
         }
@@ -127,7 +231,9 @@ pub fn random_seed() -> Result<[u8; 32]> {
     Ok(s)
 }
 
-fn default_data_dir() -> Result<PathBuf> {
+/// The data directory used when none is given: `$XDG_DATA_HOME/suprnova` or
+/// `~/.local/share/suprnova`.
+pub fn default_data_dir() -> Result<PathBuf> {
     if let Some(x) = std::env::var_os("XDG_DATA_HOME") {
         return Ok(PathBuf::from(x).join("suprnova"));
     }

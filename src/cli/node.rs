@@ -1,31 +1,96 @@
-//! `suprnova node` and `suprnova ping`.
+//! `suprnova node`: the daemon.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
-use suprnova_dht::identity::Identity;
-use suprnova_dht::net::{self, NodeError};
-use suprnova_dht::proto::{DhtConfig, RequestError, Target};
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use suprnova_dht::proto::Target;
 
-use super::{load_identity, parse_target, random_seed};
+use super::config::FileConfig;
+use super::{control, http, load_identity, parse_target};
 
-/// Runs a node until SIGINT/SIGTERM.
-pub async fn run_node(
+/// Flags of `suprnova node`; each has an environment variable and a config-file key.
+#[derive(Args, Debug)]
+pub struct NodeArgs {
+    /// TOML file with any of the settings below (keys: listen, data_dir, bootstrap, advertise,
+    /// control, metrics, log_format). Flags and environment variables win over it.
+    #[arg(long, env = "SUPRNOVA_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// UDP address to listen on [default: 0.0.0.0:4433].
+    #[arg(long, env = "SUPRNOVA_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory holding the identity key, the node database (routing table, records) and the
+    /// control token [default: $XDG_DATA_HOME/suprnova or ~/.local/share/suprnova].
+    #[arg(long, env = "SUPRNOVA_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Node to join through: NODEID@HOST:PORT, or HOST:PORT. Repeatable. Without any, a node
+    /// rejoins from the routing table saved in its data dir.
+    #[arg(long, value_delimiter = ',', env = "SUPRNOVA_BOOTSTRAP")]
+    pub bootstrap: Vec<String>,
+    /// Address other nodes should dial (HOST:PORT), put in topic membership entries. Needed
+    /// when listening on a wildcard address. Repeatable.
+    #[arg(long, value_delimiter = ',', env = "SUPRNOVA_ADVERTISE")]
+    pub advertise: Vec<SocketAddr>,
+    /// Control endpoint (HTTP + JSON, token in DATA_DIR/control.token) on a loopback address,
+    /// or `off` [default: 127.0.0.1:0, a free port, written to DATA_DIR/control.addr].
+    #[arg(long, env = "SUPRNOVA_CONTROL")]
+    pub control: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics [default: off].
+    #[arg(long, env = "SUPRNOVA_METRICS")]
+    pub metrics: Option<SocketAddr>,
+}
+
+/// The settings after flags, environment, config file and defaults are merged.
+#[derive(Debug)]
+struct Settings {
     listen: SocketAddr,
     data_dir: Option<PathBuf>,
-    bootstrap: &[String],
+    bootstrap: Vec<String>,
     advertise: Vec<SocketAddr>,
-) -> Result<()> {
-    let seeds = bootstrap
+    control: Option<SocketAddr>,
+    metrics: Option<SocketAddr>,
+}
+
+fn settings(a: NodeArgs) -> Result<Settings> {
+    let file = match &a.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    let control = match a.control.or(file.control).as_deref() {
+        Some("off") => None,
+        Some(s) => Some(s.parse::<SocketAddr>().with_context(|| format!("--control: '{s}' is not HOST:PORT or off"))?),
+        None => Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+    };
+    if let Some(c) = control
+        && !c.ip().is_loopback()
+    {
+        bail!("--control must be a loopback address such as 127.0.0.1:PORT (got {c}); the endpoint is for local use");
+    }
+    Ok(Settings {
+        listen: a.listen.or(file.listen).unwrap_or(SocketAddr::from(([0, 0, 0, 0], 4433))),
+        data_dir: a.data_dir.or(file.data_dir),
+        bootstrap: if a.bootstrap.is_empty() { file.bootstrap.unwrap_or_default() } else { a.bootstrap },
+        advertise: if a.advertise.is_empty() { file.advertise.unwrap_or_default() } else { a.advertise },
+        control,
+        metrics: a.metrics.or(file.metrics),
+    })
+}
+
+/// Runs a node until SIGINT/SIGTERM.
+pub async fn run_node(args: NodeArgs) -> Result<()> {
+    let s = settings(args)?;
+    let seeds = s
+        .bootstrap
         .iter()
-        .map(|s| parse_target(s).map(|(expect, addr)| Target::Addr { addr, expect }))
+        .map(|b| parse_target(b).map(|(expect, addr)| Target::Addr { addr, expect }))
         .collect::<Result<Vec<_>>>()?;
-    let (ident, dir) = load_identity(data_dir)?;
+    let listen = s.listen;
+    let (ident, dir) = load_identity(s.data_dir)?;
     let db = dir.join("dht.redb");
     let mut cfg = suprnova_node::NodeConfig::with_seed(*ident.seed(), listen);
     cfg.database = Some(db.clone());
-    cfg.advertise = advertise;
+    cfg.advertise = s.advertise;
     let node = suprnova_node::Node::spawn(cfg)
         .await
         .with_context(|| format!("cannot start a node on {listen} with data dir {}", dir.display()))?;
@@ -35,6 +100,36 @@ pub async fn run_node(
     if let Some(r) = restored.filter(|r| r.peers + r.records > 0) {
         println!("restored {} peers and {} records from {}", r.peers, r.records, db.display());
     }
+    let ctl = match s.control {
+        Some(bind) => {
+            let c = match control::start(node.clone(), bind, Some(&dir)).await {
+                Ok(c) => c,
+                Err(e) => {
+                    node.shutdown().await;
+                    return Err(e);
+                }
+            };
+            println!("control on http://{} (token in {})", c.control.addr, dir.join(http::TOKEN_FILE).display());
+            Some(c)
+        }
+        None => None,
+    };
+    let metrics = match s.metrics {
+        Some(addr) => match serve_metrics(node.clone(), addr).await {
+            Ok((bound, task)) => {
+                println!("metrics on http://{bound}/metrics");
+                Some(task)
+            }
+            Err(e) => {
+                if let Some(c) = ctl {
+                    c.stop();
+                }
+                node.shutdown().await;
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     println!("reach it with: suprnova ping {}@{}", node.id(), node.local_addr());
     let rejoin = seeds.is_empty() && restored.is_some_and(|r| r.peers > 0);
     if !seeds.is_empty() || rejoin {
@@ -50,6 +145,12 @@ pub async fn run_node(
         });
     }
     wait_for_signal().await;
+    if let Some(c) = ctl {
+        c.stop();
+    }
+    if let Some(m) = metrics {
+        m.abort();
+    }
     let m = node.metrics().await?;
     node.shutdown().await;
     println!(
@@ -65,7 +166,38 @@ pub async fn run_node(
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Serves `GET /metrics` (Prometheus text format, no token) on `addr`.
+async fn serve_metrics(
+    node: suprnova_node::Node,
+    addr: SocketAddr,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    use hyper::{Method, Response, StatusCode};
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} for metrics"))?;
+    let bound = listener.local_addr()?;
+    let task = tokio::spawn(http::serve(listener, 16, move |req: hyper::Request<hyper::body::Incoming>| {
+        let node = node.clone();
+        async move {
+            if req.method() != Method::GET || req.uri().path() != "/metrics" {
+                return http::error(StatusCode::NOT_FOUND, "only GET /metrics here");
+            }
+            match node.metrics().await {
+                Ok(m) => {
+                    let mut r = Response::new(http::full(m.to_prometheus()));
+                    r.headers_mut().insert(
+                        hyper::header::CONTENT_TYPE,
+                        hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+                    );
+                    r
+                }
+                Err(e) => http::error(StatusCode::SERVICE_UNAVAILABLE, e),
+            }
+        }
+    }));
+    Ok((bound, task))
+}
+
+pub async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -78,50 +210,4 @@ async fn wait_for_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
-}
-
-/// Pings `target` `count` times from a short-lived identity.
-pub async fn run_ping(target: &str, count: u32) -> Result<()> {
-    let (expect, addr) = parse_target(target)?;
-    let bind: SocketAddr = if addr.is_ipv6() { "[::]:0".parse()? } else { "0.0.0.0:0".parse()? };
-    let ident = Identity::from_seed(random_seed()?);
-    let (node, _task) = net::spawn(ident, bind, DhtConfig::default()).await.context("cannot bind a UDP socket")?;
-    let mut rtts = Vec::new();
-    let mut expect = expect;
-    for seq in 1..=count {
-        // After the first answer the node's record is cached under its id, so later pings go
-        // straight to the established session.
-        match node.ping(Target::Addr { addr, expect }).await {
-            Ok(r) => {
-                let note = if seq == 1 { " (incl. record fetch + handshake)" } else { "" };
-                println!(
-                    "pong from {} at {}: seq={} rtt={:.3} ms{} observed={}",
-                    r.peer.short(),
-                    r.addr,
-                    seq,
-                    r.rtt.as_secs_f64() * 1e3,
-                    note,
-                    r.observed
-                );
-                rtts.push(r.rtt.as_secs_f64() * 1e3);
-                expect = Some(r.peer);
-            }
-            Err(NodeError::Request(e)) => {
-                node.shutdown().await;
-                match e {
-                    RequestError::Timeout | RequestError::HandshakeFailed => {
-                        anyhow::bail!("ping {target}: no answer from {addr} ({e}); is a suprnova node listening there?")
-                    }
-                    _ => anyhow::bail!("ping {target}: {e}"),
-                }
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    node.shutdown().await;
-    let min = rtts.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = rtts.iter().copied().fold(0.0, f64::max);
-    let avg = rtts.iter().sum::<f64>() / rtts.len().max(1) as f64;
-    println!("{count} sent, {} answered, rtt min/avg/max = {min:.3}/{avg:.3}/{max:.3} ms", rtts.len());
-    Ok(())
 }

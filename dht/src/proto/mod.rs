@@ -20,7 +20,7 @@ use crate::channel::{Channel, ChannelConfig, ChannelEvent, PeerInfo, SendError, 
 use crate::identity::{Identity, NodeId, NodeRecord, RecordError};
 use crate::lookup::{Found, LookupConfig};
 use crate::routing::{Entry, Insert, RoutingConfig, RoutingTable};
-use crate::stats::{ChannelStats, DropReason};
+use crate::stats::{ChannelStats, DropReason, Histogram};
 use crate::store::{RecordStore, StoreConfig, StoreError};
 use crate::wire::{Body, Key, Message, Record, WireAddr};
 
@@ -271,6 +271,8 @@ pub struct DhtStats {
     pub records_expired: u64,
     /// Records republished by us.
     pub republished: u64,
+    /// Duration of finished queries by kind (`find_node`, `get`, `put`, `bootstrap`, `refresh`).
+    pub query_latency: BTreeMap<&'static str, Histogram>,
 }
 
 /// Why an outstanding request was sent, and what to do with its answer.

@@ -65,6 +65,7 @@ pub(super) struct Query {
     pub(super) kind: Kind,
     pub(super) lookup: Option<Lookup>,
     pub(super) deadline: Instant,
+    pub(super) started: Instant,
 }
 
 /// A record we put and keep alive by putting it again before it expires.
@@ -90,7 +91,7 @@ impl Dht {
         let id = self.next_query;
         self.next_query += 1;
         let lookup = target.map(|t| self.start_lookup(t));
-        self.queries.insert(id, Query { kind, lookup, deadline: now + self.cfg.query_timeout });
+        self.queries.insert(id, Query { kind, lookup, deadline: now + self.cfg.query_timeout, started: now });
         Ok(id)
     }
 
@@ -387,6 +388,14 @@ impl Dht {
         }
         let Some(query) = self.queries.remove(&q) else { return };
         let queries = query.lookup.as_ref().map_or(0, Lookup::queries);
+        let name = match query.kind {
+            Kind::FindNode => "find_node",
+            Kind::Refresh => "refresh",
+            Kind::Bootstrap { .. } => "bootstrap",
+            Kind::Get { .. } => "get",
+            Kind::Put { .. } => "put",
+        };
+        self.stats.query_latency.entry(name).or_default().observe(now.saturating_duration_since(query.started));
         match query.kind {
             Kind::FindNode => {
                 let nodes = query.lookup.as_ref().map(|l| l.closest(self.cfg.lookup.k)).unwrap_or_default();

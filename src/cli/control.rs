@@ -1,0 +1,577 @@
+//! The control endpoint of a running node: HTTP/1.1 + JSON on 127.0.0.1, every request carrying
+//! `Authorization: Bearer TOKEN` (the token lives in `DATA_DIR/control.token`, mode 0600). The
+//! subcommands (`status`, `put`, `publish`, `blob get` …) are clients of it; so is curl.
+//!
+//! Binary fields (`data`, `salt`, keys, hashes) are lowercase hex. Streams (`subscribe`,
+//! `listen`, `blob/fetch`) answer with newline-delimited JSON.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{Value, json};
+use suprnova_dht::NodeId;
+use suprnova_dht::proto::Target;
+use suprnova_dht::wire::{Key, Record};
+use suprnova_node::{BlobHash, BlobProgress, Direct, Node, NodeError, TopicEvent};
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+
+use super::http::{self, Body, Control, NdjsonTx, error, json as reply};
+use super::parse_target;
+
+/// Largest blob accepted by `POST /v1/blob/add` (blobs are held in memory).
+pub const MAX_BLOB_UPLOAD: usize = 1 << 30;
+
+struct State {
+    node: Node,
+    token: String,
+    started: Instant,
+    /// Topics joined through this endpoint: name → open subscribe streams, and whether a
+    /// publish joined it (then it stays joined).
+    topics: Mutex<HashMap<String, (usize, bool)>>,
+    /// Direct messages and requests received, for `listen` streams.
+    inbox: broadcast::Sender<Value>,
+}
+
+/// A running control endpoint.
+pub struct ControlServer {
+    /// How clients reach it.
+    pub control: Control,
+    task: JoinHandle<()>,
+    inbox_task: JoinHandle<()>,
+    files: Option<PathBuf>,
+}
+
+impl ControlServer {
+    /// Stops serving and removes the address file.
+    pub fn stop(self) {
+        self.task.abort();
+        self.inbox_task.abort();
+        if let Some(dir) = self.files {
+            let _ = std::fs::remove_file(dir.join(http::ADDR_FILE));
+        }
+    }
+}
+
+/// Starts the control endpoint for `node` on `bind` (a loopback address). With `data_dir`, the
+/// address and a fresh token are written there for the subcommands to find.
+pub async fn start(node: Node, bind: SocketAddr, data_dir: Option<&Path>) -> Result<ControlServer> {
+    if !bind.ip().is_loopback() {
+        bail!("the control endpoint listens on a loopback address only (got {bind}); use 127.0.0.1:PORT");
+    }
+    let listener = TcpListener::bind(bind).await.with_context(|| format!("cannot listen on {bind} for control"))?;
+    let addr = listener.local_addr()?;
+    let token = hex::encode(super::random_seed()?);
+    if let Some(dir) = data_dir {
+        http::write_private(&dir.join(http::TOKEN_FILE), &format!("{token}\n"))?;
+        http::write_private(&dir.join(http::ADDR_FILE), &format!("{addr}\n"))?;
+    }
+    let (inbox, _) = broadcast::channel(1024);
+    let inbox_task = tokio::spawn(answer_incoming(node.clone(), inbox.clone()));
+    let state =
+        Arc::new(State { node, token: token.clone(), started: Instant::now(), topics: Mutex::default(), inbox });
+    let task = tokio::spawn(http::serve(listener, 64, move |req| {
+        let st = state.clone();
+        async move { handle(st, req).await }
+    }));
+    Ok(ControlServer { control: Control { addr, token }, task, inbox_task, files: data_dir.map(Path::to_path_buf) })
+}
+
+/// Direct messages and requests go to `listen` streams; requests are answered with their own
+/// bytes (an echo, so `suprnova request` works against any node).
+async fn answer_incoming(node: Node, inbox: broadcast::Sender<Value>) {
+    let Some(mut rx) = node.incoming().await else { return };
+    while let Some(d) = rx.recv().await {
+        match d {
+            Direct::Message { from, data } => {
+                let _ = inbox.send(json!({ "kind": "message", "from": from.to_string(), "data": hex::encode(&data) }));
+            }
+            Direct::Request { from, data, responder } => {
+                let _ = inbox.send(json!({ "kind": "request", "from": from.to_string(), "data": hex::encode(&data) }));
+                responder.respond(data);
+            }
+        }
+    }
+}
+
+async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    let authorized = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| http::token_eq(t.trim().as_bytes(), st.token.as_bytes()));
+    if !authorized {
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong control token (see DATA_DIR/control.token)");
+    }
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let result = match (method, path.as_str()) {
+        (Method::GET, "/v1/status") => status(&st).await,
+        (Method::GET, "/metrics") => match st.node.metrics().await {
+            Ok(m) => Ok(Response::new(http::full(m.to_prometheus()))),
+            Err(e) => Err(e.into()),
+        },
+        (Method::POST, "/v1/ping") => with_json(req, |v| ping(&st, v)).await,
+        (Method::POST, "/v1/put") => with_json(req, |v| put(&st, v)).await,
+        (Method::POST, "/v1/get") => with_json(req, |v| get(&st, v)).await,
+        (Method::POST, "/v1/publish") => with_json(req, |v| publish(&st, v)).await,
+        (Method::POST, "/v1/subscribe") => with_json(req, |v| subscribe(st.clone(), v)).await,
+        (Method::POST, "/v1/leave") => with_json(req, |v| leave(&st, v)).await,
+        (Method::POST, "/v1/send") => with_json(req, |v| send(&st, v, false)).await,
+        (Method::POST, "/v1/request") => with_json(req, |v| send(&st, v, true)).await,
+        (Method::POST, "/v1/listen") => Ok(listen(&st)),
+        (Method::POST, "/v1/blob/add") => match http::read_body(req, MAX_BLOB_UPLOAD).await {
+            Ok(b) => blob_add(&st, b).await,
+            Err(r) => return r,
+        },
+        (Method::POST, "/v1/blob/fetch") => with_json(req, |v| blob_fetch(st.clone(), v)).await,
+        (Method::GET, p) if p.starts_with("/v1/blob/") => blob_read(&st, p.trim_start_matches("/v1/blob/")),
+        _ => return error(StatusCode::NOT_FOUND, format!("no such control call: {} {path}", req.method())),
+    };
+    match result {
+        Ok(r) => r,
+        Err(Fail::Bad(msg)) => error(StatusCode::BAD_REQUEST, msg),
+        Err(Fail::Node(e)) => {
+            let code = match &e {
+                NodeError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+                NodeError::UnknownPeer(_) | NodeError::Connect(_) | NodeError::Refused | NodeError::Busy => {
+                    StatusCode::BAD_GATEWAY
+                }
+                NodeError::Dht(suprnova_dht::net::NodeError::Request(suprnova_dht::proto::RequestError::NotFound)) => {
+                    StatusCode::NOT_FOUND
+                }
+                NodeError::Blob(suprnova_node::BlobError::NotFound) => StatusCode::NOT_FOUND,
+                NodeError::TooLarge(..) => StatusCode::PAYLOAD_TOO_LARGE,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            error(code, e)
+        }
+    }
+}
+
+enum Fail {
+    Bad(String),
+    Node(NodeError),
+}
+
+impl From<NodeError> for Fail {
+    fn from(e: NodeError) -> Self {
+        Fail::Node(e)
+    }
+}
+
+type Answer = Result<Response<Body>, Fail>;
+
+async fn with_json<F, Fut>(req: Request<Incoming>, f: F) -> Answer
+where
+    F: FnOnce(Value) -> Fut,
+    Fut: std::future::Future<Output = Answer>,
+{
+    match http::read_json(req).await {
+        Ok(v) => f(v).await,
+        Err(r) => Ok(r),
+    }
+}
+
+fn ok(v: Value) -> Answer {
+    Ok(reply(StatusCode::OK, &v))
+}
+
+fn field<'a>(v: &'a Value, name: &str) -> Result<&'a str, Fail> {
+    v.get(name).and_then(Value::as_str).ok_or_else(|| Fail::Bad(format!("missing string field '{name}'")))
+}
+
+fn hex_field(v: &Value, name: &str) -> Result<Vec<u8>, Fail> {
+    match v.get(name) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) => hex::decode(s).map_err(|_| Fail::Bad(format!("field '{name}' is not hex"))),
+        Some(_) => Err(Fail::Bad(format!("field '{name}' must be a hex string"))),
+    }
+}
+
+fn key_field(v: &Value, name: &str) -> Result<Key, Fail> {
+    let b = hex_field(v, name)?;
+    let k: [u8; 32] = b.try_into().map_err(|_| Fail::Bad(format!("field '{name}' must be 64 hex digits")))?;
+    Ok(Key(k))
+}
+
+/// `ID` or `ID@HOST:PORT` (the address is remembered for dialling).
+fn peer_field(st: &State, v: &Value) -> Result<NodeId, Fail> {
+    let s = field(v, "peer")?;
+    match s.split_once('@') {
+        Some(_) => {
+            let (id, addr) = parse_target(s).map_err(|e| Fail::Bad(format!("{e:#}")))?;
+            let id = id.ok_or_else(|| Fail::Bad("peer must name a node id".into()))?;
+            st.node.add_address(id, vec![addr]);
+            Ok(id)
+        }
+        None => s.parse::<NodeId>().map_err(|_| Fail::Bad(format!("'{s}' is not a node id (64 hex digits)"))),
+    }
+}
+
+async fn status(st: &State) -> Answer {
+    let m = st.node.metrics().await?;
+    let names: Vec<String> = st.topics.lock().map(|t| t.keys().cloned().collect()).unwrap_or_default();
+    let mut topics = Vec::new();
+    for name in names {
+        if let Some(info) = st.node.topic_info(&name).await {
+            topics.push(json!({
+                "name": name,
+                "active": info.active.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+                "passive": info.passive,
+                "eager": info.eager,
+                "lazy": info.lazy,
+            }));
+        }
+    }
+    let drops: serde_json::Map<String, Value> =
+        m.dht.channel.drops.nonzero().into_iter().map(|(r, n)| (r.name().to_string(), json!(n))).collect();
+    ok(json!({
+        "id": st.node.id().to_string(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "listen": st.node.local_addr().to_string(),
+        "contact": st.node.contact_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "uptime_s": st.started.elapsed().as_secs(),
+        "peers": m.dht.table,
+        "buckets": m.dht.buckets.iter().map(|(b, n)| json!({ "bucket": b, "peers": n })).collect::<Vec<_>>(),
+        "sessions": m.dht.sessions,
+        "records": m.dht.records,
+        "connections": m.connections,
+        "topics": topics,
+        "blobs": m.blobs,
+        "traffic": {
+            "dht_packets_in": m.dht.channel.packets_in,
+            "dht_packets_out": m.dht.channel.packets_out,
+            "quic_datagrams_in": m.demux.0,
+            "quic_connections_opened": m.connections_opened,
+            "gossip_delivered": m.topics.delivered,
+            "gossip_duplicates": m.topics.duplicates,
+            "direct_received": m.direct_received,
+            "blob_bytes_served": m.blob_bytes_served,
+            "blob_bytes_fetched": m.blob_bytes_fetched,
+        },
+        "lookups": m.dht.dht.lookups,
+        "drops": drops,
+    }))
+}
+
+async fn ping(st: &State, v: Value) -> Answer {
+    let (expect, addr) = parse_target(field(&v, "target")?).map_err(|e| Fail::Bad(format!("{e:#}")))?;
+    let r = st.node.dht().ping(Target::Addr { addr, expect }).await.map_err(|e| Fail::Node(e.into()))?;
+    ok(json!({
+        "peer": r.peer.to_string(),
+        "addr": r.addr.to_string(),
+        "rtt_ms": r.rtt.as_secs_f64() * 1e3,
+        "observed": r.observed.to_socket_addr().to_string(),
+    }))
+}
+
+async fn put(st: &State, v: Value) -> Answer {
+    let data = hex_field(&v, "data")?;
+    match v.get("kind").and_then(Value::as_str).unwrap_or("immutable") {
+        "immutable" => {
+            let key = st.node.put_immutable(data).await?;
+            ok(json!({ "kind": "immutable", "key": hex::encode(key.0) }))
+        }
+        "mutable" => {
+            let salt = hex_field(&v, "salt")?;
+            let seq = v.get("seq").and_then(Value::as_u64).ok_or_else(|| Fail::Bad("missing 'seq'".into()))?;
+            let key = st.node.put_mutable(&salt, seq, &data, None).await?;
+            ok(json!({
+                "kind": "mutable",
+                "key": hex::encode(key.0),
+                "writer": hex::encode(st.node.record().public_key),
+                "seq": seq,
+            }))
+        }
+        "set" => {
+            let key = key_field(&v, "key")?;
+            let ttl = v.get("ttl_s").and_then(Value::as_u64).unwrap_or(3600);
+            let out = st.node.put_set_entry(key, &data, Duration::from_secs(ttl)).await?;
+            ok(json!({ "kind": "set", "key": hex::encode(key.0), "stored": out.stored }))
+        }
+        k => Err(Fail::Bad(format!("unknown record kind '{k}' (immutable, mutable, set)"))),
+    }
+}
+
+async fn get(st: &State, v: Value) -> Answer {
+    let key = key_field(&v, "key")?;
+    let got = st.node.get(key).await?;
+    match got.record {
+        Record::Immutable { value } => ok(json!({
+            "kind": "immutable",
+            "data": hex::encode(&value[..]),
+            "from": got.from.to_string(),
+            "hop": got.hop,
+        })),
+        Record::Mutable(_) => {
+            let m = st.node.get_mutable(key).await?;
+            ok(json!({
+                "kind": "mutable",
+                "writer": hex::encode(m.public_key),
+                "salt": hex::encode(&m.salt[..]),
+                "seq": m.seq,
+                "data": hex::encode(&m.value[..]),
+            }))
+        }
+        Record::SetEntry(_) => {
+            let mut entries = st.node.get_set(key).await?;
+            entries.sort_by_key(|e| e.public_key);
+            ok(json!({
+                "kind": "set",
+                "entries": entries.iter().map(|e| json!({
+                    "writer": hex::encode(e.public_key),
+                    "seq": e.seq,
+                    "ttl_s": e.ttl_s,
+                    "data": hex::encode(&e.value[..]),
+                })).collect::<Vec<_>>(),
+            }))
+        }
+    }
+}
+
+fn topic_name(v: &Value) -> Result<String, Fail> {
+    let t = field(v, "topic")?;
+    if t.is_empty() || t.len() > 256 {
+        return Err(Fail::Bad("a topic name is 1 to 256 bytes".into()));
+    }
+    Ok(t.to_string())
+}
+
+async fn publish(st: &State, v: Value) -> Answer {
+    let name = topic_name(&v)?;
+    let data = hex_field(&v, "data")?;
+    let joined = st.topics.lock().map(|t| t.get(&name).is_some_and(|e| e.1 || e.0 > 0)).unwrap_or(false);
+    if !joined {
+        // Join as a publisher: the topic stays joined so later publishes go out at once.
+        drop(st.node.subscribe(&name).await?);
+        wait_for_neighbor(&st.node, &name, Duration::from_secs(3)).await;
+    }
+    if let Ok(mut t) = st.topics.lock() {
+        t.entry(name.clone()).or_default().1 = true;
+    }
+    let id = st.node.publish(&name, data).await?;
+    let neighbors = st.node.topic_info(&name).await.map_or(0, |i| i.active.len());
+    ok(json!({ "topic": name, "id": hex::encode(id), "neighbors": neighbors }))
+}
+
+/// Waits (bounded) until the topic has an active neighbour.
+async fn wait_for_neighbor(node: &Node, name: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if node.topic_info(name).await.is_some_and(|i| !i.active.is_empty()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn subscribe(st: Arc<State>, v: Value) -> Answer {
+    let name = topic_name(&v)?;
+    let mut sub = st.node.subscribe(&name).await?;
+    if let Ok(mut t) = st.topics.lock() {
+        t.entry(name.clone()).or_default().0 += 1;
+    }
+    let (resp, tx) = http::ndjson_stream();
+    tokio::spawn(async move {
+        let _ = tx.send(&json!({ "subscribed": name })).await;
+        loop {
+            let ev = tokio::select! {
+                ev = sub.recv() => ev,
+                () = tx.closed() => break,
+            };
+            let line = match ev {
+                None => break,
+                Some(TopicEvent::Message { origin, seq, payload }) => {
+                    json!({ "origin": origin.to_string(), "seq": seq, "data": hex::encode(&payload) })
+                }
+                Some(TopicEvent::NeighborUp(p)) => json!({ "neighbor_up": p.to_string() }),
+                Some(TopicEvent::NeighborDown(p)) => json!({ "neighbor_down": p.to_string() }),
+            };
+            if !tx.send(&line).await {
+                break;
+            }
+        }
+        drop(sub);
+        // The last subscribe stream gone and no publish on it: leave the topic.
+        let leave_now = st
+            .topics
+            .lock()
+            .map(|mut t| {
+                let e = t.entry(name.clone()).or_default();
+                e.0 = e.0.saturating_sub(1);
+                let idle = e.0 == 0 && !e.1;
+                if idle {
+                    t.remove(&name);
+                }
+                idle
+            })
+            .unwrap_or(false);
+        if leave_now {
+            st.node.leave(&name).await;
+        }
+    });
+    Ok(resp)
+}
+
+async fn leave(st: &State, v: Value) -> Answer {
+    let name = topic_name(&v)?;
+    let was = st.topics.lock().map(|mut t| t.remove(&name).is_some()).unwrap_or(false);
+    st.node.leave(&name).await;
+    ok(json!({ "topic": name, "left": was }))
+}
+
+async fn send(st: &State, v: Value, request: bool) -> Answer {
+    let peer = peer_field(st, &v)?;
+    let data = hex_field(&v, "data")?;
+    if request {
+        let t0 = Instant::now();
+        let resp = st.node.request(peer, &data).await?;
+        ok(json!({ "peer": peer.to_string(), "data": hex::encode(resp), "rtt_ms": t0.elapsed().as_secs_f64() * 1e3 }))
+    } else {
+        st.node.send(peer, &data).await?;
+        ok(json!({ "peer": peer.to_string(), "sent": data.len() }))
+    }
+}
+
+fn listen(st: &State) -> Response<Body> {
+    let mut rx = st.inbox.subscribe();
+    let (resp, tx) = http::ndjson_stream();
+    tokio::spawn(async move {
+        loop {
+            let line = tokio::select! {
+                m = rx.recv() => m,
+                () = tx.closed() => break,
+            };
+            let line = match line {
+                Ok(l) => l,
+                Err(broadcast::error::RecvError::Lagged(n)) => json!({ "missed": n }),
+                Err(broadcast::error::RecvError::Closed) => break,
+            };
+            if !tx.send(&line).await {
+                break;
+            }
+        }
+    });
+    resp
+}
+
+async fn blob_add(st: &State, body: Bytes) -> Answer {
+    let size = body.len();
+    let hash = st.node.add_blob(body.to_vec());
+    let (announced, warning) = match st.node.provide_blob(hash).await {
+        Ok(n) => (n, None),
+        Err(e) => (0, Some(format!("not announced in the DHT ({e}); fetchers must name this node"))),
+    };
+    ok(json!({ "hash": hash.to_string(), "size": size, "announced": announced, "warning": warning }))
+}
+
+async fn blob_fetch(st: Arc<State>, v: Value) -> Answer {
+    let hash: BlobHash = field(&v, "hash")?.parse().map_err(|e: &str| Fail::Bad(e.to_string()))?;
+    let mut providers = Vec::new();
+    if let Some(list) = v.get("providers").and_then(Value::as_array) {
+        for p in list {
+            providers.push(peer_field(&st, &json!({ "peer": p }))?);
+        }
+    }
+    let (resp, tx) = http::ndjson_stream();
+    tokio::spawn(async move {
+        let found = if providers.is_empty() {
+            match st.node.find_blob_providers(hash).await {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = tx.send(&json!({ "error": format!("provider lookup failed: {e}") })).await;
+                    return;
+                }
+            }
+        } else {
+            providers
+        };
+        if found.is_empty() && st.node.blob(&hash).is_none() {
+            let _ = tx.send(&json!({ "error": "no provider of this blob found in the DHT" })).await;
+            return;
+        }
+        let _ = tx.send(&json!({ "providers": found.iter().map(|p| p.to_string()).collect::<Vec<_>>() })).await;
+        let (ptx, prx) = mpsc::unbounded_channel();
+        let forward = tokio::spawn(forward_progress(prx, tx.clone()));
+        let result = st.node.fetch_blob(hash, &found, Some(ptx)).await;
+        let _ = forward.await;
+        let last = match result {
+            Ok((data, report)) => json!({
+                "done": true,
+                "size": data.len(),
+                "resumed": report.resumed,
+                "per_provider": report.per_provider.iter().map(|(p, n)| json!({ "provider": p.to_string(), "chunks": n })).collect::<Vec<_>>(),
+                "corrupt": report.corrupt.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            }),
+            Err(e) => json!({ "error": e.to_string() }),
+        };
+        let _ = tx.send(&last).await;
+    });
+    Ok(resp)
+}
+
+async fn forward_progress(mut rx: mpsc::UnboundedReceiver<BlobProgress>, tx: NdjsonTx) {
+    let mut last_sent = Instant::now();
+    let mut pending: Option<Value> = None;
+    while let Some(p) = rx.recv().await {
+        let line = match p {
+            BlobProgress::Started { size, chunks, held } => json!({ "size": size, "chunks": chunks, "held": held }),
+            BlobProgress::Chunk { done, .. } => {
+                // At most ~20 progress lines a second.
+                pending = Some(json!({ "bytes": done }));
+                if last_sent.elapsed() < Duration::from_millis(50) {
+                    continue;
+                }
+                last_sent = Instant::now();
+                match pending.take() {
+                    Some(v) => v,
+                    None => continue,
+                }
+            }
+            BlobProgress::Corrupt { provider, index } => json!({ "corrupt": provider.to_string(), "chunk": index }),
+            BlobProgress::ProviderFailed { provider, reason } => {
+                json!({ "provider_failed": provider.to_string(), "reason": reason })
+            }
+        };
+        if !tx.send(&line).await {
+            return;
+        }
+    }
+    if let Some(v) = pending {
+        let _ = tx.send(&v).await;
+    }
+}
+
+/// The bytes of a blob, shared without copying.
+struct Shared(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_slice()
+    }
+}
+
+fn blob_read(st: &State, hash: &str) -> Answer {
+    let hash: BlobHash = hash.parse().map_err(|e: &str| Fail::Bad(e.to_string()))?;
+    match st.node.blob(&hash) {
+        Some(data) => {
+            let mut r = Response::new(http::full(Bytes::from_owner(Shared(data))));
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/octet-stream"),
+            );
+            Ok(r)
+        }
+        None => Err(Fail::Node(suprnova_node::BlobError::NotFound.into())),
+    }
+}
