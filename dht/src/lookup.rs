@@ -39,6 +39,8 @@ enum State {
     InFlight,
     Responded,
     Failed,
+    /// In flight past the stall time: no longer counted against α or waited for.
+    Stalled,
 }
 
 #[derive(Clone, Debug)]
@@ -115,9 +117,12 @@ impl Lookup {
         }
     }
 
-    /// The `k` closest non-failed candidates of `path`, closest first.
+    /// The `k` closest candidates of `path` that did not fail or stall, closest first.
     fn window(&self, path: usize) -> impl Iterator<Item = (&Distance, &Candidate)> {
-        self.candidates.iter().filter(move |(_, c)| c.path == path && c.state != State::Failed).take(self.cfg.k)
+        self.candidates
+            .iter()
+            .filter(move |(_, c)| c.path == path && !matches!(c.state, State::Failed | State::Stalled))
+            .take(self.cfg.k)
     }
 
     /// Requests to send now: marks them in flight.
@@ -150,7 +155,7 @@ impl Lookup {
     /// `from` answered with these (verified) nodes.
     pub fn on_response(&mut self, from: &NodeId, nodes: Vec<(NodeRecord, SocketAddr)>) {
         let Some(c) = self.find(from) else { return };
-        if c.state != State::InFlight {
+        if !matches!(c.state, State::InFlight | State::Stalled) {
             return;
         }
         c.state = State::Responded;
@@ -163,9 +168,19 @@ impl Lookup {
     /// A request to `from` failed or timed out.
     pub fn on_failure(&mut self, from: &NodeId) {
         if let Some(c) = self.find(from)
-            && c.state == State::InFlight
+            && matches!(c.state, State::InFlight | State::Stalled)
         {
             c.state = State::Failed;
+        }
+    }
+
+    /// A request to `from` is taking long: stop counting it against α and stop waiting for it
+    /// (an answer that comes later is still used).
+    pub fn on_stall(&mut self, from: &NodeId) {
+        if let Some(c) = self.find(from)
+            && c.state == State::InFlight
+        {
+            c.state = State::Stalled;
         }
     }
 
@@ -208,7 +223,9 @@ impl Lookup {
 
     /// Whether `id` has a request in flight from this lookup.
     pub fn is_in_flight(&self, id: &NodeId) -> bool {
-        self.candidates.get(&self.target.distance(id)).is_some_and(|c| c.state == State::InFlight)
+        self.candidates
+            .get(&self.target.distance(id))
+            .is_some_and(|c| matches!(c.state, State::InFlight | State::Stalled))
     }
 }
 
@@ -309,5 +326,41 @@ mod tests {
                 assert!(asked_by_path[a].is_disjoint(&asked_by_path[b]));
             }
         }
+    }
+
+    #[test]
+    fn stalled_requests_free_their_slot_and_are_not_waited_for() {
+        let all = net(100);
+        let target = NodeId([0x33; 32]);
+        let local = all[0].0.id;
+        let cfg = LookupConfig { k: 5, alpha: 3, ..LookupConfig::default() };
+        let mut l = Lookup::new(target, local, cfg, knows(&all, &local, &target, 9));
+        let first: Vec<NodeId> = l.next_requests().into_iter().map(|(r, _)| r.id).collect();
+        assert_eq!(first.len(), 3);
+        // Nothing more while three are in flight.
+        assert!(l.next_requests().is_empty());
+        for id in &first {
+            l.on_stall(id);
+        }
+        // Their slots are free again.
+        let second: Vec<NodeId> = l.next_requests().into_iter().map(|(r, _)| r.id).collect();
+        assert_eq!(second.len(), 3);
+        assert!(second.iter().all(|id| !first.contains(id)));
+        let mut rounds = 0;
+        let mut pending = second;
+        while !l.is_finished() {
+            for id in pending.drain(..) {
+                l.on_response(&id, knows(&all, &id, &target, 8));
+            }
+            pending = l.next_requests().into_iter().map(|(r, _)| r.id).collect();
+            rounds += 1;
+            assert!(rounds < 100);
+        }
+        // Finished without the stalled three; they are not among the results...
+        assert!(l.closest(20).iter().all(|f| !first.contains(&f.record.id)));
+        // ...until one answers late, which still counts.
+        assert!(l.is_in_flight(&first[0]));
+        l.on_response(&first[0], vec![]);
+        assert!(l.closest(100).iter().any(|f| f.record.id == first[0]));
     }
 }

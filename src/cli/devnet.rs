@@ -8,12 +8,15 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
+use serde::Serialize;
 use suprnova_dht::identity::NodeRecord;
 use suprnova_dht::net::{NodeError, NodeHandle, PingReply};
 use suprnova_dht::proto::{DhtConfig, Target};
 use suprnova_dht::stats::Drops;
 use tokio::task::JoinSet;
 
+use super::devnet_dht::{Boot, KindFigures};
+use super::devnet_gossip::{Blob, Broadcast, Plan, Subs};
 use super::{percentiles_ms, random_seed};
 
 /// Every devnet node shares 127.0.0.1, so the per-subnet diversity limit is lifted (it stays on
@@ -47,6 +50,164 @@ struct Phase {
     rtts_ms: Vec<f64>,
     failures: Vec<String>,
     elapsed: Duration,
+}
+
+/// Latency percentiles in milliseconds (null when nothing was measured).
+#[derive(Serialize, Default, Clone, Copy)]
+pub struct Latency {
+    /// Median.
+    pub p50_ms: f64,
+    /// 95th percentile.
+    pub p95_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+}
+
+impl Latency {
+    /// Percentiles of `v` (sorted in place).
+    pub fn of(v: &mut [f64]) -> Latency {
+        let [p50_ms, p95_ms, p99_ms] = percentiles_ms(v, [50.0, 95.0, 99.0]);
+        Latency { p50_ms, p95_ms, p99_ms }
+    }
+}
+
+/// CPU seconds (user + system) this process has used, from /proc (Linux).
+pub fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    // /proc reports clock ticks of USER_HZ, which is 100 on Linux.
+    Some((utime + stime) / 100.0)
+}
+
+fn rss_kb(field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+}
+
+/// A ping phase.
+#[derive(Serialize, Default, Clone)]
+pub struct Pings {
+    /// Pings sent.
+    pub sent: usize,
+    /// Pings answered.
+    pub answered: usize,
+    /// Wall time of the phase.
+    pub elapsed_ms: f64,
+    /// Answers per second.
+    pub per_s: f64,
+    /// Round trips.
+    pub rtt: Latency,
+}
+
+impl Pings {
+    fn of(p: &mut Phase, sent: usize) -> Pings {
+        let answered = p.rtts_ms.len();
+        Pings {
+            sent,
+            answered,
+            elapsed_ms: p.elapsed.as_secs_f64() * 1e3,
+            per_s: answered as f64 / p.elapsed.as_secs_f64().max(1e-9),
+            rtt: Latency::of(&mut p.rtts_ms),
+        }
+    }
+}
+
+/// The failure phase: a third of the nodes stop.
+#[derive(Serialize, Default, Clone)]
+pub struct Failure {
+    /// Nodes stopped.
+    pub stopped: usize,
+    /// Nodes still running.
+    pub survivors: usize,
+    /// Seconds until every survivor's topic neighbours were all alive again.
+    pub repair_s: Option<f64>,
+    /// Records in the sample (up to 200 of each kind).
+    pub records_checked: usize,
+    /// Of those, records whose every replica was among the stopped nodes (not read).
+    pub records_lost_with_every_replica: usize,
+    /// Records with a surviving replica read back intact (all of them, unless something is wrong).
+    pub records_readable: usize,
+    /// Latency of those reads.
+    pub get: Latency,
+    /// The broadcast among survivors.
+    pub broadcast: Broadcast,
+}
+
+/// Memory.
+#[derive(Serialize, Default, Clone)]
+pub struct Memory {
+    /// Peak resident set of the process, MB.
+    pub peak_rss_mb: f64,
+    /// (peak − resident set before the nodes started) / nodes, MB.
+    pub per_node_mb: f64,
+}
+
+/// Everything the devnet measured; `--report json` prints it.
+#[derive(Serialize, Default)]
+pub struct Report {
+    /// When (UTC, RFC 3339).
+    pub date: String,
+    /// Nodes started.
+    pub nodes: usize,
+    /// CPUs the process could use.
+    pub cpus: usize,
+    /// Seconds from start to report.
+    pub total_s: f64,
+    /// Time to start every node.
+    pub startup_ms: f64,
+    /// Each node handshakes with its sample of peers, all at once.
+    pub handshake: Pings,
+    /// Pings one at a time.
+    pub ping_sequential: Pings,
+    /// Pings all at once.
+    pub ping_load: Pings,
+    /// Joining through one seed.
+    pub bootstrap: Boot,
+    /// Puts and gets per record kind.
+    pub records: Vec<KindFigures>,
+    /// A flood of broadcasts to every node.
+    pub broadcast: Broadcast,
+    /// Broadcasts at a fixed rate (latency without queueing).
+    pub paced_broadcast: Broadcast,
+    /// A blob from two providers.
+    pub blob: Blob,
+    /// A third of the nodes stop.
+    pub failure: Failure,
+    /// Memory.
+    pub memory: Memory,
+    /// Totals of the encrypted channel.
+    pub handshakes_completed: u64,
+    /// Sessions, both sides counted.
+    pub sessions: usize,
+    /// DHT datagrams.
+    pub packets_in: u64,
+    /// DHT datagrams sent.
+    pub packets_out: u64,
+    /// DHT drops by reason.
+    pub drops: std::collections::BTreeMap<String, u64>,
+    /// Everything that failed.
+    pub failures: Vec<String>,
+}
+
+/// What `suprnova devnet` does.
+pub struct Options {
+    /// Nodes.
+    pub nodes: usize,
+    /// Peers each node pings.
+    pub sample: usize,
+    /// Rounds of the loaded ping phase.
+    pub pings: usize,
+    /// Puts and gets per record kind.
+    pub records: usize,
+    /// Flood broadcasts.
+    pub messages: u64,
+    /// Paced broadcasts (20 per second).
+    pub paced: u64,
+    /// Print JSON instead of text.
+    pub json: bool,
 }
 
 /// Sends `rounds` pings over every pair, all pairs concurrently (each pair's pings in sequence).
@@ -92,106 +253,334 @@ async fn sequential(pairs: &[(NodeHandle, NodeRecord)], rounds: usize) -> Phase 
     phase
 }
 
-fn line(name: &str, p: &mut Phase, expected: usize, what: &str) {
-    let [p50, p99] = percentiles_ms(&mut p.rtts_ms, [50.0, 99.0]);
-    let rate = p.rtts_ms.len() as f64 / p.elapsed.as_secs_f64().max(1e-9);
-    println!(
-        "  {name:<22}{}/{} answered in {:.1} ms ({:.0} {what}/s); rtt p50 {:.3} ms, p99 {:.3} ms",
-        p.rtts_ms.len(),
-        expected,
-        p.elapsed.as_secs_f64() * 1e3,
-        rate,
-        p50,
-        p99
-    );
+/// Progress bars on stderr, one per phase (hidden when stderr is not a terminal).
+struct Bars {
+    n: usize,
+    i: usize,
+}
+
+impl Bars {
+    fn next(&mut self, name: &str, len: u64) -> indicatif::ProgressBar {
+        self.i += 1;
+        let bar = indicatif::ProgressBar::new(len);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{prefix:>7} {msg:<22} {bar:30} {pos}/{len} {elapsed}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_prefix(format!("[{}/{}]", self.i, self.n));
+        bar.set_message(name.to_string());
+        bar
+    }
 }
 
 /// Runs the devnet and prints the report.
-pub async fn run(n: usize, sample: usize, pings: usize, records: usize, messages: u64) -> Result<()> {
-    if n < 2 {
-        bail!("--nodes must be at least 2");
+pub async fn run(o: Options) -> Result<()> {
+    let n = o.nodes;
+    if n < 3 {
+        bail!("--nodes must be at least 3");
     }
     if n > 2000 {
         bail!("--nodes above 2000 is more than one process on this machine should host");
     }
     let t0 = Instant::now();
-    println!("devnet: starting {n} nodes on 127.0.0.1 …");
+    let base_rss = rss_kb("VmRSS:");
+    let mut report = Report {
+        date: utc_now(),
+        nodes: n,
+        cpus: std::thread::available_parallelism().map_or(1, |c| c.get()),
+        ..Report::default()
+    };
+    let mut bars = Bars { n: 10, i: 0 };
+    if !o.json {
+        eprintln!("devnet: {n} nodes on 127.0.0.1, one process");
+    }
+
+    let bar = bars.next("start nodes", n as u64);
     let mut full: Vec<suprnova_node::Node> = Vec::with_capacity(n);
     for _ in 0..n {
         let mut cfg = suprnova_node::NodeConfig::with_seed(random_seed()?, "127.0.0.1:0".parse()?);
         cfg.dht = devnet_config();
         full.push(suprnova_node::Node::spawn(cfg).await?);
+        bar.inc(1);
     }
+    bar.finish();
+    report.startup_ms = t0.elapsed().as_secs_f64() * 1e3;
     let nodes: Vec<NodeHandle> = full.iter().map(|f| f.dht().clone()).collect();
-    let pairs = pairs(&nodes, sample);
-    println!(
-        "devnet: {n} nodes up in {:.1} ms; each handshakes with {} peers at once, then pings them one at a time, then {pings} rounds all at once",
-        t0.elapsed().as_secs_f64() * 1e3,
-        sample.min(n - 1),
-    );
+    let pairs = pairs(&nodes, o.sample);
 
+    let bar = bars.next("handshakes + pings", 3);
     let mut hs = concurrent(&pairs, 1).await?;
+    bar.inc(1);
     let mut seq = sequential(&pairs, 1).await;
-    let mut load = concurrent(&pairs, pings).await?;
-    let boot = super::devnet_dht::bootstrap(&nodes).await?;
-    let mut dht = super::devnet_dht::records(&nodes, records).await?;
-    let mut gossip = super::devnet_gossip::broadcast(&full, messages).await?;
-    let blob = super::devnet_gossip::blob(&full, 10 << 20).await?;
+    bar.inc(1);
+    let mut load = concurrent(&pairs, o.pings).await?;
+    bar.finish();
+    report.handshake = Pings::of(&mut hs, pairs.len());
+    report.ping_sequential = Pings::of(&mut seq, pairs.len());
+    report.ping_load = Pings::of(&mut load, pairs.len() * o.pings);
+    report
+        .failures
+        .extend(hs.failures.into_iter().chain(seq.failures).chain(load.failures).map(|e| format!("ping: {e}")));
+
+    let bar = bars.next("bootstrap", n as u64);
+    report.bootstrap = super::devnet_dht::bootstrap(&nodes, &bar).await?;
+    bar.finish();
+
+    let bar = bars.next("puts and gets", 0);
+    let (records, items) = super::devnet_dht::records(&nodes, o.records, &bar).await?;
+    bar.finish();
+    for k in &records {
+        report.failures.extend(k.failures.iter().map(|f| format!("{}: {f}", k.kind)));
+    }
+    report.records = records;
+
+    let bar = bars.next("subscribe", 1);
+    let mut subs = Subs::join(&full).await?;
+    bar.finish();
+    let everyone: Vec<usize> = (0..n).collect();
+    let bar = bars.next("broadcast", 0);
+    let plan = Plan { live: &everyone, publisher: 1, msgs: o.messages, size: 256, pace: None };
+    report.broadcast = super::devnet_gossip::broadcast(&mut subs, &full, plan, &bar).await?;
+    bar.finish();
+    let bar = bars.next("paced broadcast", 0);
+    let plan = Plan { live: &everyone, publisher: 1, msgs: o.paced, size: 256, pace: Some(Duration::from_millis(50)) };
+    report.paced_broadcast = super::devnet_gossip::broadcast(&mut subs, &full, plan, &bar).await?;
+    bar.finish();
+
+    let bar = bars.next("blob 10 MiB", 1);
+    report.blob = super::devnet_gossip::blob(&full, 10 << 20).await?;
+    bar.finish();
+
+    // A third of the nodes stop (never the seed or the publisher).
+    let bar = bars.next("failure: a third stop", 0);
+    let stop_from = n - n / 3;
+    let dead: std::collections::HashSet<suprnova_dht::NodeId> =
+        full.get(stop_from..).unwrap_or(&[]).iter().map(|f| f.id()).collect();
+    let t_stop = Instant::now();
+    let mut stopping = JoinSet::new();
+    for f in full.get(stop_from..).unwrap_or(&[]) {
+        let f = f.clone();
+        stopping.spawn(async move { f.shutdown().await });
+    }
+    while stopping.join_next().await.is_some() {}
+    let live: Vec<usize> = (0..stop_from).collect();
+    let repaired = super::devnet_gossip::repaired(&full, &live, &dead, Duration::from_secs(30)).await;
+    let repair_s = repaired.map(|_| t_stop.elapsed().as_secs_f64());
+    let survivors: Vec<NodeHandle> = nodes.get(..stop_from).unwrap_or(&[]).to_vec();
+    // Up to 200 records of each kind are read back through random survivors, 16 at a time. A
+    // record whose every replica stopped is counted as lost, not read: with r replicas and a
+    // third of the nodes gone at once, about (1/3)^r of records are expected to be.
+    let sample: Vec<&super::devnet_dht::Item> = ["immutable", "mutable", "set entry"]
+        .iter()
+        .flat_map(|k| items.iter().filter(move |i| i.kind == *k).take(200))
+        .collect();
+    let lost = sample.iter().filter(|i| i.replicas.iter().all(|r| dead.contains(r))).count();
+    bar.set_length(sample.len() as u64);
+    let mut pick = super::devnet_dht::picker()?;
+    let (mut readable, mut get_ms) = (0, Vec::new());
+    let mut reads = JoinSet::new();
+    let mut queue = sample.iter().filter(|i| !i.replicas.iter().all(|r| dead.contains(r)));
+    loop {
+        while reads.len() < 16 {
+            let Some(item) = queue.next() else { break };
+            let Some(h) = survivors.get(pick(survivors.len())).cloned() else { break };
+            let (kind, key, rec) = (item.kind, item.key, item.record.clone());
+            reads.spawn(async move {
+                let t = Instant::now();
+                let r = super::devnet_dht::read_back(&h, key, &rec).await;
+                (kind, r, t.elapsed())
+            });
+        }
+        let Some(done) = reads.join_next().await else { break };
+        let (kind, r, took) = done?;
+        match r {
+            Ok(Some(_)) => {
+                readable += 1;
+                get_ms.push(took.as_secs_f64() * 1e3);
+            }
+            Ok(None) => report.failures.push(format!("after failure, {kind}: a different record came back")),
+            Err(e) => report.failures.push(format!("after failure, {kind}: {e}")),
+        }
+        bar.inc(1);
+    }
+    bar.finish();
+    let bar = bars.next("broadcast after failure", 0);
+    let plan = Plan { live: &live, publisher: 1, msgs: 200, size: 256, pace: None };
+    let after = super::devnet_gossip::broadcast(&mut subs, &full, plan, &bar).await?;
+    bar.finish();
+    report.failure = Failure {
+        stopped: n - stop_from,
+        survivors: stop_from,
+        repair_s,
+        records_checked: sample.len(),
+        records_lost_with_every_replica: lost,
+        records_readable: readable,
+        get: Latency::of(&mut get_ms),
+        broadcast: after,
+    };
 
     let mut drops = Drops::default();
-    let (mut initiated, mut completed, mut answered, mut sessions, mut pkts_in, mut pkts_out) = (0, 0, 0, 0, 0, 0);
-    for h in &nodes {
+    for h in &survivors {
         let s = h.stats().await?;
         drops.merge(&s.channel.drops);
-        initiated += s.channel.handshakes_initiated;
-        completed += s.channel.handshakes_completed;
-        answered += s.channel.handshakes_answered;
-        sessions += s.sessions;
-        pkts_in += s.channel.packets_in;
-        pkts_out += s.channel.packets_out;
+        report.handshakes_completed += s.channel.handshakes_completed;
+        report.sessions += s.sessions;
+        report.packets_in += s.channel.packets_in;
+        report.packets_out += s.channel.packets_out;
     }
+    report.drops = drops.nonzero().into_iter().map(|(r, c)| (r.name().to_string(), c)).collect();
+    let peak = rss_kb("VmHWM:").unwrap_or(0);
+    report.memory = Memory {
+        peak_rss_mb: peak as f64 / 1024.0,
+        per_node_mb: peak.saturating_sub(base_rss.unwrap_or(0)) as f64 / 1024.0 / n as f64,
+    };
     let mut stopping = JoinSet::new();
-    for f in full {
+    for f in full.into_iter().take(stop_from) {
         stopping.spawn(async move { f.shutdown().await });
     }
     while stopping.join_next().await.is_some() {}
 
-    println!();
-    println!("devnet report: {n} nodes, {} pairs, {:.2} s in all", pairs.len(), t0.elapsed().as_secs_f64());
-    line("handshake + ping", &mut hs, pairs.len(), "handshakes");
-    line("ping, one at a time", &mut seq, pairs.len(), "pings");
-    line("ping, all at once", &mut load, pairs.len() * pings, "pings");
-    boot.print();
-    for k in &mut dht {
-        k.print();
-    }
-    gossip.print();
-    println!(
-        "  blob                  10 MiB fetched from {} providers in {:.1} ms, every 256 KiB chunk verified",
-        blob.1,
-        blob.0.as_secs_f64() * 1e3
-    );
-    println!(
-        "  handshakes            {completed} completed of {initiated} initiated, {answered} answered; {sessions} sessions (both sides)"
-    );
-    println!("  packets               {pkts_in} received, {pkts_out} sent");
-    if drops.total() == 0 {
-        println!("  dropped               none");
-    } else {
-        for (r, c) in drops.nonzero() {
-            println!("  dropped {:<14} {c}", r.name());
+    for (what, b) in [("broadcast", &report.broadcast), ("paced broadcast", &report.paced_broadcast)] {
+        if b.delivered < b.expected {
+            report.failures.push(format!("{what}: {} of {} delivered", b.delivered, b.expected));
+        }
+        if b.duplicate_deliveries > 0 {
+            report.failures.push(format!("{what}: {} duplicate deliveries", b.duplicate_deliveries));
         }
     }
-    let mut failures: Vec<String> = hs.failures.into_iter().chain(seq.failures).chain(load.failures).collect();
-    failures.extend(dht.iter().flat_map(|k| k.failures.iter().cloned()));
-    if !gossip.complete() {
-        failures.push("broadcast did not reach every subscriber".into());
+    let f = &report.failure;
+    if f.broadcast.delivered < f.broadcast.expected {
+        report
+            .failures
+            .push(format!("broadcast after failure: {} of {} delivered", f.broadcast.delivered, f.broadcast.expected));
     }
-    if !failures.is_empty() {
-        let mut kinds = failures.clone();
+    if !report.blob.verified {
+        report.failures.push("blob did not verify".into());
+    }
+    report.total_s = t0.elapsed().as_secs_f64();
+    if o.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_text(&report, pairs.len());
+    }
+    if !report.failures.is_empty() {
+        let mut kinds = report.failures.clone();
         kinds.sort();
         kinds.dedup();
-        bail!("{} pings failed: {}", failures.len(), kinds.join("; "));
+        bail!(
+            "{} operations failed: {}",
+            report.failures.len(),
+            kinds.into_iter().take(5).collect::<Vec<_>>().join("; ")
+        );
     }
     Ok(())
+}
+
+fn utc_now() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+fn ping_line(name: &str, p: &Pings, what: &str) {
+    println!(
+        "  {name:<22}{}/{} answered in {:.1} ms ({:.0} {what}/s); rtt p50 {:.3} ms, p99 {:.3} ms",
+        p.answered, p.sent, p.elapsed_ms, p.per_s, p.rtt.p50_ms, p.rtt.p99_ms
+    );
+}
+
+fn broadcast_line(name: &str, b: &Broadcast) {
+    println!(
+        "  {name:<22}{}/{} delivered ({} × {} B to {} subscribers) in {:.2} s; slowest subscriber {:.0} msg/s; latency p50 {:.1} ms, p99 {:.1} ms; RMR {:.2}; {:.2} CPU-s per 1000 deliveries",
+        b.delivered,
+        b.expected,
+        b.messages,
+        b.message_bytes,
+        b.receivers,
+        b.all_delivered_s,
+        b.slowest_msgs_s,
+        b.latency.p50_ms,
+        b.latency.p99_ms,
+        b.rmr,
+        b.cpu_s_per_1000_deliveries
+    );
+}
+
+fn print_text(r: &Report, pairs: usize) {
+    println!();
+    println!(
+        "devnet report: {} nodes, {pairs} pairs, {:.2} s in all ({}; {} CPUs)",
+        r.nodes, r.total_s, r.date, r.cpus
+    );
+    println!("  start                 {} nodes up in {:.1} ms", r.nodes, r.startup_ms);
+    ping_line("handshake + ping", &r.handshake, "handshakes");
+    ping_line("ping, one at a time", &r.ping_sequential, "pings");
+    ping_line("ping, all at once", &r.ping_load, "pings");
+    let b = &r.bootstrap;
+    println!(
+        "  bootstrap             {} nodes joined through one seed in {:.2} s; every table held ≥ {} peers after {}; tables hold {}..{}",
+        b.joined,
+        b.all_joined_s,
+        b.table_goal,
+        b.until_goal_s.map_or("never".into(), |s| format!("{s:.2} s")),
+        b.table_min,
+        b.table_max
+    );
+    for k in &r.records {
+        println!(
+            "  put {:<18}{}/{} stored; p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms",
+            k.kind, k.puts_ok, k.count, k.put.p50_ms, k.put.p95_ms, k.put.p99_ms
+        );
+        println!(
+            "  get {:<18}{}/{} read back; p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms; hops p50 {:.0}, max {:.0}",
+            k.kind, k.gets_ok, k.count, k.get.p50_ms, k.get.p95_ms, k.get.p99_ms, k.hops_p50, k.hops_max
+        );
+    }
+    broadcast_line("broadcast", &r.broadcast);
+    broadcast_line("paced, 20 msg/s", &r.paced_broadcast);
+    println!(
+        "  blob                  {} MiB found in the DHT and fetched from {} providers in {:.1} ms, {}",
+        r.blob.bytes >> 20,
+        r.blob.providers,
+        r.blob.ms,
+        if r.blob.verified { "every 256 KiB chunk verified" } else { "NOT VERIFIED" }
+    );
+    let f = &r.failure;
+    println!(
+        "  failure               {} of {} nodes stopped; topic repaired after {}; {}/{} records with a surviving replica read back (get p50 {:.2} ms, p99 {:.2} ms); {} lost every replica",
+        f.stopped,
+        r.nodes,
+        f.repair_s.map_or("never".into(), |s| format!("{s:.2} s")),
+        f.records_readable,
+        f.records_checked - f.records_lost_with_every_replica,
+        f.get.p50_ms,
+        f.get.p99_ms,
+        f.records_lost_with_every_replica
+    );
+    broadcast_line("  broadcast after", &f.broadcast);
+    println!(
+        "  memory                peak RSS {:.0} MB, {:.2} MB per node",
+        r.memory.peak_rss_mb, r.memory.per_node_mb
+    );
+    println!(
+        "  channel               {} handshakes completed; {} sessions; {} packets in, {} out",
+        r.handshakes_completed, r.sessions, r.packets_in, r.packets_out
+    );
+    if r.drops.is_empty() {
+        println!("  dropped               none");
+    } else {
+        for (reason, c) in &r.drops {
+            println!("  dropped {reason:<14} {c}");
+        }
+    }
 }

@@ -4,6 +4,8 @@
 use std::time::Instant;
 
 use anyhow::Result;
+use serde::Serialize;
+use suprnova_dht::NodeId;
 use suprnova_dht::identity::Identity;
 use suprnova_dht::net::NodeHandle;
 use suprnova_dht::proto::{DEFAULT_TTL, Target};
@@ -11,78 +13,146 @@ use suprnova_dht::wire::bounded::BoundedBytes;
 use suprnova_dht::wire::{Key, MutableRecord, Record, SetEntry};
 use tokio::task::JoinSet;
 
+use super::devnet::Latency;
 use super::{percentiles_ms, random_seed};
 
 /// Bootstrap figures.
+#[derive(Serialize, Default, Clone)]
 pub struct Boot {
-    secs: f64,
-    min: usize,
-    max: usize,
-    nodes: usize,
+    /// Nodes that joined (all but the seed).
+    pub joined: usize,
+    /// Seconds until every join returned.
+    pub all_joined_s: f64,
+    /// Table size every node had to reach: 20, or n − 1 in a smaller devnet.
+    pub table_goal: usize,
+    /// Seconds from the first join until every routing table held `table_goal` peers.
+    pub until_goal_s: Option<f64>,
+    /// Smallest and largest routing table afterwards.
+    pub table_min: usize,
+    /// Largest routing table afterwards.
+    pub table_max: usize,
 }
 
-impl Boot {
-    /// Prints the bootstrap line.
-    pub fn print(&self) {
-        println!(
-            "  bootstrap             {} nodes joined through one seed in {:.2} s; routing tables hold {}..{} peers",
-            self.nodes, self.secs, self.min, self.max
-        );
+async fn table_sizes(nodes: &[NodeHandle]) -> Result<Vec<usize>> {
+    let mut out = Vec::with_capacity(nodes.len());
+    for h in nodes {
+        out.push(h.stats().await?.table);
     }
+    Ok(out)
 }
 
-/// Every node but the seed joins through node 0, ten at a time.
-pub async fn bootstrap(nodes: &[NodeHandle]) -> Result<Boot> {
+/// Every node but the seed joins through node 0, all at once; meanwhile the routing tables are
+/// watched until each holds 20 peers.
+pub async fn bootstrap(nodes: &[NodeHandle], bar: &indicatif::ProgressBar) -> Result<Boot> {
     let t = Instant::now();
     let seed = nodes.first().map(|h| h.record().clone()).ok_or_else(|| anyhow::anyhow!("no nodes"))?;
-    for chunk in nodes.get(1..).unwrap_or(&[]).chunks(10) {
-        let mut set = JoinSet::new();
-        for h in chunk {
-            let (h, seed) = (h.clone(), seed.clone());
-            set.spawn(async move { h.bootstrap(vec![Target::Record(seed)]).await });
-        }
-        while let Some(r) = set.join_next().await {
+    let goal = 20.min(nodes.len().saturating_sub(1));
+    let mut set = JoinSet::new();
+    for h in nodes.get(1..).unwrap_or(&[]) {
+        let (h, seed) = (h.clone(), seed.clone());
+        set.spawn(async move { h.bootstrap(vec![Target::Record(seed)]).await });
+    }
+    bar.set_length(nodes.len() as u64);
+    let mut joins_done = None;
+    let mut until_goal = None;
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    while (joins_done.is_none() || until_goal.is_none()) && Instant::now() < deadline {
+        while let Some(r) = set.try_join_next() {
             r??;
         }
+        if joins_done.is_none() && set.is_empty() {
+            joins_done = Some(t.elapsed().as_secs_f64());
+        }
+        if until_goal.is_none() {
+            let sizes = table_sizes(nodes).await?;
+            let ready = sizes.iter().filter(|&&s| s >= goal).count();
+            bar.set_position(ready as u64);
+            if ready == nodes.len() {
+                until_goal = Some(t.elapsed().as_secs_f64());
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    let secs = t.elapsed().as_secs_f64();
-    let (mut min, mut max) = (usize::MAX, 0);
-    for h in nodes {
-        let n = h.stats().await?.table;
-        min = min.min(n);
-        max = max.max(n);
+    while let Some(r) = set.join_next().await {
+        r??;
     }
-    Ok(Boot { secs, min, max, nodes: nodes.len() })
+    let sizes = table_sizes(nodes).await?;
+    Ok(Boot {
+        joined: nodes.len().saturating_sub(1),
+        all_joined_s: joins_done.unwrap_or_else(|| t.elapsed().as_secs_f64()),
+        table_goal: goal,
+        until_goal_s: until_goal,
+        table_min: sizes.iter().copied().min().unwrap_or(0),
+        table_max: sizes.iter().copied().max().unwrap_or(0),
+    })
 }
 
 /// Figures for one record kind.
+#[derive(Serialize, Default, Clone)]
 pub struct KindFigures {
-    kind: &'static str,
-    put_ms: Vec<f64>,
-    get_ms: Vec<f64>,
-    hops: Vec<f64>,
-    puts_ok: usize,
-    gets_ok: usize,
-    total: usize,
-    /// What went wrong, if anything.
+    /// immutable, mutable or set entry.
+    pub kind: &'static str,
+    /// Operations of each sort.
+    pub count: usize,
+    /// Puts stored on at least one node.
+    pub puts_ok: usize,
+    /// Put latency.
+    pub put: Latency,
+    /// Gets that returned the record put.
+    pub gets_ok: usize,
+    /// Get latency (from a random node, usually not the writer).
+    pub get: Latency,
+    /// Lookup hops of the answering node, median and largest.
+    pub hops_p50: f64,
+    /// Largest hop count.
+    pub hops_max: f64,
+    /// What went wrong, if anything (first 5).
     pub failures: Vec<String>,
+    /// Failures in all.
+    pub failure_count: usize,
 }
 
 impl KindFigures {
-    /// Prints the put and get lines.
-    pub fn print(&mut self) {
-        let [p50, p99] = percentiles_ms(&mut self.put_ms, [50.0, 99.0]);
-        let [g50, g99] = percentiles_ms(&mut self.get_ms, [50.0, 99.0]);
-        let [h50, hmax] = percentiles_ms(&mut self.hops, [50.0, 100.0]);
-        println!(
-            "  put {:<18}{}/{} stored; latency p50 {p50:.2} ms, p99 {p99:.2} ms",
-            self.kind, self.puts_ok, self.total
-        );
-        println!(
-            "  get {:<18}{}/{} read from another node; latency p50 {g50:.2} ms, p99 {g99:.2} ms; hops p50 {h50:.0}, max {hmax:.0}",
-            self.kind, self.gets_ok, self.total
-        );
+    fn fail(&mut self, what: String) {
+        self.failure_count += 1;
+        if self.failures.len() < 5 {
+            self.failures.push(what);
+        }
     }
+}
+
+/// A record put, kept for reading back later: its kind, key, the record and the nodes that
+/// stored it.
+pub struct Item {
+    /// immutable, mutable or set entry.
+    pub kind: &'static str,
+    /// Where.
+    pub key: Key,
+    /// What.
+    pub record: Record,
+    /// Replicas that acknowledged the store.
+    pub replicas: Vec<NodeId>,
+}
+
+/// xorshift over a random seed: which node does the next operation.
+pub fn picker() -> Result<impl FnMut(usize) -> usize> {
+    let mut x = u64::from_le_bytes(random_seed()?.get(..8).and_then(|b| b.try_into().ok()).unwrap_or([7; 8])) | 1;
+    Ok(move |len: usize| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % len.max(1) as u64) as usize
+    })
+}
+
+/// Reads `rec` under `key` through `h`; Ok(Some(hop)) when the same record came back.
+pub async fn read_back(h: &NodeHandle, key: Key, rec: &Record) -> Result<Option<u32>, String> {
+    let got = if matches!(rec, Record::SetEntry(_)) {
+        h.get_all(key).await.map(|v| v.into_iter().find(|g| &g.record == rec))
+    } else {
+        h.get(key).await.map(|g| Some(g).filter(|g| &g.record == rec))
+    };
+    got.map(|g| g.map(|g| g.hop)).map_err(|e| e.to_string())
 }
 
 fn mutable(id: &Identity, salt: &[u8], seq: u64, value: &[u8]) -> Result<(Key, Record)> {
@@ -94,29 +164,18 @@ fn set_entry(id: &Identity, key: &Key, value: &[u8]) -> Result<Record> {
     Ok(Record::SetEntry(SetEntry::sign(id, key, 1, 300, value)?))
 }
 
-/// `n` puts and `n` gets of each record kind, one at a time.
-pub async fn records(nodes: &[NodeHandle], n: usize) -> Result<Vec<KindFigures>> {
+/// `n` puts and `n` gets of each record kind, one at a time from random nodes.
+pub async fn records(
+    nodes: &[NodeHandle],
+    n: usize,
+    bar: &indicatif::ProgressBar,
+) -> Result<(Vec<KindFigures>, Vec<Item>)> {
     let mut out = Vec::new();
-    let mut pick = {
-        let mut x = u64::from_le_bytes(random_seed()?.get(..8).and_then(|b| b.try_into().ok()).unwrap_or([7; 8]));
-        move |len: usize| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % len.max(1) as u64) as usize
-        }
-    };
+    let mut kept: Vec<Item> = Vec::new();
+    let mut pick = picker()?;
+    bar.set_length(6 * n as u64);
     for kind in ["immutable", "mutable", "set entry"] {
-        let mut f = KindFigures {
-            kind,
-            put_ms: Vec::new(),
-            get_ms: Vec::new(),
-            hops: Vec::new(),
-            puts_ok: 0,
-            gets_ok: 0,
-            total: n,
-            failures: Vec::new(),
-        };
+        let mut f = KindFigures { kind, count: n, ..KindFigures::default() };
         let writer = Identity::from_seed(random_seed()?);
         let mut items = Vec::with_capacity(n);
         for i in 0..n {
@@ -134,36 +193,53 @@ pub async fn records(nodes: &[NodeHandle], n: usize) -> Result<Vec<KindFigures>>
             };
             items.push((key, rec));
         }
+        let (mut put_ms, mut get_ms, mut hops) = (Vec::new(), Vec::new(), Vec::new());
+        let mut replicas = Vec::with_capacity(n);
         for (key, rec) in &items {
             let Some(h) = nodes.get(pick(nodes.len())) else { continue };
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
             let t = Instant::now();
-            match h.put(*key, rec.clone(), DEFAULT_TTL, None).await {
+            match h.put_with_progress(*key, rec.clone(), DEFAULT_TTL, None, tx).await {
                 Ok(_) => {
-                    f.put_ms.push(t.elapsed().as_secs_f64() * 1e3);
+                    put_ms.push(t.elapsed().as_secs_f64() * 1e3);
                     f.puts_ok += 1;
                 }
-                Err(e) => f.failures.push(format!("put: {e}")),
+                Err(e) => f.fail(format!("put: {e}")),
             }
+            let mut stored = Vec::new();
+            while let Ok((peer, r)) = rx.try_recv() {
+                if r.is_ok() {
+                    stored.push(peer);
+                }
+            }
+            replicas.push(stored);
+            bar.inc(1);
         }
         for (key, rec) in &items {
             let Some(h) = nodes.get(pick(nodes.len())) else { continue };
             let t = Instant::now();
-            let got = if kind == "set entry" {
-                h.get_all(*key).await.map(|v| v.into_iter().find(|g| &g.record == rec))
-            } else {
-                h.get(*key).await.map(|g| Some(g).filter(|g| &g.record == rec))
-            };
-            match got {
-                Ok(Some(g)) => {
-                    f.get_ms.push(t.elapsed().as_secs_f64() * 1e3);
-                    f.hops.push(f64::from(g.hop));
+            match read_back(h, *key, rec).await {
+                Ok(Some(hop)) => {
+                    get_ms.push(t.elapsed().as_secs_f64() * 1e3);
+                    hops.push(f64::from(hop));
                     f.gets_ok += 1;
                 }
-                Ok(None) => f.failures.push("get: a different record came back".into()),
-                Err(e) => f.failures.push(format!("get: {e}")),
+                Ok(None) => f.fail("get: a different record came back".into()),
+                Err(e) => f.fail(format!("get: {e}")),
             }
+            bar.inc(1);
         }
+        f.put = Latency::of(&mut put_ms);
+        f.get = Latency::of(&mut get_ms);
+        let [h50, hmax] = percentiles_ms(&mut hops, [50.0, 100.0]);
+        (f.hops_p50, f.hops_max) = (h50, hmax);
+        kept.extend(items.into_iter().zip(replicas).map(|((key, record), replicas)| Item {
+            kind,
+            key,
+            record,
+            replicas,
+        }));
         out.push(f);
     }
-    Ok(out)
+    Ok((out, kept))
 }

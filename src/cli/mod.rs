@@ -148,8 +148,11 @@ pub enum Cmd {
     /// Share and fetch blobs (files) in BLAKE3-verified chunks.
     #[command(subcommand)]
     Blob(client::BlobCmd),
-    /// Start N nodes on 127.0.0.1 in one process, connect them, and report figures.
-    #[command(after_help = "Example:\n  suprnova devnet --nodes 64 --sample 8")]
+    /// The main job: start N nodes on 127.0.0.1 in one process, exercise every layer, and
+    /// report figures (bootstrap, puts/gets, broadcast, blob, a third of the nodes failing, memory).
+    #[command(
+        after_help = "Examples:\n  suprnova devnet\n  suprnova devnet --nodes 256 --report json > devnet-256.json"
+    )]
     Devnet {
         /// Nodes to start.
         #[arg(long, default_value_t = 64)]
@@ -161,11 +164,17 @@ pub enum Cmd {
         #[arg(long, default_value_t = 5)]
         pings: usize,
         /// Puts and gets of each record kind (immutable, mutable, set entry).
-        #[arg(long, default_value_t = 200)]
+        #[arg(long, default_value_t = 1000)]
         records: usize,
-        /// Messages of 256 bytes broadcast on one topic to every node.
-        #[arg(long, default_value_t = 500)]
+        /// Messages of 256 bytes flooded on one topic to every node.
+        #[arg(long, default_value_t = 2000)]
         messages: u64,
+        /// Messages broadcast at 20 per second (latency without queueing).
+        #[arg(long, default_value_t = 60)]
+        paced: u64,
+        /// Report format: text, or json (one object on stdout; progress stays on stderr).
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        report: String,
     },
 }
 
@@ -218,8 +227,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Request { peer, message, file, via } => client::send(&via, &peer, message, file, true).await,
         Cmd::Listen { json, count, via } => client::listen(&via, json, count).await,
         Cmd::Blob(cmd) => client::blob(cmd).await,
-        Cmd::Devnet { nodes, sample, pings, records, messages } => {
-            devnet::run(nodes, sample, pings, records, messages).await
+        Cmd::Devnet { nodes, sample, pings, records, messages, paced, report } => {
+            devnet::run(devnet::Options { nodes, sample, pings, records, messages, paced, json: report == "json" })
+                .await
         }
     }
 }

@@ -42,6 +42,11 @@ pub struct DhtConfig {
     pub request_timeout: Duration,
     /// One lookup or store request fails after this (covers a handshake if one is needed).
     pub rpc_timeout: Duration,
+    /// A lookup request unanswered after this stops counting against α: the lookup asks the
+    /// next candidate instead of waiting for `rpc_timeout`, and does not wait for it to finish
+    /// (a late answer is still used). Dead nodes in routing tables then cost a lookup this
+    /// much, not `rpc_timeout`.
+    pub lookup_stall: Duration,
     /// A whole query gives up after this.
     pub query_timeout: Duration,
     /// Replicas per record (r).
@@ -69,6 +74,7 @@ impl Default for DhtConfig {
             store: StoreConfig::default(),
             request_timeout: Duration::from_secs(10),
             rpc_timeout: Duration::from_secs(2),
+            lookup_stall: Duration::from_millis(400),
             query_timeout: Duration::from_secs(30),
             replication: 3,
             max_pending_requests: 4096,
@@ -313,6 +319,8 @@ struct Pending {
     waiting: Waiting,
     started: Instant,
     deadline: Instant,
+    /// For lookup requests: when the lookup stops waiting for this one (see `lookup_stall`).
+    stall: Option<Instant>,
 }
 
 /// Most parts a `Nodes` answer may come in (20 records need at most 5).
@@ -470,7 +478,7 @@ impl Dht {
         let id = self.request_id();
         let bytes = Message { id, body }.encode().map_err(|_| RequestError::Send(SendError::TooLarge))?;
         self.channel.send(now, info, &bytes).map_err(RequestError::Send)?;
-        self.pending.insert(id, Pending { waiting, started: now, deadline: now + timeout });
+        self.pending.insert(id, Pending { waiting, started: now, deadline: now + timeout, stall: None });
         Ok(id)
     }
 
@@ -522,7 +530,10 @@ impl Dht {
         self.fetching.insert(addr);
         let id = self.request_id();
         let deadline = now + self.cfg.request_timeout.min(self.cfg.channel.record_request_timeout);
-        self.pending.insert(id, Pending { waiting: Waiting::Record { addr, expect, then }, started: now, deadline });
+        self.pending.insert(
+            id,
+            Pending { waiting: Waiting::Record { addr, expect, then }, started: now, deadline, stall: None },
+        );
         Ok(id)
     }
 
@@ -684,7 +695,7 @@ impl Dht {
                     match sent {
                         Ok(()) => {
                             let deadline = started + self.cfg.request_timeout;
-                            self.pending.insert(request, Pending { waiting: w, started, deadline });
+                            self.pending.insert(request, Pending { waiting: w, started, deadline, stall: None });
                         }
                         Err(e) => {
                             self.events.push_back(DhtEvent::RequestFailed { request, error: RequestError::Send(e) })
@@ -843,7 +854,8 @@ impl Dht {
                 self.lookup_answered(now, query, peer, nodes);
             }
             other => {
-                self.pending.insert(id, Pending { waiting: other, started: p.started, deadline: p.deadline });
+                self.pending
+                    .insert(id, Pending { waiting: other, started: p.started, deadline: p.deadline, stall: p.stall });
                 self.fail_request(now, id, RequestError::Refused(code));
             }
         }
@@ -894,7 +906,7 @@ impl Dht {
 
     /// Earliest time `handle_timeout` has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let req = self.pending.values().map(|p| p.deadline).min();
+        let req = self.pending.values().map(|p| p.stall.map_or(p.deadline, |s| s.min(p.deadline))).min();
         let queries = self.queries.values().map(|q| q.deadline).min();
         let publish = self.published.values().map(|p| p.next).min();
         [req, queries, publish, self.store.next_expiry(), self.channel.poll_timeout(), self.next_refresh()]
@@ -911,6 +923,21 @@ impl Dht {
         let expired: Vec<u64> = self.pending.iter().filter(|(_, p)| now >= p.deadline).map(|(id, _)| *id).collect();
         for id in expired {
             self.fail_request(now, id, RequestError::Timeout);
+        }
+        let stalled: Vec<(QueryId, NodeId)> = self
+            .pending
+            .values_mut()
+            .filter(|p| p.stall.is_some_and(|s| now >= s))
+            .filter_map(|p| {
+                p.stall = None;
+                match p.waiting {
+                    Waiting::Lookup { peer, query, .. } => Some((query, peer)),
+                    _ => None,
+                }
+            })
+            .collect();
+        for (q, peer) in stalled {
+            self.lookup_stalled(now, q, peer);
         }
         self.stats.records_expired += self.store.expire(now) as u64;
         self.query_timeouts(now);

@@ -229,7 +229,12 @@ impl Dht {
                 let info = PeerInfo { id: rec.id, noise_key: rec.noise_key, addr };
                 let w = Waiting::Lookup { peer: rec.id, query: q, parts: 0, total: None, nodes: Vec::new() };
                 match self.send_request(now, &info, body.clone(), w, self.cfg.rpc_timeout) {
-                    Ok(_) => self.stats.rpcs_sent += 1,
+                    Ok(id) => {
+                        self.stats.rpcs_sent += 1;
+                        if let Some(p) = self.pending.get_mut(&id) {
+                            p.stall = Some(now + self.cfg.lookup_stall);
+                        }
+                    }
                     Err(_) => failed.push(rec.id),
                 }
             }
@@ -252,6 +257,13 @@ impl Dht {
         let Some(l) = self.queries.get_mut(&q).and_then(|q| q.lookup.as_mut()) else { return };
         let nodes = nodes.into_iter().filter_map(|r| addr_of(&r).map(|a| (r, a))).collect();
         l.on_response(&peer, nodes);
+        self.drive(now, q);
+    }
+
+    /// A lookup request of `q` to `peer` is slow: ask someone else meanwhile.
+    pub(super) fn lookup_stalled(&mut self, now: Instant, q: QueryId, peer: NodeId) {
+        let Some(l) = self.queries.get_mut(&q).and_then(|q| q.lookup.as_mut()) else { return };
+        l.on_stall(&peer);
         self.drive(now, q);
     }
 
