@@ -114,6 +114,7 @@ fn vectors() -> Value {
             "chunk_hashes": m.chunks.iter().map(|c| h(c)).collect::<Vec<_>>(),
             "manifest": h(&m.encode()),
             "blob_hash": h(&hash.0),
+            "providers_key": h(&hash.providers_key().0),
             "request_manifest": h(&postcard::to_allocvec(&BlobRequest::Manifest(hash)).unwrap()),
             "request_chunk_2": h(&postcard::to_allocvec(&BlobRequest::Chunk(hash, 2)).unwrap()),
         },
@@ -166,6 +167,7 @@ fn decoder_reads_every_vector() {
     let b = &v["blob"];
     let hash = BlobHash(unh(&b["blob_hash"]).try_into().unwrap());
     let m = Manifest::decode_verified(&unh(&b["manifest"]), &hash).unwrap();
+    assert_eq!(hash.providers_key().0.to_vec(), unh(&b["providers_key"]));
     assert_eq!(m, Manifest::of(&blob(), 262_144));
     assert_eq!(decode_canonical::<BlobRequest>(&unh(&b["request_chunk_2"])), Some(BlobRequest::Chunk(hash, 2)));
     assert_eq!(decode_canonical::<BlobRequest>(&unh(&b["request_manifest"])), Some(BlobRequest::Manifest(hash)));

@@ -423,12 +423,9 @@ pub async fn publish(via: &Via, topic: &str, msg: Option<String>, file: Option<P
     })
     .await
     .map_err(|e| anyhow!("publish on {topic}: {e}"))?;
-    println!(
-        "published {} bytes on {topic} to {} neighbours (id {})",
-        data.len(),
-        text(&r, "neighbors"),
-        short(&text(&r, "id"))
-    );
+    let n = text(&r, "neighbors");
+    let plural = if n == "1" { "" } else { "s" };
+    println!("published {} bytes on {topic} to {n} neighbour{plural} (id {})", data.len(), short(&text(&r, "id")));
     Ok(())
 }
 
@@ -634,7 +631,12 @@ async fn fetch_to_file(c: &Control, hash: &str, output: &Path, from: &[String]) 
     std::fs::write(&tmp, &data).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, output).with_context(|| format!("cannot write {}", output.display()))?;
     let providers = at(&done, "per_provider").as_array().map_or(0, Vec::len);
-    println!("saved {} bytes to {} (every chunk BLAKE3-verified; {providers} providers)", data.len(), output.display());
+    let plural = if providers == 1 { "" } else { "s" };
+    println!(
+        "saved {} bytes to {} (every chunk BLAKE3-verified; from {providers} provider{plural})",
+        data.len(),
+        output.display()
+    );
     Ok(())
 }
 

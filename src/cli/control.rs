@@ -56,7 +56,12 @@ impl ControlServer {
         self.task.abort();
         self.inbox_task.abort();
         if let Some(dir) = self.files {
-            let _ = std::fs::remove_file(dir.join(http::ADDR_FILE));
+            // Only our own: a node started since on the same data dir may have written its own.
+            let path = dir.join(http::ADDR_FILE);
+            let ours = std::fs::read_to_string(&path).is_ok_and(|a| a.trim() == self.control.addr.to_string());
+            if ours {
+                let _ = std::fs::remove_file(path);
+            }
         }
     }
 }
@@ -266,7 +271,18 @@ async fn status(st: &State) -> Answer {
 
 async fn ping(st: &State, v: Value) -> Answer {
     let (expect, addr) = parse_target(field(&v, "target")?).map_err(|e| Fail::Bad(format!("{e:#}")))?;
-    let r = st.node.dht().ping(Target::Addr { addr, expect }).await.map_err(|e| Fail::Node(e.into()))?;
+    let r = match st.node.dht().ping(Target::Addr { addr, expect }).await {
+        Ok(r) => r,
+        Err(suprnova_dht::net::NodeError::Request(
+            e @ (suprnova_dht::proto::RequestError::Timeout | suprnova_dht::proto::RequestError::HandshakeFailed),
+        )) => {
+            return Ok(error(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("no answer from {addr} ({e}); is a suprnova node listening there?"),
+            ));
+        }
+        Err(e) => return Err(Fail::Node(e.into())),
+    };
     ok(json!({
         "peer": r.peer.to_string(),
         "addr": r.addr.to_string(),
@@ -305,7 +321,13 @@ async fn put(st: &State, v: Value) -> Answer {
 
 async fn get(st: &State, v: Value) -> Answer {
     let key = key_field(&v, "key")?;
-    let got = st.node.get(key).await?;
+    let got = match st.node.get(key).await {
+        Ok(g) => g,
+        Err(NodeError::Dht(suprnova_dht::net::NodeError::Request(suprnova_dht::proto::RequestError::NotFound))) => {
+            return Ok(error(StatusCode::NOT_FOUND, "no node holds a record under this key"));
+        }
+        Err(e) => return Err(e.into()),
+    };
     match got.record {
         Record::Immutable { value } => ok(json!({
             "kind": "immutable",
