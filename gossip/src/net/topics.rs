@@ -308,35 +308,39 @@ impl Topics {
     /// `peer_frame_rate` per second. Ends at the stream's end or on a malformed frame.
     pub async fn read_stream(&self, from: NodeId, mut recv: RecvStream) {
         let rate = f64::from(self.rate.max(1));
-        let mut body = Vec::new();
+        // Bytes read and not yet parsed: at most one partial frame plus one chunk, so memory
+        // grows with what arrived, never with what a length prefix claims.
+        let mut buf: Vec<u8> = Vec::new();
         loop {
-            let mut len = [0u8; 4];
-            if recv.read_exact(&mut len).await.is_err() {
-                return;
+            let mut pos = 0;
+            while let Some(prefix) = buf.get(pos..pos + 4).and_then(|p| <[u8; 4]>::try_from(p).ok()) {
+                let n = u32::from_be_bytes(prefix) as usize;
+                if n > MAX_FRAME {
+                    let _ = self.input.send(Input::BadFrame).await;
+                    let _ = recv.stop(1u32.into());
+                    return;
+                }
+                let Some(body) = buf.get(pos + 4..pos + 4 + n) else { break };
+                pos += 4 + n;
+                // One budget per peer, however many streams it opens; over it, frames are
+                // dropped here, without touching the driver's queue.
+                if !self.buckets.take(from, rate, Instant::now()) {
+                    continue;
+                }
+                let Some(frame) = decode_frame(body) else {
+                    // A peer that sends garbage gets no more of our attention on this stream.
+                    let _ = self.input.send(Input::BadFrame).await;
+                    let _ = recv.stop(1u32.into());
+                    return;
+                };
+                if self.input.send(Input::Frame(from, frame)).await.is_err() {
+                    return;
+                }
             }
-            let n = u32::from_be_bytes(len) as usize;
-            if n > MAX_FRAME {
-                let _ = self.input.send(Input::BadFrame).await;
-                let _ = recv.stop(1u32.into());
-                return;
-            }
-            body.resize(n, 0);
-            if recv.read_exact(&mut body).await.is_err() {
-                return;
-            }
-            // One budget per peer, however many streams it opens; over it, frames are dropped
-            // here, without touching the driver's queue.
-            if !self.buckets.take(from, rate, Instant::now()) {
-                continue;
-            }
-            let Some(frame) = decode_frame(&body) else {
-                // A peer that sends garbage gets no more of our attention on this stream.
-                let _ = self.input.send(Input::BadFrame).await;
-                let _ = recv.stop(1u32.into());
-                return;
-            };
-            if self.input.send(Input::Frame(from, frame)).await.is_err() {
-                return;
+            buf.drain(..pos);
+            match recv.read_chunk(64 * 1024, true).await {
+                Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+                Ok(None) | Err(_) => return,
             }
         }
     }
@@ -901,12 +905,26 @@ async fn link_task(
         return;
     }
     let ka = encode_frame(&Frame::KeepAlive).unwrap_or_default();
+    let mut batch: Vec<u8> = Vec::new();
     loop {
         tokio::select! {
             m = rx.recv() => match m {
                 Some(bytes) => {
-                    if send.write_all(&bytes).await.is_err() {
+                    // Whatever else is queued goes in the same write (up to 64 KiB), so QUIC packs
+                    // several frames per packet and the connection is woken once.
+                    batch.clear();
+                    batch.extend_from_slice(&bytes);
+                    while batch.len() < 64 * 1024 {
+                        match rx.try_recv() {
+                            Ok(more) => batch.extend_from_slice(&more),
+                            Err(_) => break,
+                        }
+                    }
+                    if send.write_all(&batch).await.is_err() {
                         return;
+                    }
+                    if batch.capacity() > 256 * 1024 {
+                        batch = Vec::new();
                     }
                 }
                 None => {
