@@ -137,6 +137,24 @@ impl Envelope {
     /// Decodes and checks an envelope of `topic` at `now_ms` with lifetime `ttl_ms`: canonical
     /// encoding, size, time window, then the signature (the costly check last).
     pub fn decode_verified(bytes: &[u8], topic: &TopicId, now_ms: u64, ttl_ms: u64) -> Result<Envelope, EnvelopeError> {
+        let (e, msg) = Envelope::decode_unverified(bytes, topic, now_ms, ttl_ms)?;
+        if !verify_strict(&e.origin, &msg, &e.signature) {
+            return Err(EnvelopeError::BadSignature);
+        }
+        Ok(e)
+    }
+}
+
+impl Envelope {
+    /// Decodes and checks everything but the signature (canonical encoding, size, time); returns
+    /// the envelope and the bytes its signature must cover. `bytes` is canonical when this
+    /// succeeds, so the signed bytes are taken from it without encoding again.
+    pub fn decode_unverified(
+        bytes: &[u8],
+        topic: &TopicId,
+        now_ms: u64,
+        ttl_ms: u64,
+    ) -> Result<(Envelope, Vec<u8>), EnvelopeError> {
         let e: Envelope = decode_canonical(bytes).ok_or(EnvelopeError::Malformed)?;
         if e.payload.len() > MAX_BROADCAST_PAYLOAD {
             return Err(EnvelopeError::TooLarge);
@@ -147,12 +165,76 @@ impl Envelope {
         if now_ms.saturating_sub(e.time_ms) > ttl_ms {
             return Err(EnvelopeError::Expired);
         }
-        let msg = e.signed_bytes(topic).ok_or(EnvelopeError::Malformed)?;
-        if !verify_strict(&e.origin, &msg, &e.signature) {
-            return Err(EnvelopeError::BadSignature);
-        }
-        Ok(e)
+        let body = bytes.get(..bytes.len().saturating_sub(64)).ok_or(EnvelopeError::Malformed)?;
+        let mut msg = Vec::with_capacity(BROADCAST_SIGNATURE_DOMAIN.len() + 32 + body.len());
+        msg.extend_from_slice(BROADCAST_SIGNATURE_DOMAIN);
+        msg.extend_from_slice(&topic.0);
+        msg.extend_from_slice(body);
+        Ok((e, msg))
     }
+}
+
+/// Ed25519 public keys decompressed once per signer (at most 4,096 remembered; then forgotten
+/// all at once). Weak (small-order) keys are remembered as unusable.
+#[derive(Default)]
+pub struct KeyCache {
+    keys: std::collections::HashMap<[u8; 32], Option<ed25519_dalek::VerifyingKey>>,
+}
+
+impl KeyCache {
+    const MAX: usize = 4096;
+
+    fn get(&mut self, pk: &[u8; 32]) -> Option<ed25519_dalek::VerifyingKey> {
+        if let Some(k) = self.keys.get(pk) {
+            return *k;
+        }
+        let k = ed25519_dalek::VerifyingKey::from_bytes(pk).ok().filter(|k| !k.is_weak());
+        if self.keys.len() >= Self::MAX {
+            self.keys.clear();
+        }
+        self.keys.insert(*pk, k);
+        k
+    }
+
+    /// Strict verification of one signature.
+    pub fn verify_strict(&mut self, pk: &[u8; 32], msg: &[u8], sig: &[u8; 64]) -> bool {
+        self.get(pk).is_some_and(|k| k.verify_strict(msg, &ed25519_dalek::Signature::from_bytes(sig)).is_ok())
+    }
+}
+
+/// One signature to check: (public key, signed bytes, signature).
+pub type SigCheck<'a> = (&'a [u8; 32], &'a [u8], &'a [u8; 64]);
+
+/// Verdicts (true = valid), in order, for several signatures (wire-spec §12.4). Two or more go
+/// through Ed25519 batch verification, about half the cost of checking each; if the batch fails,
+/// each is checked on its own with strict verification, so one bad signature costs the batch a
+/// second pass but never condemns a good one.
+pub fn verify_many(items: &[SigCheck<'_>], keys: &mut KeyCache) -> Vec<bool> {
+    let mut verdicts = vec![false; items.len()];
+    let mut idx = Vec::with_capacity(items.len());
+    let mut vks = Vec::with_capacity(items.len());
+    for (i, (pk, _, _)) in items.iter().enumerate() {
+        if let Some(k) = keys.get(pk) {
+            idx.push(i);
+            vks.push(k);
+        }
+    }
+    let batch_ok = idx.len() >= 2 && {
+        let msgs: Vec<&[u8]> = idx.iter().filter_map(|&i| items.get(i).map(|x| x.1)).collect();
+        let sigs: Vec<ed25519_dalek::Signature> =
+            idx.iter().filter_map(|&i| items.get(i).map(|x| ed25519_dalek::Signature::from_bytes(x.2))).collect();
+        ed25519_dalek::verify_batch(&msgs, &sigs, &vks).is_ok()
+    };
+    for (&i, k) in idx.iter().zip(&vks) {
+        let ok = batch_ok
+            || items
+                .get(i)
+                .is_some_and(|(_, m, s)| k.verify_strict(m, &ed25519_dalek::Signature::from_bytes(s)).is_ok());
+        if let Some(v) = verdicts.get_mut(i) {
+            *v = ok;
+        }
+    }
+    verdicts
 }
 
 /// Contact data of a peer: its addresses as an encoded `Vec<WireAddr>` (at most 4; §12.3).
@@ -231,5 +313,42 @@ mod tests {
         assert_eq!(u32::from_be_bytes(enc[..4].try_into().unwrap()) as usize, enc.len() - 4);
         assert_eq!(decode_frame(&enc[4..]), Some(f));
         assert_eq!(decode_frame(&[9]), None);
+    }
+
+    #[test]
+    fn batch_verdicts_match_strict_verification_one_by_one() {
+        let topic = TopicId::from_name("t");
+        let mut keys = KeyCache::default();
+        // 40 envelopes from 5 signers; every 7th tampered, one signed for another topic.
+        let mut items = Vec::new();
+        for k in 0..40u8 {
+            let id = Identity::from_seed([k % 5 + 1; 32]);
+            let t = if k == 13 { TopicId::from_name("other") } else { topic };
+            let e = Envelope::sign(&id, &t, 1, u64::from(k), 1_000_000, vec![k; 20]).unwrap();
+            let mut bytes = e.encode();
+            if k % 7 == 3 {
+                let i = bytes.len() - 70;
+                bytes[i] ^= 1;
+            }
+            items.push(bytes);
+        }
+        let decoded: Vec<(Envelope, Vec<u8>)> =
+            items.iter().map(|b| Envelope::decode_unverified(b, &topic, 1_000_000, 300_000).unwrap()).collect();
+        let checks: Vec<SigCheck<'_>> = decoded.iter().map(|(e, m)| (&e.origin, m.as_slice(), &e.signature)).collect();
+        let got = verify_many(&checks, &mut keys);
+        let want: Vec<bool> =
+            items.iter().map(|b| Envelope::decode_verified(b, &topic, 1_000_000, 300_000).is_ok()).collect();
+        assert_eq!(got, want);
+        assert_eq!(want.iter().filter(|v| !**v).count(), 7);
+        // All good: one batch; a single item; nothing.
+        let good: Vec<SigCheck<'_>> = checks.iter().zip(&want).filter(|(_, w)| **w).map(|(c, _)| *c).collect();
+        assert!(verify_many(&good, &mut keys).iter().all(|v| *v));
+        assert_eq!(verify_many(&good[..1], &mut keys), vec![true]);
+        assert!(verify_many(&[], &mut keys).is_empty());
+        // A weak (small-order) key never verifies: the identity point, compressed.
+        let mut weak = [0u8; 32];
+        weak[0] = 1;
+        let (e, m) = &decoded[0];
+        assert_eq!(verify_many(&[(&weak, m.as_slice(), &e.signature), checks[0]], &mut keys), vec![false, true]);
     }
 }

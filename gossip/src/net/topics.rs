@@ -21,7 +21,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::transport::{Transport, kind};
 use crate::proto::hyparview::{self, HyParView, PeerInfo};
 use crate::proto::plumtree::{self, MessageId, Plumtree};
-use crate::wire::{Envelope, EnvelopeError, Frame, MAX_FRAME, TopicId, decode_frame, encode_frame};
+use crate::wire::{
+    Envelope, EnvelopeError, Frame, KeyCache, MAX_FRAME, SigCheck, TopicId, decode_frame, encode_frame, verify_many,
+};
 pub use crate::wire::{decode_contact, encode_contact};
 
 /// Tunables of the topic layer.
@@ -255,6 +257,8 @@ impl Topics {
             stats: TopicStats::default(),
             input_tx: in_tx.clone(),
             seed,
+            keys: KeyCache::default(),
+            verdicts: HashMap::new(),
         };
         tokio::spawn(driver.run(cmd_rx, in_rx));
         Topics { cmd: cmd_tx, input: in_tx, rate, buckets: Arc::default() }
@@ -396,6 +400,11 @@ struct Driver {
     stats: TopicStats,
     input_tx: mpsc::Sender<Input>,
     seed: [u8; 32],
+    /// Decompressed signer keys.
+    keys: KeyCache,
+    /// Signature verdicts for the broadcasts of the batch being worked through, by message id
+    /// (an id is BLAKE3 of the envelope, so a verdict holds for every copy of it).
+    verdicts: HashMap<MessageId, Result<(), EnvelopeError>>,
 }
 
 impl Driver {
@@ -417,20 +426,64 @@ impl Driver {
                     Some(c) => self.command(c),
                 },
                 Some(i) = inputs.recv() => {
-                    self.input(i);
                     // Work through what is queued before timers: a graft timer must not fire for
                     // a message that already sits in our own queue (under load that turned every
                     // announcement into a graft). Bounded, so timers still run under a flood.
-                    for _ in 0..4096 {
+                    let mut batch = vec![i];
+                    while batch.len() < 4096 {
                         match inputs.try_recv() {
-                            Ok(i) => self.input(i),
+                            Ok(i) => batch.push(i),
                             Err(_) => break,
                         }
                     }
+                    // Every new broadcast in the batch is verified at once (batch verification).
+                    self.verify_batch(&batch);
+                    for i in batch {
+                        self.input(i);
+                    }
+                    self.verdicts.clear();
                 }
                 () = sleep => {}
             }
             self.fire_timers();
+        }
+    }
+
+    /// Checks the signatures of the broadcasts in `batch` that are new, from a neighbour, and whose
+    /// id is the hash of their envelope, all at once; `input` then uses the verdicts.
+    fn verify_batch(&mut self, batch: &[Input]) {
+        let ttl_ms = u64::try_from(self.cfg.ttl.as_millis()).unwrap_or(u64::MAX);
+        let now_ms = unix_ms();
+        let mut pending: Vec<(MessageId, Envelope, Vec<u8>)> = Vec::new();
+        let mut queued: std::collections::HashSet<MessageId> = std::collections::HashSet::new();
+        for i in batch {
+            let Input::Frame(from, Frame::Broadcast { topic, msg: plumtree::Message::Gossip { id, payload, .. } }) = i
+            else {
+                continue;
+            };
+            let Some(t) = self.topics.get(topic) else { continue };
+            if t.pt.has_seen(id)
+                || self.verdicts.contains_key(id)
+                || queued.contains(id)
+                || !t.hpv.active().any(|a| a == from)
+                || blake3::hash(payload).as_bytes() != id
+            {
+                continue;
+            }
+            queued.insert(*id);
+            match Envelope::decode_unverified(payload, topic, now_ms, ttl_ms) {
+                Ok((e, signed)) => pending.push((*id, e, signed)),
+                Err(e) => drop(self.verdicts.insert(*id, Err(e))),
+            }
+        }
+        if pending.is_empty() {
+            return;
+        }
+        let checks: Vec<SigCheck<'_>> =
+            pending.iter().map(|(_, e, m)| (&e.origin, m.as_slice(), &e.signature)).collect();
+        let ok = verify_many(&checks, &mut self.keys);
+        for ((id, _, _), good) in pending.iter().zip(ok) {
+            self.verdicts.insert(*id, if good { Ok(()) } else { Err(EnvelopeError::BadSignature) });
         }
     }
 
@@ -597,8 +650,19 @@ impl Driver {
                 if let plumtree::Message::Gossip { id, payload, .. } = &msg
                     && !t.pt.has_seen(id)
                 {
-                    // Verify before the message can be delivered or relayed.
-                    if let Err(e) = Envelope::decode_verified(payload, &topic, unix_ms(), ttl_ms) {
+                    // Verify before the message can be delivered or relayed (usually done already
+                    // for the whole batch).
+                    let verdict = match self.verdicts.get(id) {
+                        Some(v) => *v,
+                        None => Envelope::decode_unverified(payload, &topic, unix_ms(), ttl_ms).and_then(|(e, m)| {
+                            if self.keys.verify_strict(&e.origin, &m, &e.signature) {
+                                Ok(())
+                            } else {
+                                Err(EnvelopeError::BadSignature)
+                            }
+                        }),
+                    };
+                    if let Err(e) = verdict {
                         match e {
                             EnvelopeError::BadSignature => self.stats.bad_signature += 1,
                             EnvelopeError::Expired | EnvelopeError::FromTheFuture => self.stats.bad_time += 1,
