@@ -251,21 +251,55 @@ pub fn decode_contact(data: &[u8]) -> Vec<std::net::SocketAddr> {
 }
 
 /// Decodes `bytes` as a `T`, refusing trailing bytes and non-canonical encodings (the value must
-/// re-encode to exactly `bytes`).
+/// re-encode to exactly `bytes`; the re-encoding is compared as it is produced, never stored).
 pub fn decode_canonical<T: Serialize + for<'de> Deserialize<'de>>(bytes: &[u8]) -> Option<T> {
     let v: T = postcard::from_bytes(bytes).ok()?;
-    (postcard::to_allocvec(&v).ok()? == bytes).then_some(v)
+    postcard::serialize_with_flavor(&v, Compare { expected: bytes, pos: 0 }).ok()?.then_some(v)
+}
+
+/// A postcard output that checks the encoding against `expected` instead of writing it.
+struct Compare<'a> {
+    expected: &'a [u8],
+    pos: usize,
+}
+
+impl postcard::ser_flavors::Flavor for Compare<'_> {
+    type Output = bool;
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        let end = self.pos.saturating_add(data.len());
+        if self.expected.get(self.pos..end) != Some(data) {
+            return Err(postcard::Error::SerializeBufferFull);
+        }
+        self.pos = end;
+        Ok(())
+    }
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.try_extend(&[data])
+    }
+
+    fn finalize(self) -> postcard::Result<bool> {
+        Ok(self.pos == self.expected.len())
+    }
 }
 
 /// Encodes a frame with its 4-byte big-endian length prefix.
 pub fn encode_frame(frame: &Frame) -> Option<Vec<u8>> {
-    let body = postcard::to_allocvec(frame).ok()?;
-    if body.len() > MAX_FRAME {
+    // Room for the whole frame up front: one allocation, no regrowth while encoding.
+    let hint = match frame {
+        Frame::Broadcast { msg: plumtree::Message::Gossip { payload, .. }, .. } => payload.len() + 96,
+        Frame::Broadcast { msg: plumtree::Message::IHave(ids), .. } => ids.len() * 36 + 48,
+        _ => 128,
+    };
+    let mut out = Vec::with_capacity(4 + hint);
+    out.extend_from_slice(&[0; 4]);
+    let mut out = postcard::to_extend(frame, out).ok()?;
+    let len = out.len() - 4;
+    if len > MAX_FRAME {
         return None;
     }
-    let mut out = Vec::with_capacity(4 + body.len());
-    out.extend_from_slice(&u32::try_from(body.len()).ok()?.to_be_bytes());
-    out.extend_from_slice(&body);
+    out.get_mut(..4)?.copy_from_slice(&u32::try_from(len).ok()?.to_be_bytes());
     Some(out)
 }
 

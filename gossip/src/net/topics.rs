@@ -259,6 +259,7 @@ impl Topics {
             seed,
             keys: KeyCache::default(),
             verdicts: HashMap::new(),
+            last_gossip: None,
         };
         tokio::spawn(driver.run(cmd_rx, in_rx));
         Topics { cmd: cmd_tx, input: in_tx, rate, buckets: Arc::default() }
@@ -405,7 +406,12 @@ struct Driver {
     /// Signature verdicts for the broadcasts of the batch being worked through, by message id
     /// (an id is BLAKE3 of the envelope, so a verdict holds for every copy of it).
     verdicts: HashMap<MessageId, Result<(), EnvelopeError>>,
+    /// The last `Gossip` frame encoded, reused for the next eager peer.
+    last_gossip: Option<(GossipKey, Arc<Vec<u8>>)>,
 }
+
+/// Which `Gossip` frame: topic, message id, round.
+type GossipKey = (TopicId, MessageId, u16);
 
 impl Driver {
     async fn run(mut self, mut cmds: mpsc::Receiver<Command>, mut inputs: mpsc::Receiver<Input>) {
@@ -749,7 +755,25 @@ impl Driver {
                 match out {
                     plumtree::Out::Send { to, msg } => {
                         let is_gossip = matches!(msg, plumtree::Message::Gossip { .. });
-                        if !self.send_frame(to, &Frame::Broadcast { topic, msg }) && is_gossip {
+                        let sent = match &msg {
+                            // The same message goes to every eager peer: encode it once.
+                            plumtree::Message::Gossip { id, round, .. } => {
+                                let key = (topic, *id, *round);
+                                let bytes = match &self.last_gossip {
+                                    Some((k, b)) if *k == key => Some(b.clone()),
+                                    _ => encode_frame(&Frame::Broadcast { topic, msg }).map(Arc::new),
+                                };
+                                match bytes {
+                                    Some(b) => {
+                                        self.last_gossip = Some((key, b.clone()));
+                                        self.send_bytes(to, b)
+                                    }
+                                    None => false,
+                                }
+                            }
+                            _ => self.send_frame(to, &Frame::Broadcast { topic, msg }),
+                        };
+                        if !sent && is_gossip {
                             // A slow peer leaves the tree; it will catch up from announcements.
                             if let Some(t) = self.topics.get_mut(&topic) {
                                 t.pt.handle(now, plumtree::In::Message { from: to, msg: plumtree::Message::Prune });
@@ -772,6 +796,11 @@ impl Driver {
     /// Queues a frame for `to`, opening a link if needed; `false` if it could not be queued.
     fn send_frame(&mut self, to: NodeId, frame: &Frame) -> bool {
         let Some(bytes) = encode_frame(frame) else { return false };
+        self.send_bytes(to, Arc::new(bytes))
+    }
+
+    /// Queues an encoded frame for `to`, opening the link if needed.
+    fn send_bytes(&mut self, to: NodeId, bytes: Arc<Vec<u8>>) -> bool {
         let link = match self.links.get(&to) {
             Some(l) if !l.tx.is_closed() => l,
             _ => {
@@ -782,7 +811,7 @@ impl Driver {
                 }
             }
         };
-        if link.tx.try_send(Arc::new(bytes)).is_err() {
+        if link.tx.try_send(bytes).is_err() {
             self.stats.peer_queue_full += 1;
             return false;
         }
