@@ -550,10 +550,11 @@ fn print_text(r: &Report, pairs: usize) {
     broadcast_line("broadcast", &r.broadcast);
     broadcast_line("paced, 20 msg/s", &r.paced_broadcast);
     println!(
-        "  blob                  {} MiB found in the DHT and fetched from {} providers in {:.1} ms, {}",
+        "  blob                  {} MiB found in the DHT ({:.1} ms) and fetched from {} providers ({:.1} ms), {}",
         r.blob.bytes >> 20,
+        r.blob.lookup_ms,
         r.blob.providers,
-        r.blob.ms,
+        r.blob.fetch_ms,
         if r.blob.verified { "every 256 KiB chunk verified" } else { "NOT VERIFIED" }
     );
     let f = &r.failure;

@@ -217,8 +217,12 @@ pub struct Blob {
     pub bytes: usize,
     /// Providers that served chunks.
     pub providers: usize,
-    /// Time to fetch and verify it.
+    /// Time to find its providers in the DHT, fetch and verify it.
     pub ms: f64,
+    /// Of which: the provider lookup.
+    pub lookup_ms: f64,
+    /// Of which: manifest and chunks, fetched and verified.
+    pub fetch_ms: f64,
     /// Every chunk matched its BLAKE3 hash and the result matched the source.
     pub verified: bool,
 }
@@ -239,9 +243,17 @@ pub async fn blob(nodes: &[Node], size: usize) -> Result<Blob> {
     if providers.is_empty() {
         providers = vec![a.id(), b.id()];
     }
+    let lookup_ms = t.elapsed().as_secs_f64() * 1e3;
     let (got, report) = f.fetch_blob(hash, &providers, None).await.context("blob fetch")?;
     let ms = t.elapsed().as_secs_f64() * 1e3;
-    Ok(Blob { bytes: got.len(), providers: report.per_provider.len(), ms, verified: got.as_slice() == data.as_slice() })
+    Ok(Blob {
+        bytes: got.len(),
+        providers: report.per_provider.len(),
+        ms,
+        lookup_ms,
+        fetch_ms: ms - lookup_ms,
+        verified: got.as_slice() == data.as_slice(),
+    })
 }
 
 /// Waits (at most `limit`) until every node in `live` has a non-empty active view in the topic
