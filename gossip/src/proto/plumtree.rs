@@ -52,7 +52,7 @@ impl Default for Config {
         Config {
             graft_timeout_1: Duration::from_millis(80),
             graft_timeout_2: Duration::from_millis(40),
-            dispatch_timeout: Duration::from_millis(5),
+            dispatch_timeout: Duration::from_millis(50),
             optimization_threshold: 7,
             message_ttl: Duration::from_secs(300),
             max_remembered: 100_000,
