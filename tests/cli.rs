@@ -271,7 +271,9 @@ fn five_processes_share_records_topics_and_blobs_and_survive_a_restart() {
     // Stop node 3 and restart it on the same port with its data dir: same id, records kept.
     let before = status(&nodes[3]);
     let records_before = before["records"].as_u64().unwrap();
-    assert!(records_before >= 3, "node 3 holds {records_before} records");
+    // With r = 3 of 5 nodes, node 3 holds some of the ~13 records put so far (topic member and
+    // provider entries included); all of them must survive the restart.
+    assert!(records_before >= 1, "node 3 holds {records_before} records");
     let n3 = nodes.remove(3);
     let id3 = n3.id.clone();
     let (dir3, addr3, lines) = stop(n3);
