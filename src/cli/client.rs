@@ -429,50 +429,81 @@ pub async fn publish(via: &Via, topic: &str, msg: Option<String>, file: Option<P
     Ok(())
 }
 
+/// Prints a stream of JSON lines with `line` (which says whether the line was a message) until
+/// the stream ends, `count` messages were printed, or Ctrl-C.
+async fn print_stream(
+    resp: hyper::Response<hyper::body::Incoming>,
+    count: Option<u64>,
+    mut line: impl FnMut(&Value) -> Result<bool>,
+) -> Result<()> {
+    let mut seen = 0u64;
+    let stream = http::read_ndjson(resp, |v| {
+        if line(&v)? {
+            seen += 1;
+        }
+        let _ = std::io::stdout().flush();
+        Ok(count.is_none_or(|n| seen < n))
+    });
+    tokio::select! {
+        r = stream => r,
+        () = super::node::wait_for_signal() => Ok(()),
+    }
+}
+
 pub async fn subscribe(via: &Via, topic: &str, as_json: bool, count: Option<u64>) -> Result<()> {
     Session::run(via, async |c: &Control| {
         let body = Bytes::from(serde_json::to_vec(&json!({ "topic": topic }))?);
         let resp = c.send("POST", "/v1/subscribe", body, "application/json").await?;
-        let mut seen = 0u64;
-        let stream = http::read_ndjson(resp, |v| {
+        print_stream(resp, count, |v| {
             if let Some(e) = v.get("error") {
                 bail!("{}", e.as_str().unwrap_or_default());
             }
             if v.get("subscribed").is_some() {
                 eprintln!("subscribed to {topic}; waiting for messages (Ctrl-C to stop)");
-                return Ok(true);
+                return Ok(false);
             }
             if v.get("origin").is_none() {
                 if let Some(p) = v.get("neighbor_up").and_then(Value::as_str) {
                     eprintln!("neighbour up: {}", short(p));
                 }
-                return Ok(true);
+                return Ok(false);
             }
             if as_json {
                 println!("{v}");
             } else {
-                println!("{} #{}: {}", short(&text(&v, "origin")), text(&v, "seq"), show(&hex_of(&v, "data")));
+                println!("{} #{}: {}", short(&text(v, "origin")), text(v, "seq"), show(&hex_of(v, "data")));
             }
-            let _ = std::io::stdout().flush();
-            seen += 1;
-            Ok(count.is_none_or(|n| seen < n))
-        });
-        tokio::select! {
-            r = stream => r,
-            () = super::node::wait_for_signal() => Ok(()),
-        }
+            Ok(true)
+        })
+        .await
     })
     .await
     .map_err(|e| anyhow!("subscribe {topic}: {e}"))
 }
 
-pub async fn send(via: &Via, peer: &str, msg: Option<String>, file: Option<PathBuf>, request: bool) -> Result<()> {
+/// `suprnova send` and `suprnova request`.
+#[derive(Args, Debug)]
+pub struct DirectArgs {
+    /// NODEID, or NODEID@HOST:PORT.
+    pub peer: String,
+    /// Message (or use --file).
+    pub message: Option<String>,
+    /// Read the message from a file (`-`: stdin).
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub via: Via,
+}
+
+pub async fn send(a: DirectArgs, request: bool) -> Result<()> {
+    let DirectArgs { peer, message: msg, file, via } = a;
     let data = message(msg, file.as_deref(), 1 << 20)?;
     let path = if request { "/v1/request" } else { "/v1/send" };
-    let r =
-        Session::run(via, async |c: &Control| c.call(path, &json!({ "peer": peer, "data": hex::encode(&data) })).await)
-            .await
-            .map_err(|e| anyhow!("{} {peer}: {e}", if request { "request to" } else { "send to" }))?;
+    let r = Session::run(&via, async |c: &Control| {
+        c.call(path, &json!({ "peer": peer, "data": hex::encode(&data) })).await
+    })
+    .await
+    .map_err(|e| anyhow!("{} {peer}: {e}", if request { "request to" } else { "send to" }))?;
     if request {
         println!("{}", show(&hex_of(&r, "data")));
         eprintln!("answered in {:.1} ms", at(&r, "rtt_ms").as_f64().unwrap_or(f64::NAN));
@@ -486,23 +517,17 @@ pub async fn listen(via: &Via, as_json: bool, count: Option<u64>) -> Result<()> 
     Session::run(via, async |c: &Control| {
         let resp = c.send("POST", "/v1/listen", Bytes::from_static(b"{}"), "application/json").await?;
         eprintln!("listening for direct messages and requests (Ctrl-C to stop)");
-        let mut seen = 0u64;
-        let stream = http::read_ndjson(resp, |v| {
+        print_stream(resp, count, |v| {
             if as_json {
                 println!("{v}");
             } else if let Some(n) = v.get("missed") {
                 println!("({n} messages missed: this listener was too slow)");
             } else {
-                println!("{} from {}: {}", text(&v, "kind"), short(&text(&v, "from")), show(&hex_of(&v, "data")));
+                println!("{} from {}: {}", text(v, "kind"), short(&text(v, "from")), show(&hex_of(v, "data")));
             }
-            let _ = std::io::stdout().flush();
-            seen += 1;
-            Ok(count.is_none_or(|n| seen < n))
-        });
-        tokio::select! {
-            r = stream => r,
-            () = super::node::wait_for_signal() => Ok(()),
-        }
+            Ok(true)
+        })
+        .await
     })
     .await
 }

@@ -108,31 +108,11 @@ pub enum Cmd {
     #[command(
         after_help = "Examples:\n  suprnova send 3f2a…c1 'hello'\n  suprnova send 3f2a…c1@127.0.0.1:4434 'hello'    # with an address: no DHT lookup"
     )]
-    Send {
-        /// NODEID, or NODEID@HOST:PORT.
-        peer: String,
-        /// Message (or use --file).
-        message: Option<String>,
-        /// Read the message from a file (`-`: stdin).
-        #[arg(long)]
-        file: Option<PathBuf>,
-        #[command(flatten)]
-        via: client::Via,
-    },
+    Send(client::DirectArgs),
     /// Send a request to a node and print its answer (a `suprnova node` answers with the request's
     /// own bytes).
     #[command(after_help = "Example:\n  suprnova request 3f2a…c1 'are you there?'")]
-    Request {
-        /// NODEID, or NODEID@HOST:PORT.
-        peer: String,
-        /// Message (or use --file).
-        message: Option<String>,
-        /// Read the message from a file (`-`: stdin).
-        #[arg(long)]
-        file: Option<PathBuf>,
-        #[command(flatten)]
-        via: client::Via,
-    },
+    Request(client::DirectArgs),
     /// Print direct messages and requests reaching a running node, until interrupted.
     #[command(after_help = "Example:\n  suprnova listen --data-dir /tmp/sn2")]
     Listen {
@@ -223,8 +203,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Get(args) => client::get(&args).await,
         Cmd::Publish { topic, message, file, via } => client::publish(&via, &topic, message, file).await,
         Cmd::Subscribe { topic, json, count, via } => client::subscribe(&via, &topic, json, count).await,
-        Cmd::Send { peer, message, file, via } => client::send(&via, &peer, message, file, false).await,
-        Cmd::Request { peer, message, file, via } => client::send(&via, &peer, message, file, true).await,
+        Cmd::Send(a) => client::send(a, false).await,
+        Cmd::Request(a) => client::send(a, true).await,
         Cmd::Listen { json, count, via } => client::listen(&via, json, count).await,
         Cmd::Blob(cmd) => client::blob(cmd).await,
         Cmd::Devnet { nodes, sample, pings, records, messages, paced, report } => {
