@@ -15,21 +15,26 @@ impl Out {
         let _ = writeln!(self.0, "# TYPE suprnova_{name} {kind}");
     }
 
+    /// `{k="v",…}` with values escaped, or nothing.
+    fn labels(&mut self, labels: &[(&str, &str)]) {
+        if labels.is_empty() {
+            return;
+        }
+        self.0.push('{');
+        for (i, (k, v)) in labels.iter().enumerate() {
+            if i > 0 {
+                self.0.push(',');
+            }
+            let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+            let _ = write!(self.0, "{k}=\"{v}\"");
+        }
+        self.0.push('}');
+    }
+
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: u64) {
         self.0.push_str("suprnova_");
         self.0.push_str(name);
-        if !labels.is_empty() {
-            self.0.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.0.push(',');
-                }
-                // Label values here are our own identifiers; escape anyway.
-                let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
-                let _ = write!(self.0, "{k}=\"{v}\"");
-            }
-            self.0.push('}');
-        }
+        self.labels(labels);
         let _ = writeln!(self.0, " {value}");
     }
 
@@ -52,10 +57,7 @@ impl Out {
         self.sample(&format!("{name}_bucket"), &l, h.count);
         // The sum is in seconds; written with microsecond precision.
         let _ = write!(self.0, "suprnova_{name}_sum");
-        if !labels.is_empty() {
-            let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-            let _ = write!(self.0, "{{{}}}", inner.join(","));
-        }
+        self.labels(labels);
         let _ = writeln!(self.0, " {}", h.sum_us as f64 / 1e6);
         self.sample(&format!("{name}_count"), labels, h.count);
     }

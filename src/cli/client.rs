@@ -16,8 +16,8 @@ use suprnova_dht::wire::Key;
 use suprnova_node::{Node, NodeConfig};
 
 use super::control::{self, ControlServer};
+use super::default_data_dir;
 use super::http::{self, Control};
-use super::{default_data_dir, parse_target};
 
 /// Which node a subcommand uses.
 #[derive(Args, Debug, Clone)]
@@ -70,11 +70,7 @@ impl Session {
         if via.bootstrap.is_empty() {
             bail!("--ephemeral needs --bootstrap NODEID@HOST:PORT (or HOST:PORT) to join through");
         }
-        let seeds = via
-            .bootstrap
-            .iter()
-            .map(|b| parse_target(b).map(|(expect, addr)| Target::Addr { addr, expect }))
-            .collect::<Result<Vec<_>>>()?;
+        let seeds = super::parse_seeds(&via.bootstrap)?;
         let first = match seeds.first() {
             Some(Target::Addr { addr, .. }) => *addr,
             _ => bail!("no bootstrap address"),

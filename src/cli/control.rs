@@ -90,6 +90,21 @@ pub async fn start(node: Node, bind: SocketAddr, data_dir: Option<&Path>) -> Res
     Ok(ControlServer { control: Control { addr, token }, task, inbox_task, files: data_dir.map(Path::to_path_buf) })
 }
 
+/// The node's counters in Prometheus text format (served here and by `--metrics`).
+pub async fn metrics_response(node: &Node) -> Response<Body> {
+    match node.metrics().await {
+        Ok(m) => {
+            let mut r = Response::new(http::full(m.to_prometheus()));
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}
+
 /// Direct messages and requests go to `listen` streams; requests are answered with their own
 /// bytes (an echo, so `suprnova request` works against any node).
 async fn answer_incoming(node: Node, inbox: broadcast::Sender<Value>) {
@@ -121,10 +136,7 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let method = req.method().clone();
     let result = match (method, path.as_str()) {
         (Method::GET, "/v1/status") => status(&st).await,
-        (Method::GET, "/metrics") => match st.node.metrics().await {
-            Ok(m) => Ok(Response::new(http::full(m.to_prometheus()))),
-            Err(e) => Err(e.into()),
-        },
+        (Method::GET, "/metrics") => return metrics_response(&st.node).await,
         (Method::POST, "/v1/ping") => with_json(req, |v| ping(&st, v)).await,
         (Method::POST, "/v1/put") => with_json(req, |v| put(&st, v)).await,
         (Method::POST, "/v1/get") => with_json(req, |v| get(&st, v)).await,

@@ -264,6 +264,13 @@ pub fn parse_target(s: &str) -> Result<(Option<NodeId>, SocketAddr)> {
     Ok((id, sa))
 }
 
+/// Parses bootstrap arguments (`NODEID@HOST:PORT` or `HOST:PORT`) into DHT targets.
+pub fn parse_seeds(args: &[String]) -> Result<Vec<suprnova_dht::proto::Target>> {
+    args.iter()
+        .map(|b| parse_target(b).map(|(expect, addr)| suprnova_dht::proto::Target::Addr { addr, expect }))
+        .collect()
+}
+
 /// Median, p99 and friends of a sample, in milliseconds.
 pub fn percentiles_ms<const N: usize>(v: &mut [f64], ps: [f64; N]) -> [f64; N] {
     v.sort_by(f64::total_cmp);

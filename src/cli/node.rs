@@ -5,10 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use suprnova_dht::proto::Target;
 
 use super::config::FileConfig;
-use super::{control, http, load_identity, parse_target};
+use super::{control, http, load_identity};
 
 /// Flags of `suprnova node`; each has an environment variable and a config-file key.
 #[derive(Args, Debug)]
@@ -80,11 +79,7 @@ fn settings(a: NodeArgs) -> Result<Settings> {
 /// Runs a node until SIGINT/SIGTERM.
 pub async fn run_node(args: NodeArgs) -> Result<()> {
     let s = settings(args)?;
-    let seeds = s
-        .bootstrap
-        .iter()
-        .map(|b| parse_target(b).map(|(expect, addr)| Target::Addr { addr, expect }))
-        .collect::<Result<Vec<_>>>()?;
+    let seeds = super::parse_seeds(&s.bootstrap)?;
     let listen = s.listen;
     let (ident, dir) = load_identity(s.data_dir)?;
     let db = dir.join("dht.redb");
@@ -171,7 +166,7 @@ async fn serve_metrics(
     node: suprnova_node::Node,
     addr: SocketAddr,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    use hyper::{Method, Response, StatusCode};
+    use hyper::{Method, StatusCode};
     let listener =
         tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} for metrics"))?;
     let bound = listener.local_addr()?;
@@ -181,17 +176,7 @@ async fn serve_metrics(
             if req.method() != Method::GET || req.uri().path() != "/metrics" {
                 return http::error(StatusCode::NOT_FOUND, "only GET /metrics here");
             }
-            match node.metrics().await {
-                Ok(m) => {
-                    let mut r = Response::new(http::full(m.to_prometheus()));
-                    r.headers_mut().insert(
-                        hyper::header::CONTENT_TYPE,
-                        hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
-                    );
-                    r
-                }
-                Err(e) => http::error(StatusCode::SERVICE_UNAVAILABLE, e),
-            }
+            control::metrics_response(&node).await
         }
     }));
     Ok((bound, task))
