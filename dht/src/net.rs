@@ -67,6 +67,7 @@ enum Command {
     Get(Key, GetMode, Reply<Vec<GotRecord>>),
     Put(Box<(Key, Record, Duration, Option<u64>)>, Reply<PutOutcome>, Option<mpsc::UnboundedSender<ReplicaReport>>),
     Stats(oneshot::Sender<NodeStats>),
+    Holds(Vec<Key>, oneshot::Sender<Vec<bool>>),
     Shutdown,
 }
 
@@ -296,6 +297,14 @@ impl NodeHandle {
         rx.await.map_err(|_| NodeError::Stopped)
     }
 
+    /// For each key, whether this node stores an unexpired record under it (its own replica, not
+    /// a lookup). For tests and the devnet's replica counts.
+    pub async fn holds(&self, keys: Vec<Key>) -> Result<Vec<bool>, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Command::Holds(keys, tx)).await.map_err(|_| NodeError::Stopped)?;
+        rx.await.map_err(|_| NodeError::Stopped)
+    }
+
     /// Asks the node task to stop.
     pub async fn shutdown(&self) {
         let _ = self.tx.send(Command::Shutdown).await;
@@ -351,6 +360,9 @@ fn command(dht: &mut Dht, cmd: Command, w: &mut Waiters, send_errors: u64) -> bo
                 records: dht.store().len(),
                 send_errors,
             });
+        }
+        Command::Holds(keys, reply) => {
+            let _ = reply.send(keys.iter().map(|k| !dht.store().get(now, k).is_empty()).collect());
         }
         Command::Shutdown => return false,
     }

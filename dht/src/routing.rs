@@ -358,6 +358,22 @@ impl RoutingTable {
         all.into_iter().take(n).cloned().collect()
     }
 
+    /// Ids of up to `n` entries closest to `target`, closest first (no entries cloned).
+    pub fn closest_ids(&self, target: &NodeId, n: usize) -> Vec<NodeId> {
+        let mut best: Vec<(crate::identity::Distance, NodeId)> = Vec::with_capacity(n + 1);
+        for e in self.buckets.iter().flat_map(|b| b.entries.iter()) {
+            let id = e.id();
+            let d = target.distance(&id);
+            if best.len() == n && best.last().is_some_and(|(worst, _)| d >= *worst) {
+                continue;
+            }
+            let at = best.partition_point(|(x, _)| *x < d);
+            best.insert(at, (d, id));
+            best.truncate(n);
+        }
+        best.into_iter().map(|(_, id)| id).collect()
+    }
+
     /// All entries, bucket by bucket.
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
         self.buckets.iter().flat_map(|b| b.entries.iter())

@@ -198,6 +198,16 @@ impl RecordStore {
         self.items.keys()
     }
 
+    /// Keys held, from `from` on (inclusive), in order.
+    pub fn keys_from<'a>(&'a self, from: &Key) -> impl Iterator<Item = &'a Key> + 'a {
+        self.items.range(*from..).map(|(k, _)| k)
+    }
+
+    /// Items held under `key` (expired ones included until `expire` runs).
+    pub fn items_under<'a>(&'a self, key: &Key) -> impl Iterator<Item = &'a Item> + 'a {
+        self.items.get(key).into_iter().flat_map(|m| m.values())
+    }
+
     /// Unexpired records under `key`.
     pub fn get(&self, now: Instant, key: &Key) -> Vec<Record> {
         self.items

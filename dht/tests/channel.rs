@@ -100,9 +100,23 @@ fn retransmitted_initiation_gets_a_byte_identical_response() {
     assert!(net.take_events(0).iter().any(|e| matches!(e, DhtEvent::Pong { request, .. } if *request == req)));
 }
 
+/// Two nodes with no background traffic (no neighbour check), for tests that count packets
+/// across long waits.
+fn quiet_pair() -> Net {
+    Net::new(
+        (0..2)
+            .map(|i| {
+                let mut c = config(i);
+                c.neighbour_check = Duration::ZERO;
+                c
+            })
+            .collect(),
+    )
+}
+
 #[test]
 fn stale_initiation_replayed_after_cache_expiry_is_refused() {
-    let mut net = Net::with_nodes(2);
+    let mut net = quiet_pair();
     ping(&mut net, 0, 1);
     let init = net.take_wire()[0].clone();
     net.deliver(init.clone());
@@ -150,7 +164,7 @@ fn packets_in_flight_during_rekey_are_still_accepted() {
 
 #[test]
 fn sessions_rekey_after_time_and_expire() {
-    let mut net = Net::with_nodes(2);
+    let mut net = quiet_pair();
     ping(&mut net, 0, 1);
     net.run();
     net.advance(Duration::from_secs(121));

@@ -215,3 +215,100 @@ fn absurd_lifetimes_are_clamped_not_a_panic() {
     net.run();
     assert_eq!(net.nodes.iter().map(|n| n.store().len()).sum::<usize>(), 3, "republished within the 24 h cap");
 }
+
+/// Delivers packets among the nodes not in `dead` (their packets are lost both ways) while
+/// virtual time advances `steps` × `step`.
+fn pump_without(net: &mut Net, dead: &[usize], steps: usize, step: Duration) {
+    let alive = |a: std::net::SocketAddr| !dead.iter().any(|d| addr(*d) == a);
+    for _ in 0..steps {
+        for _ in 0..10_000 {
+            let wire = net.take_wire();
+            if wire.is_empty() {
+                break;
+            }
+            for p in wire {
+                if alive(p.src) && alive(p.dst) {
+                    net.deliver(p);
+                }
+            }
+        }
+        net.advance(step);
+    }
+}
+
+fn holders(net: &Net, key: &Key, among: &[usize]) -> Vec<usize> {
+    among.iter().copied().filter(|i| !net.nodes[*i].store().get(net.now, key).is_empty()).collect()
+}
+
+fn closest_of(net: &Net, key: &Key, among: &[usize], n: usize) -> Vec<usize> {
+    let mut v = among.to_vec();
+    v.sort_by_key(|i| NodeId(key.0).distance(&net.nodes[*i].id()));
+    v.truncate(n);
+    v.sort_unstable();
+    v
+}
+
+#[test]
+fn holders_restore_r_replicas_when_replicas_die() {
+    let n = 30;
+    let mut net = joined(n);
+    let keys: Vec<Key> = (0..40u32)
+        .map(|i| {
+            let (k, r) = imm(format!("record {i}").as_bytes());
+            let now = net.now;
+            net.nodes[0].put(now, k, r, Duration::from_secs(3600), None).unwrap();
+            net.run();
+            k
+        })
+        .collect();
+    let all: Vec<usize> = (0..n).collect();
+    for k in &keys {
+        assert_eq!(holders(&net, k, &all), closest_of(&net, k, &all, 3), "a put stores on the 3 closest");
+    }
+    // Nodes 1..=9 stop. No lookups run: the survivors' neighbour checks (every 10 s, a node
+    // leaves the table after two failed pings) notice the dead replicas.
+    let dead: Vec<usize> = (1..=9).collect();
+    let live: Vec<usize> = (0..n).filter(|i| !dead.contains(i)).collect();
+    let kept: Vec<&Key> = keys.iter().filter(|k| !holders(&net, k, &live).is_empty()).collect();
+    let damaged = kept.iter().filter(|k| holders(&net, k, &live).len() < 3).count();
+    assert!(damaged >= 5, "the dead held copies of many records ({damaged})");
+    pump_without(&mut net, &dead, 60, Duration::from_millis(500));
+    pump_without(&mut net, &dead, 100, Duration::from_millis(10));
+    for k in &kept {
+        assert_eq!(holders(&net, k, &live), closest_of(&net, k, &live, 3), "repaired to the 3 closest live nodes");
+    }
+    let stores: u64 = live.iter().map(|i| net.nodes[*i].dht_stats().repair_stores).sum();
+    assert!(stores >= damaged as u64, "{stores} repair stores for {damaged} damaged records");
+}
+
+#[test]
+fn a_joining_node_receives_the_records_it_is_now_closest_to() {
+    let n = 31;
+    let mut net = net(n);
+    let joiner = n - 1;
+    for i in 1..joiner {
+        let (now, seed) = (net.now, net.nodes[0].record().clone());
+        net.nodes[i].bootstrap(now, vec![Target::Record(seed)]).unwrap();
+        net.run();
+    }
+    let keys: Vec<Key> = (0..60u32)
+        .map(|i| {
+            let (k, r) = imm(format!("value {i}").as_bytes());
+            let now = net.now;
+            net.nodes[3].put(now, k, r, Duration::from_secs(3600), None).unwrap();
+            net.run();
+            k
+        })
+        .collect();
+    assert!(net.nodes[joiner].store().is_empty());
+    let (now, seed) = (net.now, net.nodes[0].record().clone());
+    net.nodes[joiner].bootstrap(now, vec![Target::Record(seed)]).unwrap();
+    pump_without(&mut net, &[], 50, Duration::from_millis(10));
+    let all: Vec<usize> = (0..n).collect();
+    let mine: Vec<&Key> = keys.iter().filter(|k| closest_of(&net, k, &all, 3).contains(&joiner)).collect();
+    assert!(!mine.is_empty(), "the joiner is among the 3 closest to some of 60 keys");
+    for k in &mine {
+        assert!(holders(&net, k, &[joiner]) == vec![joiner], "the joiner got a copy of a record it is closest to");
+    }
+    assert_eq!(net.nodes[joiner].store().len(), mine.len(), "and no others");
+}

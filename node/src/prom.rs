@@ -94,6 +94,7 @@ impl Metrics {
         }
         o.one("dht_records_expired_total", "counter", "Records expired.", d.dht.records_expired);
         o.one("dht_republished_total", "counter", "Records republished by this node.", d.dht.republished);
+        o.one("dht_repair_stores_total", "counter", "Stores sent to restore a record's replicas.", d.dht.repair_stores);
         o.one("dht_packets_in_total", "counter", "DHT datagrams received.", c.packets_in);
         o.one("dht_packets_out_total", "counter", "DHT datagrams sent.", c.packets_out);
         o.one("dht_send_errors_total", "counter", "DHT datagrams the socket refused.", d.send_errors);

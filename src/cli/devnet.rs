@@ -130,6 +130,12 @@ pub struct Failure {
     pub records_lost_with_every_replica: usize,
     /// Records with a surviving replica read back intact (all of them, unless something is wrong).
     pub records_readable: usize,
+    /// Of the records with a surviving replica, those left with fewer than r copies.
+    pub records_below_r_at_stop: usize,
+    /// Of the records with a surviving replica, those with r live copies again at the end.
+    pub records_with_r_replicas: usize,
+    /// Seconds from the stop until every record with a surviving replica had r live copies.
+    pub replicas_restored_s: Option<f64>,
     /// Latency of those reads.
     pub get: Latency,
     /// The broadcast among survivors.
@@ -364,9 +370,6 @@ pub async fn run(o: Options) -> Result<()> {
         stopping.spawn(async move { f.shutdown().await });
     }
     while stopping.join_next().await.is_some() {}
-    let live: Vec<usize> = (0..stop_from).collect();
-    let repaired = super::devnet_gossip::repaired(&full, &live, &dead, Duration::from_secs(30)).await;
-    let repair_s = repaired.map(|_| t_stop.elapsed().as_secs_f64());
     let survivors: Vec<NodeHandle> = nodes.get(..stop_from).unwrap_or(&[]).to_vec();
     // Up to 200 records of each kind are read back through random survivors, 16 at a time. A
     // record whose every replica stopped is counted as lost, not read: with r replicas and a
@@ -376,6 +379,21 @@ pub async fn run(o: Options) -> Result<()> {
         .flat_map(|k| items.iter().filter(move |i| i.kind == *k).take(200))
         .collect();
     let lost = sample.iter().filter(|i| i.replicas.iter().all(|r| dead.contains(r))).count();
+    // Meanwhile the survivors' neighbour checks notice the stopped replicas and the holders
+    // restore r copies of every record that kept one (wire-spec §7.5).
+    let mut kept: Vec<suprnova_dht::wire::Key> =
+        sample.iter().filter(|i| !i.replicas.iter().all(|r| dead.contains(r))).map(|i| i.key).collect();
+    kept.sort_unstable();
+    kept.dedup();
+    let restoring = {
+        let (survivors, r) = (survivors.clone(), devnet_config().replication);
+        tokio::spawn(async move {
+            super::devnet_dht::replicas_restored(&survivors, kept, r, t_stop, Duration::from_secs(45)).await
+        })
+    };
+    let live: Vec<usize> = (0..stop_from).collect();
+    let repaired = super::devnet_gossip::repaired(&full, &live, &dead, Duration::from_secs(30)).await;
+    let repair_s = repaired.map(|_| t_stop.elapsed().as_secs_f64());
     bar.set_length(sample.len() as u64);
     let mut pick = super::devnet_dht::picker()?;
     let (mut readable, mut get_ms) = (0, Vec::new());
@@ -409,6 +427,9 @@ pub async fn run(o: Options) -> Result<()> {
     let plan = Plan { live: &live, publisher: 1, msgs: 200, size: 256, pace: None };
     let after = super::devnet_gossip::broadcast(&mut subs, &full, plan, &bar).await?;
     bar.finish();
+    let bar = bars.next("failure: replicas restored", 0);
+    let restored = restoring.await?;
+    bar.finish();
     report.failure = Failure {
         stopped: n - stop_from,
         survivors: stop_from,
@@ -416,6 +437,9 @@ pub async fn run(o: Options) -> Result<()> {
         records_checked: sample.len(),
         records_lost_with_every_replica: lost,
         records_readable: readable,
+        records_below_r_at_stop: restored.below_at_start,
+        records_with_r_replicas: restored.restored,
+        replicas_restored_s: restored.all_restored_s,
         get: Latency::of(&mut get_ms),
         broadcast: after,
     };
@@ -568,6 +592,15 @@ fn print_text(r: &Report, pairs: usize) {
         f.get.p50_ms,
         f.get.p99_ms,
         f.records_lost_with_every_replica
+    );
+    let copies = devnet_config().replication;
+    println!(
+        "  replica repair        {} of those left with fewer than {copies} copies; {}/{} back to {copies} {}",
+        f.records_below_r_at_stop,
+        f.records_with_r_replicas,
+        f.records_checked - f.records_lost_with_every_replica,
+        f.replicas_restored_s
+            .map_or("by the 45 s limit".into(), |s| format!("after {s:.2} s (neighbour check every 10 s)"))
     );
     broadcast_line("  broadcast after", &f.broadcast);
     println!(

@@ -1,7 +1,7 @@
 //! The devnet's DHT phases: every node joins through one seed, then puts and gets of each record
 //! kind, one at a time from random nodes, so the latencies are the protocol's and not a queue's.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use serde::Serialize;
@@ -242,4 +242,50 @@ pub async fn records(
         out.push(f);
     }
     Ok((out, kept))
+}
+
+/// How record replicas fared after nodes stopped.
+pub struct Restored {
+    /// Keys with fewer than `want` live copies at the first count.
+    pub below_at_start: usize,
+    /// When every key had `want` live copies again (since `since`), if it happened in time.
+    pub all_restored_s: Option<f64>,
+    /// Keys with `want` live copies at the last count.
+    pub restored: usize,
+}
+
+/// Counts the live copies of each key on `survivors` every 250 ms until every key has `want`
+/// of them or `limit` passes.
+pub async fn replicas_restored(
+    survivors: &[NodeHandle],
+    keys: Vec<Key>,
+    want: usize,
+    since: Instant,
+    limit: Duration,
+) -> Restored {
+    let mut out = Restored { below_at_start: 0, all_restored_s: None, restored: 0 };
+    for round in 0.. {
+        let mut copies = vec![0usize; keys.len()];
+        for h in survivors {
+            if let Ok(held) = h.holds(keys.clone()).await {
+                for (c, yes) in copies.iter_mut().zip(held) {
+                    *c += usize::from(yes);
+                }
+            }
+        }
+        let full = copies.iter().filter(|c| **c >= want).count();
+        if round == 0 {
+            out.below_at_start = keys.len() - full;
+        }
+        out.restored = full;
+        if full == keys.len() {
+            out.all_restored_s = Some(since.elapsed().as_secs_f64());
+            break;
+        }
+        if since.elapsed() >= limit {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    out
 }

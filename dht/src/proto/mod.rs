@@ -6,6 +6,7 @@
 //! bootstraps are driven in `query`. Like the channel below it, it is fed `(now, input)` and polled.
 
 mod query;
+mod repair;
 mod serve;
 mod snapshot;
 
@@ -63,6 +64,12 @@ pub struct DhtConfig {
     pub max_published: usize,
     /// Capability flags advertised in our record.
     pub capabilities: u64,
+    /// Every this often, our `neighbours` closest nodes not heard from for this long are pinged,
+    /// so that a replica that died is noticed (and its records repaired, §7.5) without waiting
+    /// for a lookup to stumble on it. Zero turns the check off.
+    pub neighbour_check: Duration,
+    /// How many of our closest nodes the neighbour check watches.
+    pub neighbours: usize,
 }
 
 impl Default for DhtConfig {
@@ -83,6 +90,8 @@ impl Default for DhtConfig {
             max_failures: 2,
             max_published: 10_000,
             capabilities: 0,
+            neighbour_check: Duration::from_secs(10),
+            neighbours: 8,
         }
     }
 }
@@ -277,6 +286,10 @@ pub struct DhtStats {
     pub records_expired: u64,
     /// Records republished by us.
     pub republished: u64,
+    /// Replica-repair sweeps over the store (a node left or joined near keys we hold).
+    pub repair_sweeps: u64,
+    /// Stores sent to repair a key's replica set.
+    pub repair_stores: u64,
     /// Duration of finished queries by kind (`find_node`, `get`, `put`, `bootstrap`, `refresh`).
     pub query_latency: BTreeMap<&'static str, Histogram>,
 }
@@ -312,6 +325,8 @@ enum PingPurpose {
     Liveness,
     /// A bootstrap seed.
     Bootstrap(QueryId),
+    /// The neighbour check: a failure counts against the node's place in the table.
+    Neighbour,
 }
 
 #[derive(Debug)]
@@ -347,6 +362,8 @@ pub struct Dht {
     last_refresh_check: Instant,
     adversary: Option<Adversary>,
     refreshed: BTreeMap<NodeId, Instant>,
+    repair: repair::Repair,
+    last_neighbour_check: Instant,
 }
 
 impl Dht {
@@ -386,6 +403,8 @@ impl Dht {
             last_refresh_check: now,
             adversary: None,
             refreshed: BTreeMap::new(),
+            repair: repair::Repair::default(),
+            last_neighbour_check: now,
         })
     }
 
@@ -560,13 +579,13 @@ impl Dht {
         self.remember(rec);
         let entry = Entry { record: rec.clone(), addr, last_seen: now, failures: 0 };
         match self.table.insert(now, entry) {
-            Insert::Added => self.events.push_back(DhtEvent::PeerAdded { peer: rec.id }),
+            Insert::Added => self.peer_added(now, rec.id),
             Insert::PingFirst { ping } => {
                 if let Some(e) = self.table.get(&ping).cloned() {
                     let info = PeerInfo { id: ping, noise_key: e.record.noise_key, addr: e.addr };
                     let w = Waiting::Pong { peer: ping, purpose: PingPurpose::Liveness };
                     if self.send_request(now, &info, Body::Ping, w, self.cfg.rpc_timeout).is_err() {
-                        self.node_failed(&ping);
+                        self.node_failed(now, &ping);
                     }
                 }
             }
@@ -575,10 +594,20 @@ impl Dht {
     }
 
     /// A request to `peer` failed: count it against the node's place in the table.
-    fn node_failed(&mut self, peer: &NodeId) {
+    fn node_failed(&mut self, now: Instant, peer: &NodeId) {
         if self.table.record_failure(peer, self.cfg.max_failures) {
-            self.events.push_back(DhtEvent::PeerRemoved { peer: *peer });
+            self.peer_removed(now, *peer);
         }
+    }
+
+    fn peer_added(&mut self, now: Instant, peer: NodeId) {
+        self.repair_on_joined(now, peer);
+        self.events.push_back(DhtEvent::PeerAdded { peer });
+    }
+
+    fn peer_removed(&mut self, now: Instant, peer: NodeId) {
+        self.repair_on_gone(now, peer);
+        self.events.push_back(DhtEvent::PeerRemoved { peer });
     }
 
     /// Feeds one received datagram.
@@ -634,11 +663,12 @@ impl Dht {
                 PingPurpose::Liveness => {
                     // Ping-before-evict: the old node is gone; its waiting candidate takes over.
                     if let Some(added) = self.table.on_failed(&peer) {
-                        self.events.push_back(DhtEvent::PeerAdded { peer: added });
+                        self.peer_added(now, added);
                     }
-                    self.events.push_back(DhtEvent::PeerRemoved { peer });
+                    self.peer_removed(now, peer);
                 }
                 PingPurpose::Bootstrap(q) => self.bootstrap_seed_done(now, q),
+                PingPurpose::Neighbour => self.node_failed(now, &peer),
             },
             Waiting::Lookup { peer, query, nodes, parts, .. } => {
                 self.stats.rpcs_failed += 1;
@@ -646,13 +676,13 @@ impl Dht {
                     // A partial answer is still an answer.
                     self.lookup_answered(now, query, peer, nodes);
                 } else {
-                    self.node_failed(&peer);
+                    self.node_failed(now, &peer);
                     self.lookup_failed(now, query, peer);
                 }
             }
             Waiting::StoreAck { peer, query } => {
                 self.stats.rpcs_failed += 1;
-                self.node_failed(&peer);
+                self.node_failed(now, &peer);
                 self.replica_done(now, query, peer, Err(error));
             }
         }
@@ -805,6 +835,7 @@ impl Dht {
                 self.responder_alive(now, peer, addr);
             }
             PingPurpose::Liveness => self.table.on_alive(now, &peer),
+            PingPurpose::Neighbour => self.responder_alive(now, peer, addr),
             PingPurpose::Bootstrap(q) => {
                 self.responder_alive(now, peer, addr);
                 self.bootstrap_seed_done(now, q);
@@ -909,14 +940,17 @@ impl Dht {
         let req = self.pending.values().map(|p| p.stall.map_or(p.deadline, |s| s.min(p.deadline))).min();
         let queries = self.queries.values().map(|q| q.deadline).min();
         let publish = self.published.values().map(|p| p.next).min();
-        [req, queries, publish, self.store.next_expiry(), self.channel.poll_timeout(), self.next_refresh()]
-            .into_iter()
-            .flatten()
-            .min()
+        let repair = self.repair.next_timeout();
+        let check = self.cfg.neighbour_check;
+        let neighbours = (!self.table.is_empty() && !check.is_zero())
+            .then(|| self.last_neighbour_check.checked_add(check))
+            .flatten();
+        let timers = [self.store.next_expiry(), self.channel.poll_timeout(), self.next_refresh(), repair, neighbours];
+        [req, queries, publish].into_iter().chain(timers).flatten().min()
     }
 
     /// Runs due timers: channel timers, request and query timeouts, record expiry, republishing,
-    /// bucket refresh.
+    /// bucket refresh, the neighbour check, replica repair.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.channel.handle_timeout(now);
         self.drain_channel(now);
@@ -943,6 +977,37 @@ impl Dht {
         self.query_timeouts(now);
         self.republish_due(now);
         self.refresh_due(now);
+        self.neighbours_due(now);
+        self.repair_due(now);
+    }
+
+    /// The neighbour check (see `DhtConfig::neighbour_check`).
+    fn neighbours_due(&mut self, now: Instant) {
+        let every = self.cfg.neighbour_check;
+        if every.is_zero() || self.last_neighbour_check.checked_add(every).is_none_or(|due| now < due) {
+            return;
+        }
+        self.last_neighbour_check = now;
+        let me = self.id();
+        let asking: BTreeSet<NodeId> = self
+            .pending
+            .values()
+            .filter_map(|p| match p.waiting {
+                Waiting::Pong { peer, purpose: PingPurpose::Neighbour } => Some(peer),
+                _ => None,
+            })
+            .collect();
+        for id in self.table.closest_ids(&me, self.cfg.neighbours) {
+            let Some(e) = self.table.get(&id) else { continue };
+            if asking.contains(&id) || now.saturating_duration_since(e.last_seen) < every {
+                continue;
+            }
+            let info = PeerInfo { id, noise_key: e.record.noise_key, addr: e.addr };
+            let w = Waiting::Pong { peer: id, purpose: PingPurpose::Neighbour };
+            if self.send_request(now, &info, Body::Ping, w, self.cfg.rpc_timeout).is_err() {
+                self.node_failed(now, &id);
+            }
+        }
     }
 
     /// Next datagram to send.
