@@ -668,7 +668,12 @@ impl Dht {
                     self.peer_removed(now, peer);
                 }
                 PingPurpose::Bootstrap(q) => self.bootstrap_seed_done(now, q),
-                PingPurpose::Neighbour => self.node_failed(now, &peer),
+                PingPurpose::Neighbour => {
+                    self.node_failed(now, &peer);
+                    // Still listed (fewer than `max_failures` so far): ask again now rather than
+                    // at the next check, so a dead neighbour is gone within a few timeouts.
+                    self.ping_neighbour(now, peer);
+                }
             },
             Waiting::Lookup { peer, query, nodes, parts, .. } => {
                 self.stats.rpcs_failed += 1;
@@ -1002,11 +1007,16 @@ impl Dht {
             if asking.contains(&id) || now.saturating_duration_since(e.last_seen) < every {
                 continue;
             }
-            let info = PeerInfo { id, noise_key: e.record.noise_key, addr: e.addr };
-            let w = Waiting::Pong { peer: id, purpose: PingPurpose::Neighbour };
-            if self.send_request(now, &info, Body::Ping, w, self.cfg.rpc_timeout).is_err() {
-                self.node_failed(now, &id);
-            }
+            self.ping_neighbour(now, id);
+        }
+    }
+
+    fn ping_neighbour(&mut self, now: Instant, id: NodeId) {
+        let Some(e) = self.table.get(&id) else { return };
+        let info = PeerInfo { id, noise_key: e.record.noise_key, addr: e.addr };
+        let w = Waiting::Pong { peer: id, purpose: PingPurpose::Neighbour };
+        if self.send_request(now, &info, Body::Ping, w, self.cfg.rpc_timeout).is_err() {
+            self.node_failed(now, &id);
         }
     }
 
