@@ -1,0 +1,134 @@
+//! Entry points for the cargo-fuzz targets (`fuzz/`).
+
+use std::time::{Duration, Instant};
+
+use suprnova_dht::identity::Identity;
+
+use crate::simplex::{self, Config, Digest, In, Members, Message, Out, Proposal, Sig, Signers, Simplex};
+
+/// Decodes arbitrary bytes as a Simplex message; a message that decodes re-encodes to the same
+/// bytes (postcard is canonical for these types).
+pub fn simplex_decode(data: &[u8]) {
+    if let Ok(m) = postcard::from_bytes::<Message>(data) {
+        let again = postcard::to_allocvec(&m).unwrap_or_default();
+        let back: Result<Message, _> = postcard::from_bytes(&again);
+        assert_eq!(back.ok().as_ref(), Some(&m), "re-encoding must decode to the same message");
+    }
+}
+
+/// One member (index 0 of 4) fed an arbitrary sequence of validly signed proposals, votes,
+/// finalize votes, notarisations and finalisations from the other three (who may equivocate at
+/// will: three of four is past f, so only internal consistency is promised), raw undecodable
+/// messages, application verdicts and timer ticks.
+///
+/// Invariants: finalised heights strictly increase; each `Finalized` certificate verifies; the
+/// current height never goes down; the state held stays within its bounds. Returns the blocks
+/// finalised (for tests that check the inputs reach that far).
+pub fn simplex_ops(data: &[u8]) -> u64 {
+    let ids: Vec<Identity> = (1u8..=4).map(|i| Identity::from_seed([i; 32])).collect();
+    let Some(members) = Members::new(ids.iter().map(Identity::public_key).collect()) else { return 0 };
+    let mesh: Digest = [9; 32];
+    let start = Instant::now();
+    let mut now = start;
+    let Some(me) = ids.first().map(|i| Identity::from_seed(*i.seed())) else { return 0 };
+    let mut s = Simplex::new(Config::default(), mesh, members.clone(), Some(me), now);
+    let mut last_final = 0u64;
+    let mut last_height = s.height();
+    let mut blocks: Vec<Proposal> = Vec::new();
+    for op in data.chunks(5).take(400) {
+        let b = |i: usize| op.get(i).copied().unwrap_or(0);
+        let signer = 1 + u16::from(b(1) % 3);
+        let id = ids.get(usize::from(signer)).map(|i| Identity::from_seed(*i.seed()));
+        let Some(id) = id else { continue };
+        let height = s.height().saturating_sub(2) + u64::from(b(2) % 6);
+        let pick = |v: &Vec<Proposal>, k: u8| v.get(usize::from(k) % v.len().max(1)).cloned();
+        let digest_of = |p: &Option<Proposal>| p.as_ref().map(|p| p.digest(&mesh));
+        let input = match b(0) % 9 {
+            0 => {
+                let (ph, parent) = match pick(&blocks, b(3)) {
+                    Some(p) if b(4) % 2 == 0 && p.height < height => (p.height, p.digest(&mesh)),
+                    _ => s.finalized(),
+                };
+                let payload = [b(3), b(4)];
+                let Ok(payload) = payload.as_slice().try_into() else { continue };
+                let p = Proposal { height, parent_height: ph, parent, payload };
+                let d = p.digest(&mesh);
+                blocks.push(p.clone());
+                if blocks.len() > 64 {
+                    blocks.remove(0);
+                }
+                let sig = Sig(id.sign(&simplex::vote_message(&mesh, height, &Some(d))));
+                In::Message(Message::Propose { proposal: p, sig })
+            }
+            1 | 2 => {
+                let choice = if b(0) % 9 == 1 { digest_of(&pick(&blocks, b(3))) } else { None };
+                let h = pick(&blocks, b(3)).filter(|_| choice.is_some()).map_or(height, |p| p.height);
+                let sig = Sig(id.sign(&simplex::vote_message(&mesh, h, &choice)));
+                In::Message(Message::Vote { height: h, choice, signer, sig })
+            }
+            3 => {
+                let Some(p) = pick(&blocks, b(3)) else { continue };
+                let d = p.digest(&mesh);
+                let sig = Sig(id.sign(&simplex::finalize_message(&mesh, p.height, &d)));
+                In::Message(Message::Finalize { height: p.height, digest: d, signer, sig })
+            }
+            4 | 5 => {
+                // A certificate signed by three members: the fuzzer holds a quorum.
+                let p = pick(&blocks, b(3));
+                let fin = b(0) % 9 == 5;
+                let h = p.as_ref().map_or(height, |p| p.height);
+                let d = digest_of(&p);
+                let votes: Vec<(u16, Sig)> = (1u16..=3)
+                    .filter_map(|i| {
+                        let id = ids.get(usize::from(i))?;
+                        let msg = match (fin, d) {
+                            (true, Some(d)) => simplex::finalize_message(&mesh, h, &d),
+                            _ => simplex::vote_message(&mesh, h, &d),
+                        };
+                        Some((i, Sig(id.sign(&msg))))
+                    })
+                    .take(usize::from(1 + b(4) % 3))
+                    .collect();
+                let Ok(votes) = Signers::try_from(votes) else { continue };
+                match (fin, p) {
+                    (true, Some(proposal)) => In::Message(Message::Finalization { proposal, votes }),
+                    (_, proposal) => In::Message(Message::Notarization { height: h, proposal, votes }),
+                }
+            }
+            6 => {
+                let Ok(m) = postcard::from_bytes::<Message>(op) else { continue };
+                In::Message(m)
+            }
+            7 => {
+                now += Duration::from_millis(u64::from(b(3)) * 10);
+                s.handle_timeout(now);
+                continue;
+            }
+            _ => {
+                let Some(p) = pick(&blocks, b(3)) else { continue };
+                In::Verified { height: p.height, digest: p.digest(&mesh), valid: b(4) % 4 != 0 }
+            }
+        };
+        s.handle(now, input);
+        while let Some(out) = s.poll() {
+            match out {
+                Out::Finalized { proposal, digest, certificate } => {
+                    assert!(proposal.height > last_final, "finalised heights strictly increase");
+                    last_final = proposal.height;
+                    assert_eq!(proposal.digest(&mesh), digest);
+                    if let Some(c) = certificate {
+                        assert!(members.verify_certificate(&mesh, &c).is_ok(), "a certificate that does not verify");
+                    }
+                }
+                Out::Propose { height, .. } => s.handle(now, In::Payload { height, payload: vec![0, 1] }),
+                Out::Evidence(e) => assert!(e.verify(&mesh, &members), "evidence must prove itself"),
+                _ => {}
+            }
+        }
+        assert!(s.height() >= last_height, "height never goes down");
+        last_height = s.height();
+        assert!(s.finalized().0 < s.height());
+        assert!(s.slots_held() as u64 <= s.height() - s.finalized().0 + simplex::MAX_AHEAD + 1, "bounded state");
+    }
+    s.stats().finalized
+}
