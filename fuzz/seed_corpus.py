@@ -56,5 +56,15 @@ if os.path.exists(path):
         messages = [bytes.fromhex(v["encoding"]) for v in json.load(f)["valid"]]
 write("dht_messages", [frame(0, messages)[1:]] + [frame(0, [m])[1:] for m in messages])
 write("routing_ops", [bytes(range(96)), bytes([0, 1, 2] * 40)])
+# Simplex: every encoding in mesh.json; the ops target gets a few op sequences (5 bytes per op).
+mesh = []
+path = os.path.join(VECTORS, "mesh.json")
+if os.path.exists(path):
+    with open(path) as f:
+        doc = json.load(f)
+    mesh = [bytes.fromhex(m["encoding"]) for m in doc["messages"]]
+    mesh += [bytes.fromhex(doc["certificate"]["encoding"]), bytes.fromhex(doc["proposal"]["encoding"])]
+write("simplex_decode", mesh)
+write("simplex_ops", [bytes([0, 1, 2, 0, 0, 1, 2, 2, 0, 0, 4, 1, 2, 0, 2, 3, 1, 2, 0, 0] * 6), bytes(range(200))])
 write("store_ops", [bytes(range(120)), bytes([0, 5, 1, 3, 2, 7, 2, 2, 3, 9, 1, 1] * 10)])
 print("seed corpus: %d blobs from %s" % (len(blobs), VECTORS))
