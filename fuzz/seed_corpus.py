@@ -63,7 +63,7 @@ if os.path.exists(path):
     with open(path) as f:
         doc = json.load(f)
     mesh = [bytes.fromhex(m["encoding"]) for m in doc["messages"]]
-    mesh += [bytes.fromhex(doc["certificate"]["encoding"]), bytes.fromhex(doc["proposal"]["encoding"])]
+    mesh += [bytes.fromhex(doc[k]["encoding"]) for k in ("certificate", "proposal", "evidence", "genesis", "input", "batch")]
 write("simplex_decode", mesh)
 write("simplex_ops", [bytes([0, 1, 2, 0, 0, 1, 2, 2, 0, 0, 4, 1, 2, 0, 2, 3, 1, 2, 0, 0] * 6), bytes(range(200))])
 write("store_ops", [bytes(range(120)), bytes([0, 5, 1, 3, 2, 7, 2, 2, 3, 9, 1, 1] * 10)])

@@ -6,14 +6,23 @@ use suprnova_dht::identity::Identity;
 
 use crate::simplex::{self, Config, Digest, In, Members, Message, Out, Proposal, Sig, Signers, Simplex};
 
-/// Decodes arbitrary bytes as a Simplex message; a message that decodes re-encodes to the same
-/// bytes (postcard is canonical for these types).
-pub fn simplex_decode(data: &[u8]) {
-    if let Ok(m) = postcard::from_bytes::<Message>(data) {
+fn round_trip<T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug>(data: &[u8]) {
+    if let Ok(m) = postcard::from_bytes::<T>(data) {
         let again = postcard::to_allocvec(&m).unwrap_or_default();
-        let back: Result<Message, _> = postcard::from_bytes(&again);
-        assert_eq!(back.ok().as_ref(), Some(&m), "re-encoding must decode to the same message");
+        let back: Result<T, _> = postcard::from_bytes(&again);
+        assert_eq!(back.ok().as_ref(), Some(&m), "re-encoding must decode to the same value");
     }
+}
+
+/// Decodes arbitrary bytes as each mesh wire type (Simplex message, certificate, evidence,
+/// batch, signed input, genesis); whatever decodes re-encodes to bytes that decode equal.
+pub fn simplex_decode(data: &[u8]) {
+    round_trip::<Message>(data);
+    round_trip::<simplex::Certificate>(data);
+    round_trip::<simplex::Evidence>(data);
+    round_trip::<crate::world::Batch>(data);
+    round_trip::<crate::world::SignedInput>(data);
+    round_trip::<crate::world::Genesis>(data);
 }
 
 /// One member (index 0 of 4) fed an arbitrary sequence of validly signed proposals, votes,

@@ -7,8 +7,17 @@
 //!   state machine: proposals, votes, ⊥ votes on timeout, notarisations, finalize votes,
 //!   certificates that anyone with the member keys can check offline, and self-proving evidence
 //!   of equivocation.
+//! - [`world`]: the [`world::World`] trait (F and ⊕), the [`world::Genesis`] whose hash is the
+//!   mesh id, signed inputs and the batch a block carries.
+//! - [`core`]: [`core::MeshCore`], a world, its input pool and the agreement together, sans-IO:
+//!   it builds batches when it leads, re-executes every proposal before voting, and reports
+//!   certified rounds.
+//! - [`life`]: Conway's Game of Life as an example world.
 
+pub mod core;
+pub mod life;
 pub mod simplex;
+pub mod world;
 
 #[doc(hidden)]
 pub mod fuzzing;

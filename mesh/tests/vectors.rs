@@ -8,9 +8,12 @@ use std::path::PathBuf;
 
 use serde_json::{Value, json};
 use suprnova_dht::identity::Identity;
+use suprnova_dht::wire::bounded::{BoundedString, BoundedVec};
+use suprnova_mesh::life::{Board, SetCell};
 use suprnova_mesh::simplex::{
     Certificate, Digest, Evidence, Members, Message, Proposal, Sig, Signers, finalize_message, vote_message,
 };
+use suprnova_mesh::world::{Batch, Genesis, Limits, SignedInput, round_seed, state_hash};
 
 fn h(b: &[u8]) -> Value {
     Value::String(hex::encode(b))
@@ -66,8 +69,26 @@ fn messages() -> Vec<(&'static str, Message)> {
     ]
 }
 
+fn genesis() -> Genesis {
+    Genesis {
+        world: BoundedString::truncated("life"),
+        version: 1,
+        state_hash: state_hash(&Board::empty(4, 4)),
+        members: BoundedVec::try_from(ids().iter().map(Identity::public_key).collect::<Vec<_>>()).unwrap(),
+        round_interval_ms: 100,
+        limits: Limits::default(),
+    }
+}
+
+fn input() -> SignedInput {
+    let author = Identity::from_seed([0x41; 32]);
+    SignedInput::sign(&author, &genesis().mesh_id(), 1, 7, &SetCell { x: 1, y: 2, alive: true }).unwrap()
+}
+
 fn vectors() -> Value {
     let m = members();
+    let g = genesis();
+    let batch = Batch { round: 1, inputs: BoundedVec::try_from(vec![input()]).unwrap(), state_hash: [0x5a; 32] };
     let p = proposal();
     let d = p.digest(&MESH);
     let fin = finalize_message(&MESH, 3, &d);
@@ -106,6 +127,20 @@ fn vectors() -> Value {
         })).collect::<Vec<_>>(),
         "certificate": {"encoding": h(&postcard::to_allocvec(&cert).unwrap())},
         "evidence": {"encoding": h(&postcard::to_allocvec(&evidence).unwrap())},
+        "genesis": {
+            "encoding": h(&postcard::to_allocvec(&g).unwrap()),
+            "mesh_id": h(&g.mesh_id()),
+            "initial_state_encoding": h(&postcard::to_allocvec(&Board::empty(4, 4)).unwrap()),
+            "round_seed_1": h(&round_seed(&g.mesh_id(), &g.state_hash, 1)),
+        },
+        "input": {
+            "author_seed": h(&[0x41; 32]),
+            "body": h(input().body.as_slice()),
+            "signed_bytes": h(&SignedInput::signed_bytes(&g.mesh_id(), &input().author, 1, 7, input().body.as_slice())),
+            "encoding": h(&postcard::to_allocvec(&input()).unwrap()),
+            "id": h(&input().id()),
+        },
+        "batch": {"encoding": h(&postcard::to_allocvec(&batch).unwrap())},
     })
 }
 
@@ -172,4 +207,15 @@ fn decoder_reads_and_verifies_every_vector() {
     assert!(members.verify_certificate(&mesh, &forged).is_err(), "a certificate for another block is refused");
     let ev: Evidence = postcard::from_bytes(&unh(&v["evidence"]["encoding"])).unwrap();
     assert!(ev.verify(&mesh, &members));
+    let g: Genesis = postcard::from_bytes(&unh(&v["genesis"]["encoding"])).unwrap();
+    assert_eq!(g, genesis());
+    assert_eq!(g.mesh_id().to_vec(), unh(&v["genesis"]["mesh_id"]));
+    let board: Board = postcard::from_bytes(&unh(&v["genesis"]["initial_state_encoding"])).unwrap();
+    assert_eq!(state_hash(&board), g.state_hash);
+    let i: SignedInput = postcard::from_bytes(&unh(&v["input"]["encoding"])).unwrap();
+    i.check(&g.mesh_id(), &g.limits).unwrap();
+    assert_eq!(i.id().to_vec(), unh(&v["input"]["id"]));
+    assert_eq!(postcard::from_bytes::<SetCell>(i.body.as_slice()).unwrap(), SetCell { x: 1, y: 2, alive: true });
+    let b: Batch = postcard::from_bytes(&unh(&v["batch"]["encoding"])).unwrap();
+    assert_eq!(b.inputs.first(), Some(&i));
 }

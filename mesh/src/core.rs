@@ -1,0 +1,514 @@
+//! The mesh state machine: a world, its input pool and the Simplex core, sans-IO.
+//!
+//! A member keeps the inputs it has heard of (signed, de-duplicated, bounded per author), builds
+//! a [`Batch`] when Simplex asks it to propose (no sooner than the genesis' round interval after
+//! the previous round), and re-executes every proposed batch on its parent's state before voting:
+//! the round number, every input's signature, window and author bound, then
+//! `S(n+1) = F(S(n)) ⊕ inputs`, and the resulting state hash. A finalised block becomes a
+//! [`Certified`] round. Like every core here it is fed `(now, input)` and polled.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use suprnova_dht::identity::Identity;
+use suprnova_dht::wire::bounded::BoundedVec;
+
+use crate::simplex::{self, Certificate, Digest, Evidence, Members, Message, Proposal, Simplex};
+use crate::world::{Batch, Genesis, INPUT_WINDOW, InputError, MAX_BATCH, SignedInput, World, round_seed, state_hash};
+
+/// Bytes of batch a proposal may carry (below the Simplex payload limit, with room for framing).
+const BATCH_BYTES: usize = simplex::MAX_PAYLOAD - 4096;
+
+/// Tunables.
+#[derive(Clone, Debug)]
+pub struct MeshConfig {
+    /// The agreement's timeout.
+    pub simplex: simplex::Config,
+    /// Inputs kept pending at most.
+    pub max_pool: usize,
+}
+
+impl Default for MeshConfig {
+    fn default() -> Self {
+        MeshConfig { simplex: simplex::Config::default(), max_pool: 10_000 }
+    }
+}
+
+/// Why a mesh could not be created.
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+pub enum MeshError {
+    /// The genesis names another world or version.
+    #[error("genesis is for world {world} v{version}")]
+    WrongWorld {
+        /// Its world.
+        world: String,
+        /// Its version.
+        version: u32,
+    },
+    /// S(0) does not hash to the genesis' state hash.
+    #[error("initial state does not match the genesis")]
+    WrongState,
+    /// No members, too many, or repeated.
+    #[error("invalid member list")]
+    BadMembers,
+}
+
+/// A certified round.
+#[derive(Clone, Debug)]
+pub struct Certified<S> {
+    /// Round number (the genesis is round 0).
+    pub round: u64,
+    /// Simplex height of its block.
+    pub height: u64,
+    /// Block digest.
+    pub digest: Digest,
+    /// Hash of the state.
+    pub state_hash: Digest,
+    /// The state.
+    pub state: Arc<S>,
+    /// The block (its payload is the batch).
+    pub proposal: Proposal,
+    /// The finalize quorum's certificate; `None` for a block made final by a descendant's
+    /// certificate (then the next `Certified` with a certificate covers it through parent links).
+    pub certificate: Option<Certificate>,
+}
+
+/// Outputs.
+#[derive(Clone, Debug)]
+pub enum MeshOut<S> {
+    /// Send to every other member.
+    Send(Message),
+    /// A round is final.
+    Certified(Certified<S>),
+    /// A member equivocated: publish this.
+    Evidence(Evidence),
+    /// Final blocks this member never saw (heights `from ..= to`): catch up from the DHT.
+    Gap {
+        /// First.
+        from: u64,
+        /// Last.
+        to: u64,
+    },
+}
+
+/// Counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MeshStats {
+    /// Inputs accepted into the pool.
+    pub inputs_accepted: u64,
+    /// Inputs refused, by reason.
+    pub inputs_refused: BTreeMap<&'static str, u64>,
+    /// Batches proposed.
+    pub proposed: u64,
+    /// Proposals refused after re-execution, by reason.
+    pub batches_refused: BTreeMap<&'static str, u64>,
+    /// Rounds certified.
+    pub certified: u64,
+    /// Inputs applied in certified rounds.
+    pub inputs_applied: u64,
+}
+
+fn reason(e: &InputError) -> &'static str {
+    match e {
+        InputError::WrongMesh => "wrong_mesh",
+        InputError::TooLarge => "too_large",
+        InputError::BadSignature => "bad_signature",
+        InputError::Malformed => "malformed",
+        InputError::Expired { .. } => "expired",
+        InputError::TooEarly(_) => "too_early",
+        InputError::Duplicate => "duplicate",
+        InputError::AuthorLimit => "author_limit",
+        InputError::PoolFull => "pool_full",
+        InputError::Refused(_) => "refused_by_world",
+    }
+}
+
+/// A block we executed.
+struct Executed<S> {
+    round: u64,
+    state: Arc<S>,
+    state_hash: Digest,
+    inputs: Vec<Digest>,
+    parent: Option<Digest>,
+}
+
+/// The mesh state machine of one member (or observer).
+pub struct MeshCore<W: World> {
+    world: W,
+    genesis: Genesis,
+    mesh: Digest,
+    simplex: Simplex,
+    blocks: BTreeMap<Digest, Executed<W::State>>,
+    pool: BTreeMap<Digest, SignedInput>,
+    per_author: BTreeMap<[u8; 32], usize>,
+    /// Input ids applied in final rounds, with their round (kept for `INPUT_WINDOW` rounds).
+    applied: BTreeMap<Digest, u64>,
+    /// (height, parent, parent height, when) of the proposal we owe.
+    proposing: Option<(u64, Digest, u64, Instant)>,
+    last_round_at: Instant,
+    final_round: u64,
+    cfg: MeshConfig,
+    out: VecDeque<MeshOut<W::State>>,
+    stats: MeshStats,
+}
+
+impl<W: World> MeshCore<W> {
+    /// A member (if `identity` is in the genesis) or observer of the mesh born from `genesis`
+    /// with initial state `s0`.
+    pub fn new(
+        world: W,
+        genesis: Genesis,
+        s0: W::State,
+        identity: Option<Identity>,
+        cfg: MeshConfig,
+        now: Instant,
+    ) -> Result<Self, MeshError> {
+        if genesis.world.as_str() != world.name() || genesis.version != world.version() {
+            return Err(MeshError::WrongWorld { world: genesis.world.as_str().to_string(), version: genesis.version });
+        }
+        if state_hash(&s0) != genesis.state_hash {
+            return Err(MeshError::WrongState);
+        }
+        let members = Members::new(genesis.members.to_vec()).ok_or(MeshError::BadMembers)?;
+        let mesh = genesis.mesh_id();
+        let simplex = Simplex::new(cfg.simplex.clone(), mesh, members, identity, now);
+        let mut blocks = BTreeMap::new();
+        let genesis_block = Executed {
+            round: 0,
+            state: Arc::new(s0),
+            state_hash: genesis.state_hash,
+            inputs: Vec::new(),
+            parent: None,
+        };
+        blocks.insert(mesh, genesis_block);
+        let mut core = MeshCore {
+            world,
+            genesis,
+            mesh,
+            simplex,
+            blocks,
+            pool: BTreeMap::new(),
+            per_author: BTreeMap::new(),
+            applied: BTreeMap::new(),
+            proposing: None,
+            last_round_at: now,
+            final_round: 0,
+            cfg,
+            out: VecDeque::new(),
+            stats: MeshStats::default(),
+        };
+        core.pump(now);
+        Ok(core)
+    }
+
+    /// The mesh id.
+    pub fn mesh_id(&self) -> Digest {
+        self.mesh
+    }
+    /// The genesis.
+    pub fn genesis(&self) -> &Genesis {
+        &self.genesis
+    }
+    /// The last certified round.
+    pub fn final_round(&self) -> u64 {
+        self.final_round
+    }
+    /// Inputs pending.
+    pub fn pool_len(&self) -> usize {
+        self.pool.len()
+    }
+    /// Counters.
+    pub fn stats(&self) -> &MeshStats {
+        &self.stats
+    }
+    /// The agreement core's counters.
+    pub fn agreement_stats(&self) -> simplex::Stats {
+        self.simplex.stats()
+    }
+    /// Next output.
+    pub fn poll(&mut self) -> Option<MeshOut<W::State>> {
+        self.out.pop_front()
+    }
+    /// When `handle_timeout` has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let p = self.proposing.map(|(.., at)| at);
+        [self.simplex.poll_timeout(), p].into_iter().flatten().min()
+    }
+
+    /// An input heard of (from its author or gossip): checked and pooled.
+    pub fn submit(&mut self, input: SignedInput) -> Result<Digest, InputError> {
+        let r = self.admit(input);
+        match &r {
+            Ok(_) => self.stats.inputs_accepted += 1,
+            Err(e) => *self.stats.inputs_refused.entry(reason(e)).or_insert(0) += 1,
+        }
+        r
+    }
+
+    fn admit(&mut self, input: SignedInput) -> Result<Digest, InputError> {
+        input.check(&self.mesh, &self.genesis.limits)?;
+        let next = self.final_round + 1;
+        if input.round.saturating_add(INPUT_WINDOW) < next {
+            return Err(InputError::Expired { from: input.round, to: input.round + INPUT_WINDOW, now: next });
+        }
+        if input.round > next.saturating_add(INPUT_WINDOW) {
+            return Err(InputError::TooEarly(input.round));
+        }
+        postcard::from_bytes::<W::Input>(input.body.as_slice()).map_err(|_| InputError::Malformed)?;
+        let id = input.id();
+        if self.pool.contains_key(&id) || self.applied.contains_key(&id) {
+            return Err(InputError::Duplicate);
+        }
+        let per = self.genesis.limits.max_inputs_per_author as usize * 4;
+        if self.per_author.get(&input.author).copied().unwrap_or(0) >= per {
+            return Err(InputError::AuthorLimit);
+        }
+        if self.pool.len() >= self.cfg.max_pool {
+            return Err(InputError::PoolFull);
+        }
+        *self.per_author.entry(input.author).or_insert(0) += 1;
+        self.pool.insert(id, input);
+        Ok(id)
+    }
+
+    fn unpool(&mut self, id: &Digest) {
+        if let Some(i) = self.pool.remove(id)
+            && let Some(c) = self.per_author.get_mut(&i.author)
+        {
+            *c = c.saturating_sub(1);
+            if *c == 0 {
+                self.per_author.remove(&i.author);
+            }
+        }
+    }
+
+    /// A message from another member.
+    pub fn handle_message(&mut self, now: Instant, m: Message) {
+        self.simplex.handle(now, simplex::In::Message(m));
+        self.pump(now);
+    }
+
+    /// Timers: the agreement's, and the proposal we owe once the round interval has passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.simplex.poll_timeout().is_some_and(|t| t <= now) {
+            self.simplex.handle_timeout(now);
+        }
+        if let Some((height, parent, ph, at)) = self.proposing
+            && at <= now
+        {
+            self.proposing = None;
+            self.build(now, height, parent, ph);
+        }
+        self.pump(now);
+    }
+
+    /// Input ids in the `INPUT_WINDOW` blocks ending at `tip` (on its chain).
+    fn recent_inputs(&self, tip: &Digest) -> BTreeSet<Digest> {
+        let mut ids = BTreeSet::new();
+        let mut at = Some(*tip);
+        for _ in 0..=INPUT_WINDOW {
+            let Some(b) = at.and_then(|d| self.blocks.get(&d)) else { break };
+            ids.extend(b.inputs.iter().copied());
+            at = b.parent;
+        }
+        ids
+    }
+
+    /// Evolves the parent's state and applies `inputs` in order; the first input that fails
+    /// stops it with the reason.
+    fn execute(
+        &self,
+        parent: &Executed<W::State>,
+        round: u64,
+        inputs: &[SignedInput],
+    ) -> Result<W::State, &'static str> {
+        let seed = round_seed(&self.mesh, &parent.state_hash, round);
+        let mut state = self.world.evolve(&parent.state, &seed);
+        for i in inputs {
+            let input = postcard::from_bytes::<W::Input>(i.body.as_slice()).map_err(|_| "malformed_input")?;
+            self.world.validate(&state, &i.author, &input).map_err(|_| "input_refused_by_world")?;
+            self.world.apply(&mut state, &i.author, &input);
+        }
+        Ok(state)
+    }
+
+    /// Builds and hands Simplex our batch for `height` on `parent`.
+    fn build(&mut self, now: Instant, height: u64, parent: Digest, ph: u64) {
+        let Some(p) = self.blocks.get(&parent) else { return };
+        let round = p.round + 1;
+        let seed = round_seed(&self.mesh, &p.state_hash, round);
+        let mut state = self.world.evolve(&p.state, &seed);
+        let recent = self.recent_inputs(&parent);
+        let limits = self.genesis.limits;
+        let (mut chosen, mut bytes, mut per_author) = (Vec::new(), 0usize, BTreeMap::<[u8; 32], u32>::new());
+        let mut stale = Vec::new();
+        for (id, i) in &self.pool {
+            if chosen.len() >= (limits.max_inputs_per_round as usize).min(MAX_BATCH) {
+                break;
+            }
+            if i.round.saturating_add(INPUT_WINDOW) < round || recent.contains(id) {
+                stale.push(*id);
+                continue;
+            }
+            if i.round > round || per_author.get(&i.author).copied().unwrap_or(0) >= limits.max_inputs_per_author {
+                continue;
+            }
+            let size = i.body.len() + 200;
+            if bytes + size > BATCH_BYTES {
+                break;
+            }
+            let Ok(input) = postcard::from_bytes::<W::Input>(i.body.as_slice()) else {
+                stale.push(*id);
+                continue;
+            };
+            if self.world.validate(&state, &i.author, &input).is_err() {
+                // Not now; it may become valid in a later round, until its window ends.
+                continue;
+            }
+            self.world.apply(&mut state, &i.author, &input);
+            *per_author.entry(i.author).or_insert(0) += 1;
+            bytes += size;
+            chosen.push(i.clone());
+        }
+        for id in stale {
+            self.unpool(&id);
+        }
+        let hash = state_hash(&state);
+        let ids: Vec<Digest> = chosen.iter().map(SignedInput::id).collect();
+        let Ok(inputs) = BoundedVec::try_from(chosen) else { return };
+        let batch = Batch { round, inputs, state_hash: hash };
+        let Ok(payload) = postcard::to_allocvec(&batch) else { return };
+        let Ok(pl) = payload.as_slice().try_into() else { return };
+        let digest = Proposal { height, parent_height: ph, parent, payload: pl }.digest(&self.mesh);
+        self.blocks.insert(
+            digest,
+            Executed { round, state: Arc::new(state), state_hash: hash, inputs: ids, parent: Some(parent) },
+        );
+        self.stats.proposed += 1;
+        self.last_round_at = now;
+        self.simplex.handle(now, simplex::In::Payload { height, payload });
+    }
+
+    /// Re-executes a proposal; on success remembers the block.
+    fn verify(&mut self, digest: Digest, p: &Proposal) -> Result<(), &'static str> {
+        if self.blocks.contains_key(&digest) {
+            return Ok(());
+        }
+        let batch: Batch = postcard::from_bytes(p.payload.as_slice()).map_err(|_| "malformed_batch")?;
+        let parent = self.blocks.get(&p.parent).ok_or("unknown_parent")?;
+        if batch.round != parent.round + 1 {
+            return Err("wrong_round");
+        }
+        let limits = self.genesis.limits;
+        if batch.inputs.len() > limits.max_inputs_per_round as usize {
+            return Err("too_many_inputs");
+        }
+        let recent = self.recent_inputs(&p.parent);
+        let mut ids = BTreeSet::new();
+        let mut per_author = BTreeMap::<[u8; 32], u32>::new();
+        for i in batch.inputs.iter() {
+            i.check(&self.mesh, &limits).map_err(|e| reason(&e))?;
+            if i.round > batch.round || i.round.saturating_add(INPUT_WINDOW) < batch.round {
+                return Err("input_out_of_window");
+            }
+            let id = i.id();
+            if !ids.insert(id) || recent.contains(&id) {
+                return Err("input_repeated");
+            }
+            let c = per_author.entry(i.author).or_insert(0);
+            *c += 1;
+            if *c > limits.max_inputs_per_author {
+                return Err("author_over_limit");
+            }
+        }
+        let state = self.execute(parent, batch.round, &batch.inputs)?;
+        let hash = state_hash(&state);
+        if hash != batch.state_hash {
+            return Err("state_hash_mismatch");
+        }
+        let executed = Executed {
+            round: batch.round,
+            state: Arc::new(state),
+            state_hash: hash,
+            inputs: ids.into_iter().collect(),
+            parent: Some(p.parent),
+        };
+        self.blocks.insert(digest, executed);
+        Ok(())
+    }
+
+    /// Runs Simplex's outputs.
+    fn pump(&mut self, now: Instant) {
+        for _ in 0..100_000 {
+            let Some(o) = self.simplex.poll() else { return };
+            match o {
+                simplex::Out::Broadcast(m) => self.out.push_back(MeshOut::Send(m)),
+                simplex::Out::Propose { height, parent, parent_height } => {
+                    let interval = Duration::from_millis(u64::from(self.genesis.round_interval_ms));
+                    let at = (self.last_round_at + interval).max(now);
+                    if at <= now {
+                        self.build(now, height, parent, parent_height);
+                    } else {
+                        self.proposing = Some((height, parent, parent_height, at));
+                    }
+                }
+                simplex::Out::Verify { digest, proposal } => {
+                    let valid = match self.verify(digest, &proposal) {
+                        Ok(()) => true,
+                        Err(why) => {
+                            *self.stats.batches_refused.entry(why).or_insert(0) += 1;
+                            false
+                        }
+                    };
+                    self.simplex.handle(now, simplex::In::Verified { height: proposal.height, digest, valid });
+                }
+                simplex::Out::Finalized { proposal, digest, certificate } => {
+                    self.finalized(now, proposal, digest, certificate);
+                }
+                simplex::Out::Gap { from, to } => self.out.push_back(MeshOut::Gap { from, to }),
+                simplex::Out::Evidence(e) => self.out.push_back(MeshOut::Evidence(e)),
+            }
+        }
+    }
+
+    fn finalized(&mut self, now: Instant, proposal: Proposal, digest: Digest, certificate: Option<Certificate>) {
+        if !self.blocks.contains_key(&digest) && self.verify(digest, &proposal).is_err() {
+            // Final by a quorum, yet we cannot execute it: its parent is missing here.
+            self.out.push_back(MeshOut::Gap { from: proposal.height, to: proposal.height });
+            return;
+        }
+        let Some(b) = self.blocks.get(&digest) else { return };
+        let (round, state, hash, inputs) = (b.round, b.state.clone(), b.state_hash, b.inputs.clone());
+        for id in &inputs {
+            self.unpool(id);
+            self.applied.insert(*id, round);
+        }
+        self.final_round = round;
+        self.last_round_at = now;
+        self.stats.certified += 1;
+        self.stats.inputs_applied += inputs.len() as u64;
+        let height = proposal.height;
+        self.out.push_back(MeshOut::Certified(Certified {
+            round,
+            height,
+            digest,
+            state_hash: hash,
+            state,
+            proposal,
+            certificate,
+        }));
+        // Forget what can no longer matter: applied ids past their window, and blocks that are
+        // neither recent ancestors of this one nor candidates above it.
+        let floor = round.saturating_sub(INPUT_WINDOW + 1);
+        self.applied.retain(|_, r| *r >= floor);
+        let mut keep = BTreeSet::new();
+        let mut at = Some(digest);
+        for _ in 0..=INPUT_WINDOW + 1 {
+            let Some(d) = at else { break };
+            keep.insert(d);
+            at = self.blocks.get(&d).and_then(|b| b.parent);
+        }
+        self.blocks.retain(|d, b| keep.contains(d) || b.round > round);
+    }
+}
