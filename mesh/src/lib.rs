@@ -13,10 +13,13 @@
 //!   it builds batches when it leads, re-executes every proposal before voting, and reports
 //!   certified rounds.
 //! - [`life`]: Conway's Game of Life as an example world.
+//! - [`spatial`]: positions in a world's box, Z-order cells at several levels, the DHT key of a
+//!   cell, and the bounded set of cells a radius query reads.
 
 pub mod core;
 pub mod life;
 pub mod simplex;
+pub mod spatial;
 pub mod world;
 
 #[doc(hidden)]
