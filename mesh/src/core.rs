@@ -17,9 +17,6 @@ use suprnova_dht::wire::bounded::BoundedVec;
 use crate::simplex::{self, Certificate, Digest, Evidence, Members, Message, Proposal, Simplex};
 use crate::world::{Batch, Genesis, INPUT_WINDOW, InputError, MAX_BATCH, SignedInput, World, round_seed, state_hash};
 
-/// Bytes of batch a proposal may carry (below the Simplex payload limit, with room for framing).
-const BATCH_BYTES: usize = simplex::MAX_PAYLOAD - 4096;
-
 /// Tunables.
 #[derive(Clone, Debug)]
 pub struct MeshConfig {
@@ -27,11 +24,14 @@ pub struct MeshConfig {
     pub simplex: simplex::Config,
     /// Inputs kept pending at most.
     pub max_pool: usize,
+    /// Bytes of inputs a batch may carry. The default leaves a notarisation (the block plus the
+    /// quorum's signatures) within one 64 KiB broadcast.
+    pub max_batch_bytes: usize,
 }
 
 impl Default for MeshConfig {
     fn default() -> Self {
-        MeshConfig { simplex: simplex::Config::default(), max_pool: 10_000 }
+        MeshConfig { simplex: simplex::Config::default(), max_pool: 10_000, max_batch_bytes: 48 * 1024 }
     }
 }
 
@@ -355,7 +355,7 @@ impl<W: World> MeshCore<W> {
                 continue;
             }
             let size = i.body.len() + 200;
-            if bytes + size > BATCH_BYTES {
+            if bytes + size > self.cfg.max_batch_bytes.min(simplex::MAX_PAYLOAD - 4096) {
                 break;
             }
             let Ok(input) = postcard::from_bytes::<W::Input>(i.body.as_slice()) else {

@@ -13,11 +13,15 @@
 //!   it builds batches when it leads, re-executes every proposal before voting, and reports
 //!   certified rounds.
 //! - [`life`]: Conway's Game of Life as an example world.
+//! - `net` (feature `net`, on by default): `net::Mesh`, the tokio driver that runs a
+//!   `MeshCore` on a running `suprnova_node::Node`, over the mesh's topic.
 //! - [`spatial`]: positions in a world's box, Z-order cells at several levels, the DHT key of a
 //!   cell, and the bounded set of cells a radius query reads.
 
 pub mod core;
 pub mod life;
+#[cfg(feature = "net")]
+pub mod net;
 pub mod simplex;
 pub mod spatial;
 pub mod world;

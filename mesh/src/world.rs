@@ -26,7 +26,7 @@ const INPUT_DOMAIN: &[u8] = b"suprnova mesh v1 input";
 
 /// A deterministic world. Implementations must not read clocks, the OS's randomness or anything
 /// outside their arguments: every member re-executes every round and must get the same bytes.
-pub trait World: Send + 'static {
+pub trait World: Send + Sync + 'static {
     /// The state. Its postcard encoding is hashed, so it must encode deterministically (ordered
     /// maps, no floats whose bits depend on the platform's math library).
     type State: Clone + Serialize + DeserializeOwned + Send + Sync + 'static;
