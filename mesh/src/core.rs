@@ -15,7 +15,9 @@ use suprnova_dht::identity::Identity;
 use suprnova_dht::wire::bounded::BoundedVec;
 
 use crate::simplex::{self, Certificate, Digest, Evidence, Members, Message, Proposal, Simplex};
-use crate::world::{Batch, Genesis, INPUT_WINDOW, InputError, MAX_BATCH, SignedInput, World, round_seed, state_hash};
+use crate::world::{
+    Batch, BatchHeader, Genesis, INPUT_WINDOW, InputError, MAX_BATCH, SignedInput, World, round_seed, state_hash,
+};
 
 /// Tunables.
 #[derive(Clone, Debug)]
@@ -355,7 +357,7 @@ impl<W: World> MeshCore<W> {
                 continue;
             }
             let size = i.body.len() + 200;
-            if bytes + size > self.cfg.max_batch_bytes.min(simplex::MAX_PAYLOAD - 4096) {
+            if bytes + size > self.cfg.max_batch_bytes.min(simplex::MAX_BODY - 4096) {
                 break;
             }
             let Ok(input) = postcard::from_bytes::<W::Input>(i.body.as_slice()) else {
@@ -377,17 +379,18 @@ impl<W: World> MeshCore<W> {
         let hash = state_hash(&state);
         let ids: Vec<Digest> = chosen.iter().map(SignedInput::id).collect();
         let Ok(inputs) = BoundedVec::try_from(chosen) else { return };
-        let batch = Batch { round, inputs, state_hash: hash };
-        let Ok(payload) = postcard::to_allocvec(&batch) else { return };
-        let Ok(pl) = payload.as_slice().try_into() else { return };
-        let digest = Proposal { height, parent_height: ph, parent, payload: pl }.digest(&self.mesh);
+        let Ok(body) = postcard::to_allocvec(&Batch { inputs }) else { return };
+        let header = BatchHeader { round, state_hash: hash, inputs_hash: *blake3::hash(&body).as_bytes() };
+        let Ok(payload) = postcard::to_allocvec(&header) else { return };
+        let (Ok(pl), Ok(bd)) = (payload.as_slice().try_into(), body.as_slice().try_into()) else { return };
+        let digest = Proposal { height, parent_height: ph, parent, payload: pl, body: bd }.digest(&self.mesh);
         self.blocks.insert(
             digest,
             Executed { round, state: Arc::new(state), state_hash: hash, inputs: ids, parent: Some(parent) },
         );
         self.stats.proposed += 1;
         self.last_round_at = now;
-        self.simplex.handle(now, simplex::In::Payload { height, payload });
+        self.simplex.handle(now, simplex::In::Payload { height, payload, body });
     }
 
     /// Re-executes a proposal; on success remembers the block.
@@ -395,9 +398,13 @@ impl<W: World> MeshCore<W> {
         if self.blocks.contains_key(&digest) {
             return Ok(());
         }
-        let batch: Batch = postcard::from_bytes(p.payload.as_slice()).map_err(|_| "malformed_batch")?;
+        let header: BatchHeader = postcard::from_bytes(p.payload.as_slice()).map_err(|_| "malformed_header")?;
+        if *blake3::hash(p.body.as_slice()).as_bytes() != header.inputs_hash {
+            return Err("body_mismatch");
+        }
+        let batch: Batch = postcard::from_bytes(p.body.as_slice()).map_err(|_| "malformed_batch")?;
         let parent = self.blocks.get(&p.parent).ok_or("unknown_parent")?;
-        if batch.round != parent.round + 1 {
+        if header.round != parent.round + 1 {
             return Err("wrong_round");
         }
         let limits = self.genesis.limits;
@@ -409,7 +416,7 @@ impl<W: World> MeshCore<W> {
         let mut per_author = BTreeMap::<[u8; 32], u32>::new();
         for i in batch.inputs.iter() {
             i.check(&self.mesh, &limits).map_err(|e| reason(&e))?;
-            if i.round > batch.round || i.round.saturating_add(INPUT_WINDOW) < batch.round {
+            if i.round > header.round || i.round.saturating_add(INPUT_WINDOW) < header.round {
                 return Err("input_out_of_window");
             }
             let id = i.id();
@@ -422,13 +429,13 @@ impl<W: World> MeshCore<W> {
                 return Err("author_over_limit");
             }
         }
-        let state = self.execute(parent, batch.round, &batch.inputs)?;
+        let state = self.execute(parent, header.round, &batch.inputs)?;
         let hash = state_hash(&state);
-        if hash != batch.state_hash {
+        if hash != header.state_hash {
             return Err("state_hash_mismatch");
         }
         let executed = Executed {
-            round: batch.round,
+            round: header.round,
             state: Arc::new(state),
             state_hash: hash,
             inputs: ids.into_iter().collect(),

@@ -21,6 +21,7 @@ pub fn simplex_decode(data: &[u8]) {
     round_trip::<simplex::Certificate>(data);
     round_trip::<simplex::Evidence>(data);
     round_trip::<crate::world::Batch>(data);
+    round_trip::<crate::world::BatchHeader>(data);
     round_trip::<crate::world::SignedInput>(data);
     round_trip::<crate::world::Genesis>(data);
 }
@@ -60,7 +61,7 @@ pub fn simplex_ops(data: &[u8]) -> u64 {
                 };
                 let payload = [b(3), b(4)];
                 let Ok(payload) = payload.as_slice().try_into() else { continue };
-                let p = Proposal { height, parent_height: ph, parent, payload };
+                let p = Proposal { height, parent_height: ph, parent, payload, body: Default::default() };
                 let d = p.digest(&mesh);
                 blocks.push(p.clone());
                 if blocks.len() > 64 {
@@ -129,7 +130,9 @@ pub fn simplex_ops(data: &[u8]) -> u64 {
                         assert!(members.verify_certificate(&mesh, &c).is_ok(), "a certificate that does not verify");
                     }
                 }
-                Out::Propose { height, .. } => s.handle(now, In::Payload { height, payload: vec![0, 1] }),
+                Out::Propose { height, .. } => {
+                    s.handle(now, In::Payload { height, payload: vec![0, 1], body: vec![2] })
+                }
                 Out::Evidence(e) => assert!(e.verify(&mesh, &members), "evidence must prove itself"),
                 _ => {}
             }

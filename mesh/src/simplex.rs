@@ -45,8 +45,10 @@ pub type Digest = [u8; 32];
 
 /// Most members a mesh may have.
 pub const MAX_MEMBERS: usize = 256;
-/// Largest proposal payload (the application's batch and state commitment), bytes.
-pub const MAX_PAYLOAD: usize = 256 * 1024;
+/// Largest proposal payload (the application's header, hashed into the block digest), bytes.
+pub const MAX_PAYLOAD: usize = 1024;
+/// Largest proposal body (the application's bulk, committed through the payload), bytes.
+pub const MAX_BODY: usize = 256 * 1024;
 /// Heights ahead of ours whose votes are kept (later ones are dropped and counted).
 pub const MAX_AHEAD: u64 = 32;
 
@@ -68,8 +70,13 @@ pub struct Proposal {
     pub parent_height: u64,
     /// Digest of the parent block (the mesh id for the genesis).
     pub parent: Digest,
-    /// The application's payload (for the mesh: the round's batch and the new state's hash).
+    /// The application's header, hashed into the digest (for the mesh: round, state hash and
+    /// the hash of the inputs).
     pub payload: BoundedBytes<MAX_PAYLOAD>,
+    /// The application's bulk (for the mesh: the inputs). Not part of the digest: the
+    /// application commits to it inside `payload` and checks it before a vote, so a block's
+    /// certificate can be checked from the header alone.
+    pub body: BoundedBytes<MAX_BODY>,
 }
 
 impl Proposal {
@@ -321,12 +328,15 @@ impl Default for Config {
 pub enum In {
     /// A message from the network (authenticated by its own signatures, not by who relayed it).
     Message(Message),
-    /// The application's payload for our proposal at `height` (answers `Out::Propose`).
+    /// The application's payload and body for our proposal at `height` (answers
+    /// `Out::Propose`).
     Payload {
         /// Height asked for.
         height: u64,
-        /// The payload.
+        /// The payload (hashed into the digest).
         payload: Vec<u8>,
+        /// The body (committed through the payload).
+        body: Vec<u8>,
     },
     /// The application's verdict on a proposal (answers `Out::Verify`).
     Verified {
@@ -607,18 +617,19 @@ impl Simplex {
     pub fn handle(&mut self, now: Instant, input: In) {
         match input {
             In::Message(m) => self.on_message(now, m),
-            In::Payload { height, payload } => self.on_payload(now, height, payload),
+            In::Payload { height, payload, body } => self.on_payload(now, height, payload, body),
             In::Verified { height, digest, valid } => self.on_verified(now, height, digest, valid),
         }
     }
 
-    fn on_payload(&mut self, now: Instant, height: u64, payload: Vec<u8>) {
+    fn on_payload(&mut self, now: Instant, height: u64, payload: Vec<u8>, body: Vec<u8>) {
         if height != self.height {
             return;
         }
         let Some((ph, parent)) = self.chain_tip(height) else { return };
         let Ok(payload) = BoundedBytes::try_from(payload.as_slice()) else { return };
-        let proposal = Proposal { height, parent_height: ph, parent, payload };
+        let Ok(body) = BoundedBytes::try_from(body.as_slice()) else { return };
+        let proposal = Proposal { height, parent_height: ph, parent, payload, body };
         let digest = proposal.digest(&self.mesh);
         let Some((i, sig)) = self.sign(&vote_message(&self.mesh, height, &Some(digest))) else { return };
         let slot = self.slots.entry(height).or_default();

@@ -19,7 +19,6 @@ pub const MAX_BATCH: usize = 1024;
 /// An input is valid in rounds `round ..= round + INPUT_WINDOW` (its author names the first).
 pub const INPUT_WINDOW: u64 = 16;
 
-const GENESIS_DOMAIN: &str = "suprnova mesh v1 genesis";
 const STATE_DOMAIN: &str = "suprnova mesh v1 state";
 const SEED_DOMAIN: &str = "suprnova mesh v1 round seed";
 const INPUT_DOMAIN: &[u8] = b"suprnova mesh v1 input";
@@ -79,10 +78,11 @@ pub struct Genesis {
 }
 
 impl Genesis {
-    /// The mesh id: BLAKE3-derive_key("suprnova mesh v1 genesis", postcard(genesis)).
+    /// The mesh id: BLAKE3(postcard(genesis)), which is also the genesis' key as an immutable
+    /// DHT record.
     pub fn mesh_id(&self) -> Digest {
         let bytes = postcard::to_allocvec(self).unwrap_or_default();
-        blake3::derive_key(GENESIS_DOMAIN, &bytes)
+        *blake3::hash(&bytes).as_bytes()
     }
 }
 
@@ -210,14 +210,21 @@ pub enum InputError {
     Refused(String),
 }
 
-/// A block's payload: the round it makes, the ordered inputs, and the hash of the state after
-/// them.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-pub struct Batch {
+/// A block's payload (hashed into its digest): the round it makes, the hash of the state after
+/// it, and the hash of its body, the encoded [`Batch`] of inputs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct BatchHeader {
     /// The round (parent's round + 1).
     pub round: u64,
-    /// Inputs, in the order applied.
-    pub inputs: BoundedVec<SignedInput, MAX_BATCH>,
     /// `state_hash` of S(round).
     pub state_hash: Digest,
+    /// BLAKE3 of the block's body (`postcard(Batch)`).
+    pub inputs_hash: Digest,
+}
+
+/// A block's body: the round's inputs, in the order applied.
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct Batch {
+    /// Inputs, in order.
+    pub inputs: BoundedVec<SignedInput, MAX_BATCH>,
 }

@@ -11,7 +11,7 @@ use suprnova_dht::wire::bounded::{BoundedString, BoundedVec};
 use suprnova_mesh::core::{MeshConfig, MeshCore, MeshOut};
 use suprnova_mesh::life::{Board, Life, SetCell};
 use suprnova_mesh::simplex::{self, Message, Sig};
-use suprnova_mesh::world::{Batch, Genesis, InputError, Limits, SignedInput, state_hash};
+use suprnova_mesh::world::{BatchHeader, Genesis, InputError, Limits, SignedInput, state_hash};
 
 struct Net {
     ids: Vec<Identity>,
@@ -62,9 +62,9 @@ impl Net {
     /// signature is fine and only re-execution catches it).
     fn lie(&self, i: usize, m: Message) -> Message {
         let Message::Propose { mut proposal, .. } = m else { return m };
-        let mut batch: Batch = postcard::from_bytes(proposal.payload.as_slice()).unwrap();
-        batch.state_hash = [0xee; 32];
-        proposal.payload = postcard::to_allocvec(&batch).unwrap().as_slice().try_into().unwrap();
+        let mut header: BatchHeader = postcard::from_bytes(proposal.payload.as_slice()).unwrap();
+        header.state_hash = [0xee; 32];
+        proposal.payload = postcard::to_allocvec(&header).unwrap().as_slice().try_into().unwrap();
         let d = proposal.digest(&self.mesh());
         let sig = Sig(self.ids[i].sign(&simplex::vote_message(&self.mesh(), proposal.height, &Some(d))));
         Message::Propose { proposal, sig }

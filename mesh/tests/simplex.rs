@@ -233,7 +233,7 @@ impl Sim {
             let k = self.building.iter().position(|b| b.0 == next).unwrap();
             let (_, i, height, payload) = self.building.swap_remove(k);
             let now = self.now;
-            self.nodes[i].handle(now, In::Payload { height, payload });
+            self.nodes[i].handle(now, In::Payload { height, payload, body: vec![7; 3] });
             self.drain(i);
         } else if next_msg == Some(next) {
             let Reverse((_, _, to, bytes)) = self.wire.pop().unwrap();

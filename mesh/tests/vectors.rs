@@ -13,7 +13,7 @@ use suprnova_mesh::life::{Board, SetCell};
 use suprnova_mesh::simplex::{
     Certificate, Digest, Evidence, Members, Message, Proposal, Sig, Signers, finalize_message, vote_message,
 };
-use suprnova_mesh::world::{Batch, Genesis, Limits, SignedInput, round_seed, state_hash};
+use suprnova_mesh::world::{Batch, BatchHeader, Genesis, Limits, SignedInput, round_seed, state_hash};
 
 fn h(b: &[u8]) -> Value {
     Value::String(hex::encode(b))
@@ -42,7 +42,8 @@ fn proposal() -> Proposal {
         height: 3,
         parent_height: 1,
         parent: [0xab; 32],
-        payload: b"batch and state hash".as_slice().try_into().unwrap(),
+        payload: b"header: round, state and inputs hashes".as_slice().try_into().unwrap(),
+        body: b"the inputs".as_slice().try_into().unwrap(),
     }
 }
 
@@ -88,7 +89,9 @@ fn input() -> SignedInput {
 fn vectors() -> Value {
     let m = members();
     let g = genesis();
-    let batch = Batch { round: 1, inputs: BoundedVec::try_from(vec![input()]).unwrap(), state_hash: [0x5a; 32] };
+    let batch = Batch { inputs: BoundedVec::try_from(vec![input()]).unwrap() };
+    let batch_bytes = postcard::to_allocvec(&batch).unwrap();
+    let header = BatchHeader { round: 1, state_hash: [0x5a; 32], inputs_hash: *blake3::hash(&batch_bytes).as_bytes() };
     let p = proposal();
     let d = p.digest(&MESH);
     let fin = finalize_message(&MESH, 3, &d);
@@ -115,6 +118,7 @@ fn vectors() -> Value {
             "parent_height": p.parent_height,
             "parent": h(&p.parent),
             "payload": h(p.payload.as_slice()),
+            "body": h(p.body.as_slice()),
             "encoding": h(&postcard::to_allocvec(&p).unwrap()),
             "digest": h(&d),
         },
@@ -140,7 +144,7 @@ fn vectors() -> Value {
             "encoding": h(&postcard::to_allocvec(&input()).unwrap()),
             "id": h(&input().id()),
         },
-        "batch": {"encoding": h(&postcard::to_allocvec(&batch).unwrap())},
+        "batch": {"encoding": h(&batch_bytes), "header_encoding": h(&postcard::to_allocvec(&header).unwrap())},
     })
 }
 
@@ -218,4 +222,6 @@ fn decoder_reads_and_verifies_every_vector() {
     assert_eq!(postcard::from_bytes::<SetCell>(i.body.as_slice()).unwrap(), SetCell { x: 1, y: 2, alive: true });
     let b: Batch = postcard::from_bytes(&unh(&v["batch"]["encoding"])).unwrap();
     assert_eq!(b.inputs.first(), Some(&i));
+    let hd: BatchHeader = postcard::from_bytes(&unh(&v["batch"]["header_encoding"])).unwrap();
+    assert_eq!(hd.inputs_hash, *blake3::hash(&unh(&v["batch"]["encoding"])).as_bytes());
 }
