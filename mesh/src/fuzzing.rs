@@ -24,6 +24,8 @@ pub fn simplex_decode(data: &[u8]) {
     round_trip::<crate::world::BatchHeader>(data);
     round_trip::<crate::world::SignedInput>(data);
     round_trip::<crate::world::Genesis>(data);
+    round_trip::<crate::store::RoundRecord>(data);
+    round_trip::<crate::store::Head>(data);
 }
 
 /// One member (index 0 of 4) fed an arbitrary sequence of validly signed proposals, votes,

@@ -15,6 +15,8 @@
 //! - [`life`]: Conway's Game of Life as an example world.
 //! - `net` (feature `net`, on by default): `net::Mesh`, the tokio driver that runs a
 //!   `MeshCore` on a running `suprnova_node::Node`, over the mesh's topic.
+//! - [`store`]: what members write to the DHT (genesis, round records with certificate and
+//!   state, heads) and how anyone verifies it; `net::get_state` reads it from any node.
 //! - [`spatial`]: positions in a world's box, Z-order cells at several levels, the DHT key of a
 //!   cell, and the bounded set of cells a radius query reads.
 
@@ -24,6 +26,7 @@ pub mod life;
 pub mod net;
 pub mod simplex;
 pub mod spatial;
+pub mod store;
 pub mod world;
 
 #[doc(hidden)]

@@ -5,16 +5,20 @@
 //! follows the certified rounds as they happen. One task owns the core; [`Mesh`] is its handle.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use suprnova_dht::identity::Identity;
-use suprnova_node::{Node, NodeError, TopicEvent};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use suprnova_dht::wire::Key;
+use suprnova_dht::wire::bounded::BoundedBytes;
+use suprnova_node::{BlobHash, Node, NodeError, TopicEvent};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::core::{Certified, MeshConfig, MeshCore, MeshError, MeshOut, MeshStats};
 use crate::simplex::{self, Digest, Evidence, Message};
+use crate::store::{self, Head, MAX_IMMUTABLE, RecordError, Ref, RoundRecord, StateRef};
 use crate::world::{Genesis, InputError, SignedInput, World};
 
 /// What a mesh's topic carries (postcard).
@@ -60,6 +64,22 @@ pub struct MeshStatus {
     pub agreement: simplex::Stats,
     /// Topic messages that did not decode.
     pub undecodable: u64,
+    /// Certified rounds written to the DHT (record and head).
+    pub stored: u64,
+    /// Certified rounds not written because a newer one was ready first.
+    pub store_skipped: u64,
+    /// Writes that failed.
+    pub store_failed: u64,
+    /// The last write failure, if any.
+    pub last_store_error: Option<String>,
+}
+
+#[derive(Default)]
+struct StoreCounters {
+    stored: AtomicU64,
+    skipped: AtomicU64,
+    failed: AtomicU64,
+    last_error: std::sync::Mutex<Option<String>>,
 }
 
 enum Cmd {
@@ -81,7 +101,7 @@ impl<S> Clone for Mesh<S> {
     }
 }
 
-impl<S: Send + Sync + 'static> Mesh<S> {
+impl<S: Serialize + Send + Sync + 'static> Mesh<S> {
     /// Starts the mesh born from `genesis` with initial state `s0` on `node`: as a member if
     /// `identity` holds one of the genesis' member keys, else as an observer.
     pub async fn start<W: World<State = S>>(
@@ -92,13 +112,19 @@ impl<S: Send + Sync + 'static> Mesh<S> {
         identity: Option<Identity>,
         cfg: MeshConfig,
     ) -> Result<Mesh<S>, StartError> {
-        let core = MeshCore::new(world, genesis, s0, identity, cfg, Instant::now())?;
+        let member = identity.as_ref().is_some_and(|i| genesis.members.contains(&i.public_key()));
+        let core = MeshCore::new(world, genesis.clone(), s0, identity, cfg, Instant::now())?;
         let id = core.mesh_id();
         let topic = topic_name(&id);
         let sub = node.subscribe(&topic).await?;
         let (cmd, rx) = mpsc::channel(256);
         let (rounds, _) = broadcast::channel(1024);
-        let driver = Driver { node, topic, core, rounds: rounds.clone(), undecodable: 0 };
+        let counters = Arc::new(StoreCounters::default());
+        let (latest, watcher) = watch::channel(None);
+        if member {
+            tokio::spawn(store_worker(node.clone(), genesis, watcher, counters.clone()));
+        }
+        let driver = Driver { node, topic, core, rounds: rounds.clone(), undecodable: 0, latest, counters, member };
         let task = tokio::spawn(driver.run(sub, rx));
         Ok(Mesh { id, cmd, rounds, task: Arc::new(task) })
     }
@@ -133,12 +159,18 @@ impl<S: Send + Sync + 'static> Mesh<S> {
     }
 }
 
+type Latest<S> = Option<Arc<Certified<S>>>;
+
 struct Driver<W: World> {
     node: Node,
     topic: String,
     core: MeshCore<W>,
     rounds: broadcast::Sender<Arc<Certified<W::State>>>,
     undecodable: u64,
+    /// The newest certified round with its own certificate, for the store worker.
+    latest: watch::Sender<Latest<W::State>>,
+    counters: Arc<StoreCounters>,
+    member: bool,
 }
 
 impl<W: World> Driver<W> {
@@ -173,6 +205,10 @@ impl<W: World> Driver<W> {
                             stats: self.core.stats().clone(),
                             agreement: self.core.agreement_stats(),
                             undecodable: self.undecodable,
+                            stored: self.counters.stored.load(Ordering::Relaxed),
+                            store_skipped: self.counters.skipped.load(Ordering::Relaxed),
+                            store_failed: self.counters.failed.load(Ordering::Relaxed),
+                            last_store_error: self.counters.last_error.lock().ok().and_then(|e| e.clone()),
                         });
                     }
                     None => return,
@@ -207,7 +243,14 @@ impl<W: World> Driver<W> {
             match o {
                 MeshOut::Send(m) => self.publish(&Wire::Agreement(m)).await,
                 MeshOut::Certified(c) => {
-                    let _ = self.rounds.send(Arc::new(c));
+                    let c = Arc::new(c);
+                    if self.member && c.certificate.is_some() {
+                        let replaced = self.latest.send_replace(Some(c.clone()));
+                        if replaced.is_some() {
+                            self.counters.skipped.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    let _ = self.rounds.send(c);
                 }
                 MeshOut::Evidence(e) => {
                     tracing::warn!(signer = e.signer, height = e.height, "mesh: a member equivocated");
@@ -217,4 +260,181 @@ impl<W: World> Driver<W> {
             }
         }
     }
+}
+
+/// How long heads and round records live in the DHT; the worker rewrites the newest well before.
+const RECORD_TTL: Duration = Duration::from_secs(600);
+
+/// Writes the genesis once, then each newest certified round: its record (state inline when it
+/// fits, else a blob this member serves) and our head. Rounds certified while a write is under
+/// way are coalesced to the newest. The newest is rewritten every 100 s while nothing new comes.
+async fn store_worker<S: serde::Serialize + Send + Sync + 'static>(
+    node: Node,
+    genesis: Genesis,
+    mut rx: watch::Receiver<Latest<S>>,
+    counters: Arc<StoreCounters>,
+) {
+    if let Ok(bytes) = postcard::to_allocvec(&genesis)
+        && let Err(e) = node.put_immutable(bytes).await
+    {
+        tracing::warn!(error = %e, "mesh: could not store the genesis");
+    }
+    let mesh = genesis.mesh_id();
+    loop {
+        let changed = tokio::time::timeout(Duration::from_secs(100), rx.changed()).await;
+        if matches!(changed, Ok(Err(_))) {
+            return;
+        }
+        let Some(c) = rx.borrow_and_update().clone() else { continue };
+        match store_round(&node, &mesh, &c).await {
+            Ok(()) => counters.stored.fetch_add(1, Ordering::Relaxed),
+            Err(e) => {
+                tracing::debug!(error = %e, round = c.round, "mesh: storing a round failed");
+                if let Ok(mut last) = counters.last_error.lock() {
+                    *last = Some(format!("round {}: {e}", c.round));
+                }
+                counters.failed.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+    }
+}
+
+async fn store_round<S: serde::Serialize>(node: &Node, mesh: &Digest, c: &Certified<S>) -> Result<(), NodeError> {
+    let Some(certificate) = c.certificate.clone() else { return Ok(()) };
+    let bytes = postcard::to_allocvec(&*c.state).map_err(|e| NodeError::Stream(e.to_string()))?;
+    let base = RoundRecord {
+        height: c.proposal.height,
+        parent_height: c.proposal.parent_height,
+        parent: c.proposal.parent,
+        payload: c.proposal.payload.clone(),
+        certificate,
+        state: StateRef::Blob([0; 32]),
+    };
+    let inline = BoundedBytes::try_from(bytes.as_slice())
+        .ok()
+        .map(|b| RoundRecord { state: StateRef::Inline(b), ..base.clone() });
+    let fits = |r: &RoundRecord| postcard::to_allocvec(r).ok().filter(|v| v.len() <= MAX_IMMUTABLE);
+    let record = match inline.as_ref().and_then(fits) {
+        Some(v) => v,
+        None => {
+            let hash = node.add_blob(bytes);
+            node.provide_blob(hash).await?;
+            postcard::to_allocvec(&RoundRecord { state: StateRef::Blob(hash.0), ..base })
+                .map_err(|e| NodeError::Stream(e.to_string()))?
+        }
+    };
+    let at = if record.len() <= MAX_IMMUTABLE {
+        Ref::Immutable(
+            node.put(Key::for_immutable(&record), immutable(&record)?, RECORD_TTL, None)
+                .await
+                .map(|_| Key::for_immutable(&record).0)?,
+        )
+    } else {
+        let hash = node.add_blob(record);
+        node.provide_blob(hash).await?;
+        Ref::Blob(hash.0)
+    };
+    let head =
+        postcard::to_allocvec(&Head { round: c.round, record: at }).map_err(|e| NodeError::Stream(e.to_string()))?;
+    node.put_set_entry(Key(store::heads_key(mesh)), &head, RECORD_TTL).await?;
+    Ok(())
+}
+
+fn immutable(bytes: &[u8]) -> Result<suprnova_dht::wire::Record, NodeError> {
+    let value = BoundedBytes::try_from(bytes).map_err(|_| NodeError::TooLarge(bytes.len(), MAX_IMMUTABLE))?;
+    Ok(suprnova_dht::wire::Record::Immutable { value })
+}
+
+/// A state read from the DHT and checked.
+#[derive(Clone, Debug)]
+pub struct FetchedState<S> {
+    /// Its round.
+    pub round: u64,
+    /// Its hash (as certified).
+    pub state_hash: Digest,
+    /// The state.
+    pub state: S,
+    /// The certificate that proves it.
+    pub certificate: simplex::Certificate,
+    /// Heads that were not used because they did not check out (writer key, why).
+    pub rejected: Vec<([u8; 32], String)>,
+}
+
+/// Why `get_state` found nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum GetStateError {
+    /// The genesis is not in the DHT (or not reachable).
+    #[error("genesis not found: {0}")]
+    NoGenesis(NodeError),
+    /// The genesis record does not decode or hash to the mesh id.
+    #[error("genesis record is invalid")]
+    BadGenesis,
+    /// No head led to a record whose certificate and state check out.
+    #[error("no valid certified state ({} heads rejected)", .0.len())]
+    NoValidHead(Vec<([u8; 32], String)>),
+}
+
+async fn fetch(node: &Node, r: Ref) -> Result<Vec<u8>, String> {
+    match r {
+        Ref::Immutable(k) => node.get_immutable(Key(k)).await.map_err(|e| e.to_string()),
+        Ref::Blob(h) => {
+            let hash = BlobHash(h);
+            let providers = node.find_blob_providers(hash).await.map_err(|e| e.to_string())?;
+            let (data, _) = node.fetch_blob(hash, &providers, None).await.map_err(|e| e.to_string())?;
+            Ok(data.to_vec())
+        }
+    }
+}
+
+/// Reads mesh `mesh`'s newest certified state from the DHT, from any node, member or not: the
+/// genesis, then the heads, newest first, until one leads to a record whose certificate verifies
+/// against the genesis' members and whose state hashes to the certified hash. Heads that fail
+/// are reported in `rejected`, with why.
+pub async fn get_state<W: World>(node: &Node, mesh: Digest) -> Result<FetchedState<W::State>, GetStateError> {
+    let bytes = node.get_immutable(Key(mesh)).await.map_err(GetStateError::NoGenesis)?;
+    let genesis: Genesis = postcard::from_bytes(&bytes).map_err(|_| GetStateError::BadGenesis)?;
+    if genesis.mesh_id() != mesh {
+        return Err(GetStateError::BadGenesis);
+    }
+    let entries = node.get_set(Key(store::heads_key(&mesh))).await.unwrap_or_default();
+    let mut rejected = Vec::new();
+    let mut heads: Vec<([u8; 32], Head)> = Vec::new();
+    for e in entries {
+        match postcard::from_bytes::<Head>(e.value.as_slice()) {
+            Ok(h) => heads.push((e.public_key, h)),
+            Err(_) => rejected.push((e.public_key, "head does not decode".to_string())),
+        }
+    }
+    heads.sort_by_key(|h| std::cmp::Reverse(h.1.round));
+    for (writer, head) in heads {
+        let checked: Result<FetchedState<W::State>, String> = async {
+            let rec: RoundRecord = postcard::from_bytes(&fetch(node, head.record).await?)
+                .map_err(|_| RecordError::Malformed.to_string())?;
+            let header = store::verify_record(&genesis, &rec).map_err(|e| e.to_string())?;
+            if header.round != head.round {
+                return Err(RecordError::Header(header.round).to_string());
+            }
+            let state_bytes = match &rec.state {
+                StateRef::Inline(b) => b.to_vec(),
+                StateRef::Blob(h) => fetch(node, Ref::Blob(*h)).await?,
+            };
+            let state = store::verify_state::<W::State>(&header, &state_bytes).map_err(|e| e.to_string())?;
+            Ok(FetchedState {
+                round: header.round,
+                state_hash: header.state_hash,
+                state,
+                certificate: rec.certificate,
+                rejected: Vec::new(),
+            })
+        }
+        .await;
+        match checked {
+            Ok(mut s) => {
+                s.rejected = rejected;
+                return Ok(s);
+            }
+            Err(why) => rejected.push((writer, why)),
+        }
+    }
+    Err(GetStateError::NoValidHead(rejected))
 }

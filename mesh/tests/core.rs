@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use suprnova_dht::identity::Identity;
 use suprnova_dht::wire::bounded::{BoundedString, BoundedVec};
-use suprnova_mesh::core::{MeshConfig, MeshCore, MeshOut};
+use suprnova_mesh::core::{Certified, MeshConfig, MeshCore, MeshOut};
 use suprnova_mesh::life::{Board, Life, SetCell};
 use suprnova_mesh::simplex::{self, Message, Sig};
+use suprnova_mesh::store::{RecordError, RoundRecord, StateRef, verify_record, verify_state};
 use suprnova_mesh::world::{BatchHeader, Genesis, InputError, Limits, SignedInput, state_hash};
 
 struct Net {
@@ -21,6 +22,8 @@ struct Net {
     /// Certified (round → state hash) per member.
     rounds: Vec<BTreeMap<u64, [u8; 32]>>,
     liar: Option<usize>,
+    /// Member 0's newest certified round that carries its own certificate.
+    last: Option<Certified<Board>>,
 }
 
 fn genesis(ids: &[Identity], board: &Board) -> Genesis {
@@ -47,7 +50,8 @@ impl Net {
                 MeshCore::new(Life, g.clone(), board.clone(), Some(me), MeshConfig::default(), now).unwrap()
             })
             .collect();
-        let mut net = Net { ids, cores, now, wire: Vec::new(), rounds: vec![BTreeMap::new(); n], liar: None };
+        let mut net =
+            Net { ids, cores, now, wire: Vec::new(), rounds: vec![BTreeMap::new(); n], liar: None, last: None };
         for i in 0..n {
             net.drain(i);
         }
@@ -85,6 +89,9 @@ impl Net {
                 MeshOut::Certified(c) => {
                     assert_eq!(state_hash(&*c.state), c.state_hash);
                     assert!(self.rounds[i].insert(c.round, c.state_hash).is_none(), "round certified twice");
+                    if i == 0 && c.certificate.is_some() {
+                        self.last = Some(c);
+                    }
                 }
                 MeshOut::Evidence(_) | MeshOut::Gap { .. } => {}
             }
@@ -217,4 +224,39 @@ fn a_leader_lying_about_the_state_is_outvoted() {
             }
         }
     }
+}
+
+#[test]
+fn stored_records_verify_and_tampering_is_caught() {
+    let mut net = Net::new(4);
+    net.run_for(Duration::from_millis(500));
+    let c = net.last.clone().unwrap();
+    let g = net.cores[0].genesis().clone();
+    let state = postcard::to_allocvec(&*c.state).unwrap();
+    let rec = RoundRecord {
+        height: c.proposal.height,
+        parent_height: c.proposal.parent_height,
+        parent: c.proposal.parent,
+        payload: c.proposal.payload.clone(),
+        certificate: c.certificate.clone().unwrap(),
+        state: StateRef::Inline(state.as_slice().try_into().unwrap()),
+    };
+    let header = verify_record(&g, &rec).unwrap();
+    assert_eq!((header.round, header.state_hash), (c.round, c.state_hash));
+    assert_eq!(verify_state::<Board>(&header, &state).unwrap(), *c.state);
+    // Another state under the same certificate.
+    let other = postcard::to_allocvec(&Board::empty(8, 8)).unwrap();
+    assert_eq!(verify_state::<Board>(&header, &other), Err(RecordError::StateMismatch));
+    // A certificate moved onto another header.
+    let mut moved = rec.clone();
+    moved.parent_height += 1;
+    assert_eq!(verify_record(&g, &moved), Err(RecordError::CertificateMismatch));
+    // A signature flipped.
+    let mut flipped = rec.clone();
+    let mut votes = flipped.certificate.votes.to_vec();
+    votes[0].1.0[5] ^= 1;
+    flipped.certificate.votes = votes.try_into().unwrap();
+    assert!(matches!(verify_record(&g, &flipped), Err(RecordError::Certificate(_))));
+    // The record fits one immutable DHT value.
+    assert!(postcard::to_allocvec(&rec).unwrap().len() <= suprnova_mesh::store::MAX_IMMUTABLE);
 }

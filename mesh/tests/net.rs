@@ -1,6 +1,7 @@
 //! A mesh on real nodes (127.0.0.1): five members run the Life world for 100 rounds over the
 //! mesh's topic and hold the same state hash every round; inputs submitted at any member are
-//! applied once everywhere; an observer node on the topic never certifies a different state.
+//! applied once everywhere; an observer node on the topic never certifies a different state; a
+//! non-member reads the newest certified state from the DHT and refuses a forged head.
 //! (An observer that joins after round 1 cannot execute later rounds until it catches up from
 //! the DHT, which is the next step; so how many rounds it follows is not asserted here.)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
@@ -9,10 +10,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use suprnova_dht::identity::Identity;
+use suprnova_dht::wire::Key;
 use suprnova_dht::wire::bounded::{BoundedString, BoundedVec};
 use suprnova_mesh::core::MeshConfig;
 use suprnova_mesh::life::{Board, Life, SetCell};
-use suprnova_mesh::net::Mesh;
+use suprnova_mesh::net::{Mesh, get_state};
+use suprnova_mesh::simplex::{Certificate, Sig, Signers, finalize_message};
+use suprnova_mesh::store::{Head, Ref, RoundRecord, StateRef, heads_key};
 use suprnova_mesh::world::{Genesis, Limits, SignedInput, state_hash};
 use suprnova_node::{Node, NodeConfig};
 
@@ -38,7 +42,7 @@ async fn nodes(n: usize) -> Vec<Node> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn five_members_agree_on_100_rounds_and_apply_each_input_once() {
+async fn five_members_agree_on_100_rounds_and_a_non_member_reads_the_state_from_the_dht() {
     let nodes = nodes(6).await;
     let members: Vec<Identity> = (0..5).map(|i| Identity::from_seed(seed(i))).collect();
     let board = Board::empty(16, 16);
@@ -60,6 +64,7 @@ async fn five_members_agree_on_100_rounds_and_apply_each_input_once() {
     let mut rx: Vec<_> = meshes.iter().map(Mesh::rounds).collect();
     let author = Identity::from_seed([0x99; 32]);
     let mut seen: Vec<BTreeMap<u64, [u8; 32]>> = vec![BTreeMap::new(); 6];
+    let mut last_certified = None;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     let mut submitted = 0u64;
     while seen[..5].iter().any(|s| s.len() < 100) {
@@ -71,15 +76,23 @@ async fn five_members_agree_on_100_rounds_and_apply_each_input_once() {
         for (i, r) in rx.iter_mut().enumerate() {
             while let Ok(c) = r.try_recv() {
                 seen[i].insert(c.round, c.state_hash);
+                if i == 0 && c.certificate.is_some() {
+                    last_certified = Some(c);
+                }
             }
         }
         if submitted < 20 && seen[0].len() >= 5 {
-            let round = seen[0].keys().last().copied().unwrap_or(0) + 1;
+            let round = meshes[(submitted % 5) as usize].status().await.unwrap().round + 1;
             let input =
                 SignedInput::sign(&author, &meshes[0].id(), round, submitted, &SetCell { x: 3, y: 3, alive: true })
                     .unwrap();
-            meshes[(submitted % 5) as usize].submit(input).await.unwrap();
-            submitted += 1;
+            // A pool holds at most 4 × max_inputs_per_author pending inputs of one author: past
+            // that, the author waits for rounds to apply some.
+            match meshes[(submitted % 5) as usize].submit(input).await {
+                Ok(_) => submitted += 1,
+                Err(suprnova_mesh::world::InputError::AuthorLimit) => {}
+                Err(e) => panic!("{e}"),
+            }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -97,7 +110,56 @@ async fn five_members_agree_on_100_rounds_and_apply_each_input_once() {
         assert_eq!(s.stats.inputs_applied, 20, "each input applied once");
         assert_eq!(s.undecodable, 0);
     }
+    // A non-member reads the newest certified state from the DHT and checks it.
+    let mesh_id = meshes[0].id();
+    let got = get_state::<Life>(&nodes[5], mesh_id).await.unwrap();
+    while let Ok(c) = rx[0].try_recv() {
+        seen[0].insert(c.round, c.state_hash);
+    }
+    assert!(got.round >= 90, "newest stored round {}", got.round);
+    assert_eq!(got.state_hash, seen[0][&got.round], "the state members certified");
+    assert_eq!(state_hash(&got.state), got.state_hash);
+    assert!(got.rejected.is_empty(), "{:?}", got.rejected);
+    // A rogue node plants a head for a far-future round whose record carries a certificate signed
+    // by keys that are not members: it is rejected with its reason, and the real state is served.
+    let c = last_certified.unwrap();
+    let rogue: Vec<Identity> = (0..5).map(|i| Identity::from_seed([0xe0 + i; 32])).collect();
+    let real = c.certificate.clone().unwrap();
+    let forged = Certificate {
+        votes: Signers::try_from(
+            (0..4u16)
+                .map(|i| (i, Sig(rogue[usize::from(i)].sign(&finalize_message(&mesh_id, real.height, &real.digest)))))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap(),
+        ..real
+    };
+    let record = RoundRecord {
+        height: c.proposal.height,
+        parent_height: c.proposal.parent_height,
+        parent: c.proposal.parent,
+        payload: c.proposal.payload.clone(),
+        certificate: forged,
+        state: StateRef::Inline(postcard::to_allocvec(&Board::empty(16, 16)).unwrap().as_slice().try_into().unwrap()),
+    };
+    let key = nodes[5].put_immutable(postcard::to_allocvec(&record).unwrap()).await.unwrap();
+    let head = postcard::to_allocvec(&Head { round: 1_000_000, record: Ref::Immutable(key.0) }).unwrap();
+    nodes[5].put_set_entry(Key(heads_key(&mesh_id)), &head, Duration::from_secs(60)).await.unwrap();
+    let got = get_state::<Life>(&nodes[5], mesh_id).await.unwrap();
+    while let Ok(c) = rx[0].try_recv() {
+        seen[0].insert(c.round, c.state_hash);
+    }
+    assert!(got.round < 1_000_000 && got.round >= 90);
+    assert_eq!(got.state_hash, seen[0][&got.round]);
+    let rogue_key = Identity::from_seed(seed(5)).public_key();
+    assert!(
+        got.rejected.iter().any(|(w, why)| *w == rogue_key && why.contains("certificate does not verify")),
+        "{:?}",
+        got.rejected
+    );
     for m in &meshes {
+        let s = m.status().await.unwrap();
+        assert_eq!(s.store_failed, 0, "{:?}", s.last_store_error);
         m.stop();
     }
     for n in &nodes {

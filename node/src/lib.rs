@@ -279,6 +279,9 @@ struct Inner {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Set when shutdown begins: no new requests or blob reads are served.
     stopping: std::sync::atomic::AtomicBool,
+    /// The seq of our last set entry: each new one is max(now in ms, last + 1), so two entries
+    /// written within one millisecond still replace each other in order.
+    set_seq: AtomicU64,
 }
 
 /// A running node. Cheap to clone; every clone drives the same node.
@@ -325,6 +328,7 @@ impl Node {
             dht_task: Mutex::new(Some(dht_task)),
             tasks: Mutex::default(),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            set_seq: AtomicU64::new(0),
         });
         let node = Node { inner };
         let router = tokio::spawn(node.clone().route(streams, in_tx));
@@ -448,7 +452,11 @@ impl Node {
     /// Adds our signed entry to the multi-writer set under `key`.
     pub async fn put_set_entry(&self, key: Key, value: &[u8], ttl: Duration) -> Result<PutOutcome, NodeError> {
         let ttl_s = u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX);
-        let e = SetEntry::sign(&self.inner.identity, &key, unix_ms(), ttl_s, value)
+        let now = unix_ms();
+        let prev =
+            self.inner.set_seq.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| Some(now.max(last + 1)));
+        let seq = now.max(prev.unwrap_or(0) + 1);
+        let e = SetEntry::sign(&self.inner.identity, &key, seq, ttl_s, value)
             .map_err(|_| NodeError::TooLarge(value.len(), suprnova_dht::wire::limits::MAX_SET_VALUE_LEN))?;
         self.put(key, Record::SetEntry(e), ttl, None).await
     }
