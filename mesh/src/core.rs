@@ -19,6 +19,9 @@ use crate::world::{
     Batch, BatchHeader, Genesis, INPUT_WINDOW, InputError, MAX_BATCH, SignedInput, World, round_seed, state_hash,
 };
 
+/// Final blocks kept while waiting to catch up.
+const MAX_ORPHANS: usize = 1024;
+
 /// Tunables.
 #[derive(Clone, Debug)]
 pub struct MeshConfig {
@@ -150,6 +153,9 @@ pub struct MeshCore<W: World> {
     proposing: Option<(u64, Digest, u64, Instant)>,
     last_round_at: Instant,
     final_round: u64,
+    /// Final blocks we could not execute (their parent's state is missing here), by height,
+    /// until a caught-up state lets us (bounded by `MAX_ORPHANS`).
+    orphans: BTreeMap<u64, (Digest, Proposal, Option<Certificate>)>,
     cfg: MeshConfig,
     out: VecDeque<MeshOut<W::State>>,
     stats: MeshStats,
@@ -196,6 +202,7 @@ impl<W: World> MeshCore<W> {
             proposing: None,
             last_round_at: now,
             final_round: 0,
+            orphans: BTreeMap::new(),
             cfg,
             out: VecDeque::new(),
             stats: MeshStats::default(),
@@ -445,6 +452,60 @@ impl<W: World> MeshCore<W> {
         Ok(())
     }
 
+    /// Whether final blocks are waiting for a state to build on (the driver should catch up).
+    pub fn behind(&self) -> bool {
+        !self.orphans.is_empty()
+    }
+
+    /// Installs a certified state fetched from elsewhere (the DHT): round `round` is block
+    /// `proposal` (its body may be empty) with `certificate`, which the caller has verified
+    /// against the genesis, and `state` hashes to its header's state hash. The member continues
+    /// from it: the agreement resumes after that block, and final blocks that were waiting on it
+    /// are executed. Ignored (false) if we already are at or past that round.
+    ///
+    /// The inputs applied in the 16 rounds before it are not known here, so until the window
+    /// has passed this member cannot refuse a batch that repeats one of them; the other members
+    /// still do.
+    pub fn catch_up(
+        &mut self,
+        now: Instant,
+        round: u64,
+        state: W::State,
+        proposal: Proposal,
+        certificate: Certificate,
+    ) -> bool {
+        if round <= self.final_round {
+            return false;
+        }
+        let digest = certificate.digest;
+        let hash = state_hash(&state);
+        let state = Arc::new(state);
+        let executed = Executed { round, state: state.clone(), state_hash: hash, inputs: Vec::new(), parent: None };
+        self.blocks.insert(digest, executed);
+        self.final_round = round;
+        self.last_round_at = now;
+        self.stats.certified += 1;
+        let height = proposal.height;
+        self.out.push_back(MeshOut::Certified(Certified {
+            round,
+            height,
+            digest,
+            state_hash: hash,
+            state,
+            proposal,
+            certificate: Some(certificate),
+        }));
+        self.simplex.resume_after(now, height, digest);
+        let waiting = std::mem::take(&mut self.orphans);
+        for (h, (d, p, c)) in waiting {
+            if h > height {
+                self.finalized(now, p, d, c);
+            }
+        }
+        self.pump(now);
+        true
+    }
+
     /// Runs Simplex's outputs.
     fn pump(&mut self, now: Instant) {
         for _ in 0..100_000 {
@@ -481,8 +542,14 @@ impl<W: World> MeshCore<W> {
 
     fn finalized(&mut self, now: Instant, proposal: Proposal, digest: Digest, certificate: Option<Certificate>) {
         if !self.blocks.contains_key(&digest) && self.verify(digest, &proposal).is_err() {
-            // Final by a quorum, yet we cannot execute it: its parent is missing here.
-            self.out.push_back(MeshOut::Gap { from: proposal.height, to: proposal.height });
+            // Final by a quorum, yet we cannot execute it: its parent's state is missing here.
+            // Keep it until `catch_up` brings a state it can build on.
+            let h = proposal.height;
+            if self.orphans.len() >= MAX_ORPHANS {
+                self.orphans.pop_first();
+            }
+            self.orphans.insert(h, (digest, proposal, certificate));
+            self.out.push_back(MeshOut::Gap { from: h, to: h });
             return;
         }
         let Some(b) = self.blocks.get(&digest) else { return };

@@ -72,6 +72,8 @@ pub struct MeshStatus {
     pub store_failed: u64,
     /// The last write failure, if any.
     pub last_store_error: Option<String>,
+    /// Times this mesh caught up from a state read from the DHT.
+    pub caught_up: u64,
 }
 
 #[derive(Default)]
@@ -82,15 +84,17 @@ struct StoreCounters {
     last_error: std::sync::Mutex<Option<String>>,
 }
 
-enum Cmd {
+enum Cmd<S> {
     Submit(SignedInput, oneshot::Sender<Result<Digest, InputError>>),
     Status(oneshot::Sender<MeshStatus>),
+    /// A catch-up read from the DHT finished.
+    Fetched(Result<FetchedState<S>, String>),
 }
 
 /// Handle to a running mesh. Cheap to clone.
 pub struct Mesh<S> {
     id: Digest,
-    cmd: mpsc::Sender<Cmd>,
+    cmd: mpsc::Sender<Cmd<S>>,
     rounds: broadcast::Sender<Arc<Certified<S>>>,
     task: Arc<JoinHandle<()>>,
 }
@@ -124,7 +128,20 @@ impl<S: Serialize + Send + Sync + 'static> Mesh<S> {
         if member {
             tokio::spawn(store_worker(node.clone(), genesis, watcher, counters.clone()));
         }
-        let driver = Driver { node, topic, core, rounds: rounds.clone(), undecodable: 0, latest, counters, member };
+        let driver = Driver {
+            node,
+            topic,
+            core,
+            rounds: rounds.clone(),
+            undecodable: 0,
+            latest,
+            counters,
+            member,
+            cmd: cmd.clone(),
+            fetching: false,
+            last_fetch: None,
+            caught_up: 0,
+        };
         let task = tokio::spawn(driver.run(sub, rx));
         Ok(Mesh { id, cmd, rounds, task: Arc::new(task) })
     }
@@ -171,10 +188,18 @@ struct Driver<W: World> {
     latest: watch::Sender<Latest<W::State>>,
     counters: Arc<StoreCounters>,
     member: bool,
+    /// For catch-up reads to report back.
+    cmd: mpsc::Sender<Cmd<W::State>>,
+    fetching: bool,
+    last_fetch: Option<Instant>,
+    caught_up: u64,
 }
 
 impl<W: World> Driver<W> {
-    async fn run(mut self, mut sub: suprnova_node::Subscription, mut cmds: mpsc::Receiver<Cmd>) {
+    async fn run(mut self, mut sub: suprnova_node::Subscription, mut cmds: mpsc::Receiver<Cmd<W::State>>) {
+        // A restarted member, or one that joins a running mesh, starts from the newest state in
+        // the DHT (if there is one yet).
+        self.fetch_state();
         loop {
             let wake = self.core.poll_timeout().map(tokio::time::Instant::from_std);
             let sleep = async {
@@ -197,6 +222,19 @@ impl<W: World> Driver<W> {
                         }
                         let _ = reply.send(r);
                     }
+                    Some(Cmd::Fetched(r)) => {
+                        self.fetching = false;
+                        match r {
+                            Ok(f) => {
+                                let p = f.proposal.clone();
+                                if self.core.catch_up(Instant::now(), f.round, f.state, p, f.certificate) {
+                                    self.caught_up += 1;
+                                    tracing::info!(round = f.round, "mesh: caught up from the DHT");
+                                }
+                            }
+                            Err(e) => tracing::debug!(error = %e, "mesh: catch-up read failed"),
+                        }
+                    }
                     Some(Cmd::Status(reply)) => {
                         let _ = reply.send(MeshStatus {
                             mesh_id: self.core.mesh_id(),
@@ -209,6 +247,7 @@ impl<W: World> Driver<W> {
                             store_skipped: self.counters.skipped.load(Ordering::Relaxed),
                             store_failed: self.counters.failed.load(Ordering::Relaxed),
                             last_store_error: self.counters.last_error.lock().ok().and_then(|e| e.clone()),
+                            caught_up: self.caught_up,
                         });
                     }
                     None => return,
@@ -216,7 +255,28 @@ impl<W: World> Driver<W> {
                 () = sleep => self.core.handle_timeout(Instant::now()),
             }
             self.flush().await;
+            if self.core.behind() {
+                self.fetch_state();
+            }
         }
+    }
+
+    /// Starts one read of the newest certified state from the DHT (at most one at a time, at
+    /// most one every 500 ms); the result comes back as `Cmd::Fetched`.
+    fn fetch_state(&mut self) {
+        let now = Instant::now();
+        if self.fetching
+            || self.last_fetch.is_some_and(|t| now.saturating_duration_since(t) < Duration::from_millis(500))
+        {
+            return;
+        }
+        self.fetching = true;
+        self.last_fetch = Some(now);
+        let (node, mesh, tx) = (self.node.clone(), self.core.mesh_id(), self.cmd.clone());
+        tokio::spawn(async move {
+            let r = get_state::<W>(&node, mesh).await.map_err(|e| e.to_string());
+            let _ = tx.send(Cmd::Fetched(r)).await;
+        });
     }
 
     fn on_wire(&mut self, payload: &[u8]) {
@@ -256,7 +316,7 @@ impl<W: World> Driver<W> {
                     tracing::warn!(signer = e.signer, height = e.height, "mesh: a member equivocated");
                     self.publish(&Wire::Evidence(e)).await;
                 }
-                MeshOut::Gap { from, to } => tracing::info!(from, to, "mesh: final blocks missed"),
+                MeshOut::Gap { from, to } => tracing::debug!(from, to, "mesh: final blocks missed; catching up"),
             }
         }
     }
@@ -356,6 +416,8 @@ pub struct FetchedState<S> {
     pub state: S,
     /// The certificate that proves it.
     pub certificate: simplex::Certificate,
+    /// Its block's header (the body, the inputs, is not stored).
+    pub proposal: simplex::Proposal,
     /// Heads that were not used because they did not check out (writer key, why).
     pub rejected: Vec<([u8; 32], String)>,
 }
@@ -419,11 +481,19 @@ pub async fn get_state<W: World>(node: &Node, mesh: Digest) -> Result<FetchedSta
                 StateRef::Blob(h) => fetch(node, Ref::Blob(*h)).await?,
             };
             let state = store::verify_state::<W::State>(&header, &state_bytes).map_err(|e| e.to_string())?;
+            let proposal = simplex::Proposal {
+                height: rec.height,
+                parent_height: rec.parent_height,
+                parent: rec.parent,
+                payload: rec.payload.clone(),
+                body: BoundedBytes::default(),
+            };
             Ok(FetchedState {
                 round: header.round,
                 state_hash: header.state_hash,
                 state,
                 certificate: rec.certificate,
+                proposal,
                 rejected: Vec::new(),
             })
         }

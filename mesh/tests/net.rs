@@ -1,9 +1,9 @@
 //! A mesh on real nodes (127.0.0.1): five members run the Life world for 100 rounds over the
 //! mesh's topic and hold the same state hash every round; inputs submitted at any member are
 //! applied once everywhere; an observer node on the topic never certifies a different state; a
-//! non-member reads the newest certified state from the DHT and refuses a forged head.
-//! (An observer that joins after round 1 cannot execute later rounds until it catches up from
-//! the DHT, which is the next step; so how many rounds it follows is not asserted here.)
+//! non-member reads the newest certified state from the DHT and refuses a forged head; an
+//! observer that joins a running mesh and a member restarted from S0 catch up from the DHT and
+//! then certify the same states as the others.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::collections::BTreeMap;
@@ -160,6 +160,96 @@ async fn five_members_agree_on_100_rounds_and_a_non_member_reads_the_state_from_
     for m in &meshes {
         let s = m.status().await.unwrap();
         assert_eq!(s.store_failed, 0, "{:?}", s.last_store_error);
+        m.stop();
+    }
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+fn life_genesis(members: &[Identity], board: &Board) -> Genesis {
+    Genesis {
+        world: BoundedString::truncated("life"),
+        version: 1,
+        state_hash: state_hash(board),
+        members: BoundedVec::try_from(members.iter().map(Identity::public_key).collect::<Vec<_>>()).unwrap(),
+        round_interval_ms: 10,
+        limits: Limits::default(),
+    }
+}
+
+type Rounds = tokio::sync::broadcast::Receiver<std::sync::Arc<suprnova_mesh::core::Certified<Board>>>;
+
+fn drain(rx: &mut Rounds, seen: &mut BTreeMap<u64, [u8; 32]>) {
+    while let Ok(c) = rx.try_recv() {
+        seen.insert(c.round, c.state_hash);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_observer_and_a_restarted_member_catch_up_from_the_dht() {
+    let nodes = nodes(6).await;
+    let members: Vec<Identity> = (0..5).map(|i| Identity::from_seed(seed(i))).collect();
+    let board = Board::empty(16, 16);
+    let genesis = life_genesis(&members, &board);
+    let start = |i: usize| {
+        let (node, g, b) = (nodes[i].clone(), genesis.clone(), board.clone());
+        async move {
+            let id = (i < 5).then(|| Identity::from_seed(seed(i)));
+            Mesh::start(node, Life, g, b, id, MeshConfig::default()).await.unwrap()
+        }
+    };
+    let mut meshes = Vec::new();
+    for i in 0..5 {
+        meshes.push(start(i).await);
+    }
+    let mut rx0 = meshes[0].rounds();
+    let mut seen0 = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let until = |rx0: &mut Rounds, seen0: &mut BTreeMap<u64, [u8; 32]>, n: u64| {
+        drain(rx0, seen0);
+        assert!(tokio::time::Instant::now() < deadline, "stuck at round {:?}", seen0.keys().last());
+        seen0.keys().last().copied().unwrap_or(0) >= n
+    };
+    while !until(&mut rx0, &mut seen0, 30) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // An observer joins a running mesh; member 4 stops.
+    let observer = start(5).await;
+    let mut rx5 = observer.rounds();
+    let joined_at = *seen0.keys().last().unwrap();
+    meshes[4].stop();
+    while !until(&mut rx0, &mut seen0, joined_at + 30) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Member 4 restarts from scratch (S0) on its node: it must not trust a peer, only the DHT.
+    let restarted = start(4).await;
+    let mut rx4 = restarted.rounds();
+    let restarted_at = *seen0.keys().last().unwrap();
+    let (mut seen4, mut seen5) = (BTreeMap::new(), BTreeMap::new());
+    loop {
+        drain(&mut rx4, &mut seen4);
+        drain(&mut rx5, &mut seen5);
+        let done = |s: &BTreeMap<u64, [u8; 32]>| s.keys().last().is_some_and(|r| *r >= restarted_at + 30);
+        if until(&mut rx0, &mut seen0, restarted_at + 40) && done(&seen4) && done(&seen5) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drain(&mut rx0, &mut seen0);
+    for (who, seen) in [("restarted member", &seen4), ("late observer", &seen5)] {
+        let mut matched = 0;
+        for (round, h) in seen {
+            if let Some(h0) = seen0.get(round) {
+                assert_eq!(h, h0, "{who} differs at round {round}");
+                matched += 1;
+            }
+        }
+        assert!(matched >= 20, "{who} matched {matched} rounds");
+    }
+    assert!(restarted.status().await.unwrap().caught_up >= 1);
+    assert!(observer.status().await.unwrap().caught_up >= 1);
+    for m in meshes.iter().chain([&restarted, &observer]) {
         m.stop();
     }
     for n in &nodes {
