@@ -32,11 +32,25 @@ pub struct MeshConfig {
     /// Bytes of inputs a batch may carry. The default leaves a notarisation (the block plus the
     /// quorum's signatures) within one 64 KiB broadcast.
     pub max_batch_bytes: usize,
+    /// Where the driver keeps the signing guard (see `Simplex::guard`): the highest height this
+    /// member may have signed at. Without it, a member that restarts could sign a second,
+    /// different vote at a height it voted at before, which breaks safety if more than f members
+    /// do. With it, a restarted member sits out until the mesh passes its reservation (at most
+    /// 100 heights), which the other members must do without it: a mesh of one member, or one
+    /// whose members all restart together, stalls. Keeping a log of the member's own signatures,
+    /// so a restart can re-send exactly what it signed, lifts that limit; it is not built yet.
+    /// Observers never sign.
+    pub guard_file: Option<std::path::PathBuf>,
 }
 
 impl Default for MeshConfig {
     fn default() -> Self {
-        MeshConfig { simplex: simplex::Config::default(), max_pool: 10_000, max_batch_bytes: 48 * 1024 }
+        MeshConfig {
+            simplex: simplex::Config::default(),
+            max_pool: 10_000,
+            max_batch_bytes: 48 * 1024,
+            guard_file: None,
+        }
     }
 }
 
@@ -94,6 +108,12 @@ pub enum MeshOut<S> {
         from: u64,
         /// Last.
         to: u64,
+    },
+    /// Record durably that this member may sign up to height `up_to`, then call
+    /// `MeshCore::reserved(up_to)` (only with the guard on, see `MeshCore::guard`).
+    Reserve {
+        /// Highest height covered.
+        up_to: u64,
     },
 }
 
@@ -156,6 +176,8 @@ pub struct MeshCore<W: World> {
     /// Final blocks we could not execute (their parent's state is missing here), by height,
     /// until a caught-up state lets us (bounded by `MAX_ORPHANS`).
     orphans: BTreeMap<u64, (Digest, Proposal, Option<Certificate>)>,
+    /// The agreement reported final blocks it never saw: catch up.
+    gap: bool,
     cfg: MeshConfig,
     out: VecDeque<MeshOut<W::State>>,
     stats: MeshStats,
@@ -203,6 +225,7 @@ impl<W: World> MeshCore<W> {
             last_round_at: now,
             final_round: 0,
             orphans: BTreeMap::new(),
+            gap: false,
             cfg,
             out: VecDeque::new(),
             stats: MeshStats::default(),
@@ -256,6 +279,11 @@ impl<W: World> MeshCore<W> {
     }
 
     fn admit(&mut self, input: SignedInput) -> Result<Digest, InputError> {
+        // Cheap checks first: a gossiped duplicate must not cost a signature verification.
+        let id = input.id();
+        if self.pool.contains_key(&id) || self.applied.contains_key(&id) {
+            return Err(InputError::Duplicate);
+        }
         input.check(&self.mesh, &self.genesis.limits)?;
         let next = self.final_round + 1;
         if input.round.saturating_add(INPUT_WINDOW) < next {
@@ -265,16 +293,18 @@ impl<W: World> MeshCore<W> {
             return Err(InputError::TooEarly(input.round));
         }
         postcard::from_bytes::<W::Input>(input.body.as_slice()).map_err(|_| InputError::Malformed)?;
-        let id = input.id();
-        if self.pool.contains_key(&id) || self.applied.contains_key(&id) {
-            return Err(InputError::Duplicate);
-        }
         let per = self.genesis.limits.max_inputs_per_author as usize * 4;
         if self.per_author.get(&input.author).copied().unwrap_or(0) >= per {
             return Err(InputError::AuthorLimit);
         }
         if self.pool.len() >= self.cfg.max_pool {
-            return Err(InputError::PoolFull);
+            // Full: the input whose window ends first makes room, if it ends before this one's
+            // (inputs that never become valid cannot hold the pool for longer than their window).
+            let oldest = self.pool.iter().min_by_key(|(_, i)| i.round).map(|(d, i)| (*d, i.round));
+            match oldest {
+                Some((d, r)) if r < input.round => self.unpool(&d),
+                _ => return Err(InputError::PoolFull),
+            }
         }
         *self.per_author.entry(input.author).or_insert(0) += 1;
         self.pool.insert(id, input);
@@ -452,9 +482,22 @@ impl<W: World> MeshCore<W> {
         Ok(())
     }
 
-    /// Whether final blocks are waiting for a state to build on (the driver should catch up).
+    /// Whether final blocks are waiting for a state to build on, or were missed (the driver
+    /// should catch up).
     pub fn behind(&self) -> bool {
-        !self.orphans.is_empty()
+        self.gap || !self.orphans.is_empty()
+    }
+
+    /// Turns the signing guard on (`Simplex::guard`): sign only above `signed_up_to`, and within
+    /// reservations of `step` heights the driver records durably (`MeshOut::Reserve`).
+    pub fn guard(&mut self, now: Instant, signed_up_to: u64, step: u64) {
+        self.simplex.guard(signed_up_to, step);
+        self.pump(now);
+    }
+
+    /// A reservation up to `up_to` is durable.
+    pub fn reserved(&mut self, up_to: u64) {
+        self.simplex.reserved(up_to);
     }
 
     /// Installs a certified state fetched from elsewhere (the DHT): round `round` is block
@@ -496,6 +539,7 @@ impl<W: World> MeshCore<W> {
             certificate: Some(certificate),
         }));
         self.simplex.resume_after(now, height, digest);
+        self.gap = false;
         let waiting = std::mem::take(&mut self.orphans);
         for (h, (d, p, c)) in waiting {
             if h > height {
@@ -534,7 +578,11 @@ impl<W: World> MeshCore<W> {
                 simplex::Out::Finalized { proposal, digest, certificate } => {
                     self.finalized(now, proposal, digest, certificate);
                 }
-                simplex::Out::Gap { from, to } => self.out.push_back(MeshOut::Gap { from, to }),
+                simplex::Out::Gap { from, to } => {
+                    self.gap = true;
+                    self.out.push_back(MeshOut::Gap { from, to });
+                }
+                simplex::Out::Reserve { up_to } => self.out.push_back(MeshOut::Reserve { up_to }),
                 simplex::Out::Evidence(e) => self.out.push_back(MeshOut::Evidence(e)),
             }
         }

@@ -47,6 +47,39 @@ pub enum StartError {
     /// The node refused the subscription.
     #[error("node: {0}")]
     Node(#[from] NodeError),
+    /// The signing guard file cannot be read.
+    #[error("signing guard: {0}")]
+    Guard(String),
+}
+
+/// Heights reserved at a time by the signing guard (a restart costs this member at most this
+/// many heights of votes).
+const GUARD_STEP: u64 = 100;
+
+/// The guard file holds one decimal number: the highest height this member may have signed at.
+/// A missing file is a member that never signed.
+fn read_guard(path: &std::path::Path) -> std::io::Result<u64> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => s.trim().parse().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes `up_to` to the guard file durably: a temporary file, synced, renamed over it.
+fn write_guard(path: &std::path::Path, up_to: u64) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(format!("{up_to}\n").as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent()
+        && let Ok(d) = std::fs::File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 /// A snapshot of a running mesh.
@@ -117,7 +150,13 @@ impl<S: Serialize + Send + Sync + 'static> Mesh<S> {
         cfg: MeshConfig,
     ) -> Result<Mesh<S>, StartError> {
         let member = identity.as_ref().is_some_and(|i| genesis.members.contains(&i.public_key()));
-        let core = MeshCore::new(world, genesis.clone(), s0, identity, cfg, Instant::now())?;
+        let guard_file = cfg.guard_file.clone();
+        let mut core = MeshCore::new(world, genesis.clone(), s0, identity, cfg, Instant::now())?;
+        if member && let Some(path) = &guard_file {
+            // Never sign at a height the previous run may have signed at.
+            let signed_up_to = read_guard(path).map_err(|e| StartError::Guard(e.to_string()))?;
+            core.guard(Instant::now(), signed_up_to, GUARD_STEP);
+        }
         let id = core.mesh_id();
         let topic = topic_name(&id);
         let sub = node.subscribe(&topic).await?;
@@ -129,6 +168,7 @@ impl<S: Serialize + Send + Sync + 'static> Mesh<S> {
             tokio::spawn(store_worker(node.clone(), genesis, watcher, counters.clone()));
         }
         let driver = Driver {
+            guard_file: if member { guard_file } else { None },
             node,
             topic,
             core,
@@ -190,6 +230,7 @@ struct Driver<W: World> {
     member: bool,
     /// For catch-up reads to report back.
     cmd: mpsc::Sender<Cmd<W::State>>,
+    guard_file: Option<std::path::PathBuf>,
     fetching: bool,
     last_fetch: Option<Instant>,
     caught_up: u64,
@@ -317,6 +358,13 @@ impl<W: World> Driver<W> {
                     self.publish(&Wire::Evidence(e)).await;
                 }
                 MeshOut::Gap { from, to } => tracing::debug!(from, to, "mesh: final blocks missed; catching up"),
+                MeshOut::Reserve { up_to } => match self.guard_file.as_deref().map(|p| write_guard(p, up_to)) {
+                    Some(Ok(())) => self.core.reserved(up_to),
+                    Some(Err(e)) => {
+                        tracing::error!(error = %e, "mesh: cannot record the signing guard; not signing past it")
+                    }
+                    None => self.core.reserved(up_to),
+                },
             }
         }
     }
@@ -422,6 +470,9 @@ pub struct FetchedState<S> {
     pub rejected: Vec<([u8; 32], String)>,
 }
 
+/// Heads examined at most by one `get_state` (a set holds at most 64 writers).
+const MAX_HEADS_TRIED: usize = 64;
+
 /// Why `get_state` found nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum GetStateError {
@@ -468,16 +519,27 @@ pub async fn get_state<W: World>(node: &Node, mesh: Digest) -> Result<FetchedSta
         }
     }
     heads.sort_by_key(|h| std::cmp::Reverse(h.1.round));
-    for (writer, head) in heads {
+    for (writer, head) in heads.into_iter().take(MAX_HEADS_TRIED) {
+        // Anyone can write a head. Only members' heads may send us fetching blobs (which can be
+        // large); anyone else's must point at an immutable record with the state inline, so
+        // that refusing it costs one small read.
+        let member = genesis.members.contains(&writer);
         let checked: Result<FetchedState<W::State>, String> = async {
+            if !member && matches!(head.record, Ref::Blob(_)) {
+                return Err("a non-member's head points at a blob".to_string());
+            }
             let rec: RoundRecord = postcard::from_bytes(&fetch(node, head.record).await?)
                 .map_err(|_| RecordError::Malformed.to_string())?;
-            let header = store::verify_record(&genesis, &rec).map_err(|e| e.to_string())?;
+            // The round is checked before any signature.
+            let header: crate::world::BatchHeader =
+                postcard::from_bytes(rec.payload.as_slice()).map_err(|_| RecordError::Header(0).to_string())?;
             if header.round != head.round {
                 return Err(RecordError::Header(header.round).to_string());
             }
+            let header = store::verify_record(&genesis, &rec).map_err(|e| e.to_string())?;
             let state_bytes = match &rec.state {
                 StateRef::Inline(b) => b.to_vec(),
+                StateRef::Blob(_) if !member => return Err("a non-member's record points at a blob".to_string()),
                 StateRef::Blob(h) => fetch(node, Ref::Blob(*h)).await?,
             };
             let state = store::verify_state::<W::State>(&header, &state_bytes).map_err(|e| e.to_string())?;

@@ -391,6 +391,12 @@ pub enum Out {
     },
     /// A member equivocated.
     Evidence(Evidence),
+    /// With the guard on (`Simplex::guard`): record durably that we may sign up to `up_to`,
+    /// then call `Simplex::reserved(up_to)`.
+    Reserve {
+        /// Highest height the reservation covers.
+        up_to: u64,
+    },
 }
 
 /// Inputs dropped, by reason.
@@ -452,7 +458,8 @@ struct Slot {
     voted_dummy: bool,
     /// Asked the application to verify this digest.
     verifying: Option<Digest>,
-    proposing: bool,
+    /// The parent we asked the application to build on (`Out::Propose`).
+    proposing: Option<(u64, Digest)>,
     evidence_sent: BTreeSet<(u16, bool)>,
 }
 
@@ -469,6 +476,11 @@ pub struct Simplex {
     finalized: (u64, Digest),
     out: VecDeque<Out>,
     stats: Stats,
+    /// We sign only at heights in `(sign_floor, sign_ceiling]` (see `guard`).
+    sign_floor: u64,
+    sign_ceiling: u64,
+    /// Heights reserved per `Out::Reserve` (0: no guard, sign anywhere above the floor).
+    reserve_step: u64,
 }
 
 impl Simplex {
@@ -487,9 +499,41 @@ impl Simplex {
             finalized: (0, mesh),
             out: VecDeque::new(),
             stats: Stats::default(),
+            sign_floor: 0,
+            sign_ceiling: u64::MAX,
+            reserve_step: 0,
         };
         s.enter(now, 1);
         s
+    }
+
+    /// Guards against signing twice after a restart. A member must never sign two different
+    /// things at one height, yet a restarted one remembers nothing of what it signed. With the
+    /// guard on, it signs only at heights above `signed_up_to` (what the previous run reserved,
+    /// read from durable storage) and within a reservation: whenever its height comes within
+    /// `step / 2` of the reserved ceiling it emits `Out::Reserve { up_to }`, and signs past the
+    /// old ceiling only after the driver has written `up_to` durably and called `reserved`. A
+    /// restart thus costs at most `step` heights of this member's votes, never safety.
+    pub fn guard(&mut self, signed_up_to: u64, step: u64) {
+        self.sign_floor = signed_up_to;
+        self.sign_ceiling = signed_up_to;
+        self.reserve_step = step.max(2);
+        self.maybe_reserve();
+    }
+
+    /// The driver has durably recorded a reservation up to `up_to` (answers `Out::Reserve`).
+    pub fn reserved(&mut self, up_to: u64) {
+        self.sign_ceiling = self.sign_ceiling.max(up_to);
+    }
+
+    fn maybe_reserve(&mut self) {
+        if self.reserve_step == 0 || self.me.is_none() {
+            return;
+        }
+        let base = self.height.max(self.sign_floor);
+        if base.saturating_add(self.reserve_step / 2) >= self.sign_ceiling {
+            self.out.push_back(Out::Reserve { up_to: base.saturating_add(self.reserve_step) });
+        }
     }
 
     /// Starts after a finalised block known from elsewhere (a restart or a late join that
@@ -503,7 +547,7 @@ impl Simplex {
         let slot = self.slots.entry(height).or_default();
         slot.notarized.insert(Some(digest));
         if self.height <= height {
-            self.enter(now, height + 1);
+            self.enter(now, height.saturating_add(1));
         }
     }
 
@@ -542,7 +586,11 @@ impl Simplex {
         self.me.as_ref().map(|(i, _)| *i)
     }
 
-    fn sign(&self, msg: &[u8]) -> Option<(u16, Sig)> {
+    /// Signs `msg` for `height`, if we are a member and the guard allows that height.
+    fn sign(&self, height: u64, msg: &[u8]) -> Option<(u16, Sig)> {
+        if height <= self.sign_floor || height > self.sign_ceiling {
+            return None;
+        }
         self.me.as_ref().map(|(i, id)| (*i, Sig(id.sign(msg))))
     }
 
@@ -565,19 +613,27 @@ impl Simplex {
             slot.blocks.retain(|d, _| notarized.contains(&Some(*d)));
             slot.proposal = None;
         }
-        if self.my_index().is_some_and(|i| i == self.members.leader(&self.mesh, height))
-            && let Some((ph, parent)) = self.chain_tip(height)
-        {
-            let slot = self.slots.entry(height).or_default();
-            if !slot.proposing {
-                slot.proposing = true;
-                self.out.push_back(Out::Propose { height, parent, parent_height: ph });
-            }
-        }
+        self.maybe_reserve();
+        self.ask_proposal(height);
         // A proposal that arrived early for this height can be voted on now.
         if let Some((d, p)) = self.slots.get(&height).and_then(|s| s.proposal.clone()) {
             self.consider(d, p);
         }
+    }
+
+    /// If we lead `height`, asks the application for a payload on the current chain tip (again
+    /// if the tip moved since we last asked).
+    fn ask_proposal(&mut self, height: u64) {
+        if self.my_index().is_none_or(|i| i != self.members.leader(&self.mesh, height)) || height != self.height {
+            return;
+        }
+        let Some((ph, parent)) = self.chain_tip(height) else { return };
+        let slot = self.slots.entry(height).or_default();
+        if slot.voted_block || slot.proposing == Some((ph, parent)) {
+            return;
+        }
+        slot.proposing = Some((ph, parent));
+        self.out.push_back(Out::Propose { height, parent, parent_height: ph });
     }
 
     /// The notarised block a proposal at `height` must extend: walk down through notarised ⊥s.
@@ -627,11 +683,16 @@ impl Simplex {
             return;
         }
         let Some((ph, parent)) = self.chain_tip(height) else { return };
+        if self.slots.get(&height).and_then(|s| s.proposing) != Some((ph, parent)) {
+            // The chain tip moved while the application built on the old one: ask again.
+            self.ask_proposal(height);
+            return;
+        }
         let Ok(payload) = BoundedBytes::try_from(payload.as_slice()) else { return };
         let Ok(body) = BoundedBytes::try_from(body.as_slice()) else { return };
         let proposal = Proposal { height, parent_height: ph, parent, payload, body };
         let digest = proposal.digest(&self.mesh);
-        let Some((i, sig)) = self.sign(&vote_message(&self.mesh, height, &Some(digest))) else { return };
+        let Some((i, sig)) = self.sign(height, &vote_message(&self.mesh, height, &Some(digest))) else { return };
         let slot = self.slots.entry(height).or_default();
         if slot.voted_block {
             return;
@@ -670,7 +731,7 @@ impl Simplex {
             return;
         }
         slot.voted_block = true;
-        let Some((i, sig)) = self.sign(&vote_message(&self.mesh, height, &Some(digest))) else { return };
+        let Some((i, sig)) = self.sign(height, &vote_message(&self.mesh, height, &Some(digest))) else { return };
         self.out.push_back(Out::Broadcast(Message::Vote { height, choice: Some(digest), signer: i, sig }));
         self.add_vote(now, height, Some(digest), i, sig);
     }
@@ -704,8 +765,10 @@ impl Simplex {
                     return;
                 }
                 let slot = self.slots.entry(height).or_default();
-                slot.blocks.insert(digest, proposal.clone());
+                // Only the leader's first proposal is kept; a second one is evidence (below), not
+                // something to store: a faulty leader could otherwise fill memory with blocks.
                 if slot.proposal.is_none() {
+                    slot.blocks.insert(digest, proposal.clone());
                     slot.proposal = Some((digest, proposal.clone()));
                 }
                 let first = slot.proposal.as_ref().is_some_and(|(d, _)| *d == digest);
@@ -888,15 +951,17 @@ impl Simplex {
             if let Some(d) = choice
                 && !voted_dummy
                 && height == self.height
-                && let Some((i, sig)) = self.sign(&finalize_message(&self.mesh, height, &d))
+                && let Some((i, sig)) = self.sign(height, &finalize_message(&self.mesh, height, &d))
             {
                 self.out.push_back(Out::Broadcast(Message::Finalize { height, digest: d, signer: i, sig }));
                 self.add_finalize(now, height, d, i, sig);
             }
-            self.enter(now, height + 1);
+            self.enter(now, height.saturating_add(1));
         }
-        // A notarisation can make a waiting proposal at the current height valid.
+        // A notarisation can make a waiting proposal at the current height valid, and change
+        // the tip a leader builds on.
         let h = self.height;
+        self.ask_proposal(h);
         if let Some((d, p)) = self.slots.get(&h).and_then(|s| s.proposal.clone()) {
             self.consider(d, p);
         }
@@ -948,7 +1013,7 @@ impl Simplex {
         }
         self.finalized = (height, digest);
         if self.height <= height {
-            self.enter(now, height + 1);
+            self.enter(now, height.saturating_add(1));
         }
         let keep = self.finalized.0;
         self.slots.retain(|h, _| *h >= keep);
@@ -966,7 +1031,7 @@ impl Simplex {
         if !slot.voted_dummy {
             slot.voted_dummy = true;
             self.stats.timeouts += 1;
-            if let Some((_, sig)) = self.sign(&vote_message(&self.mesh, height, &None)) {
+            if let Some((_, sig)) = self.sign(height, &vote_message(&self.mesh, height, &None)) {
                 self.out.push_back(Out::Broadcast(Message::Vote { height, choice: None, signer: i, sig }));
                 self.add_vote(now, height, None, i, sig);
             }
@@ -996,7 +1061,7 @@ impl Simplex {
                 let votes: Vec<(u16, Sig)> =
                     s.votes.get(choice).map(|v| v.iter().map(|(i, s)| (*i, *s)).collect()).unwrap_or_default();
                 let proposal = choice.and_then(|d| s.blocks.get(&d).cloned());
-                if choice.is_none() || proposal.is_some() {
+                if (choice.is_none() || proposal.is_some()) && votes.len() >= self.members.quorum() {
                     let votes = Signers::try_from(votes).unwrap_or_default();
                     self.out.push_back(Out::Broadcast(Message::Notarization { height: prev, proposal, votes }));
                 }

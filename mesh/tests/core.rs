@@ -93,6 +93,7 @@ impl Net {
                         self.last = Some(c);
                     }
                 }
+                MeshOut::Reserve { up_to } => self.cores[i].reserved(up_to),
                 MeshOut::Evidence(_) | MeshOut::Gap { .. } => {}
             }
         }

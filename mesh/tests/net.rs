@@ -17,7 +17,7 @@ use suprnova_mesh::life::{Board, Life, SetCell};
 use suprnova_mesh::net::{Mesh, get_state};
 use suprnova_mesh::simplex::{Certificate, Sig, Signers, finalize_message};
 use suprnova_mesh::store::{Head, Ref, RoundRecord, StateRef, heads_key};
-use suprnova_mesh::world::{Genesis, Limits, SignedInput, state_hash};
+use suprnova_mesh::world::{BatchHeader, Genesis, Limits, SignedInput, state_hash};
 use suprnova_node::{Node, NodeConfig};
 
 fn seed(i: usize) -> [u8; 32] {
@@ -124,23 +124,23 @@ async fn five_members_agree_on_100_rounds_and_a_non_member_reads_the_state_from_
     // by keys that are not members: it is rejected with its reason, and the real state is served.
     let c = last_certified.unwrap();
     let rogue: Vec<Identity> = (0..5).map(|i| Identity::from_seed([0xe0 + i; 32])).collect();
-    let real = c.certificate.clone().unwrap();
-    let forged = Certificate {
-        votes: Signers::try_from(
-            (0..4u16)
-                .map(|i| (i, Sig(rogue[usize::from(i)].sign(&finalize_message(&mesh_id, real.height, &real.digest)))))
-                .collect::<Vec<_>>(),
-        )
-        .unwrap(),
-        ..real
+    let empty = Board::empty(16, 16);
+    let header = BatchHeader { round: 1_000_000, state_hash: state_hash(&empty), inputs_hash: [0; 32] };
+    let mut record = RoundRecord {
+        height: c.proposal.height + 999_000,
+        parent_height: c.proposal.height,
+        parent: c.digest,
+        payload: postcard::to_allocvec(&header).unwrap().as_slice().try_into().unwrap(),
+        certificate: c.certificate.clone().unwrap(),
+        state: StateRef::Inline(postcard::to_allocvec(&empty).unwrap().as_slice().try_into().unwrap()),
     };
-    let record = RoundRecord {
-        height: c.proposal.height,
-        parent_height: c.proposal.parent_height,
-        parent: c.proposal.parent,
-        payload: c.proposal.payload.clone(),
-        certificate: forged,
-        state: StateRef::Inline(postcard::to_allocvec(&Board::empty(16, 16)).unwrap().as_slice().try_into().unwrap()),
+    let digest = record.digest(&mesh_id);
+    let msg = finalize_message(&mesh_id, record.height, &digest);
+    record.certificate = Certificate {
+        height: record.height,
+        digest,
+        votes: Signers::try_from((0..4u16).map(|i| (i, Sig(rogue[usize::from(i)].sign(&msg)))).collect::<Vec<_>>())
+            .unwrap(),
     };
     let key = nodes[5].put_immutable(postcard::to_allocvec(&record).unwrap()).await.unwrap();
     let head = postcard::to_allocvec(&Head { round: 1_000_000, record: Ref::Immutable(key.0) }).unwrap();
@@ -192,11 +192,16 @@ async fn a_late_observer_and_a_restarted_member_catch_up_from_the_dht() {
     let members: Vec<Identity> = (0..5).map(|i| Identity::from_seed(seed(i))).collect();
     let board = Board::empty(16, 16);
     let genesis = life_genesis(&members, &board);
+    // Members keep a signing guard, so the restarted one cannot sign again where it signed before.
+    let dir = std::env::temp_dir().join(format!("suprnova-mesh-guard-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
     let start = |i: usize| {
         let (node, g, b) = (nodes[i].clone(), genesis.clone(), board.clone());
+        let guard = dir.join(format!("member-{i}.guard"));
         async move {
             let id = (i < 5).then(|| Identity::from_seed(seed(i)));
-            Mesh::start(node, Life, g, b, id, MeshConfig::default()).await.unwrap()
+            let cfg = MeshConfig { guard_file: Some(guard), ..MeshConfig::default() };
+            Mesh::start(node, Life, g, b, id, cfg).await.unwrap()
         }
     };
     let mut meshes = Vec::new();
@@ -248,6 +253,9 @@ async fn a_late_observer_and_a_restarted_member_catch_up_from_the_dht() {
         assert!(matched >= 20, "{who} matched {matched} rounds");
     }
     assert!(restarted.status().await.unwrap().caught_up >= 1);
+    // The guard file holds a reservation ahead of every height member 4 reached before and after.
+    let reserved: u64 = std::fs::read_to_string(dir.join("member-4.guard")).unwrap().trim().parse().unwrap();
+    assert!(reserved >= 100, "reserved up to {reserved}");
     assert!(observer.status().await.unwrap().caught_up >= 1);
     for m in meshes.iter().chain([&restarted, &observer]) {
         m.stop();
@@ -255,4 +263,5 @@ async fn a_late_observer_and_a_restarted_member_catch_up_from_the_dht() {
     for n in &nodes {
         n.shutdown().await;
     }
+    let _ = std::fs::remove_dir_all(&dir);
 }

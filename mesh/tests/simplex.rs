@@ -53,6 +53,8 @@ struct Sim {
     /// `build_ms`, the world's round interval in a real mesh.
     building: Vec<(Instant, usize, u64, Vec<u8>)>,
     build_ms: u64,
+    /// Signing reservations each node asked for (node, up to).
+    reservations: Vec<(usize, u64)>,
 }
 
 fn payload_valid(p: &[u8]) -> bool {
@@ -89,6 +91,7 @@ impl Sim {
             evidence: 0,
             building: Vec::new(),
             build_ms: 2,
+            reservations: Vec::new(),
         };
         for i in 0..n {
             sim.drain(i);
@@ -200,6 +203,10 @@ impl Sim {
                     }
                 }
                 Out::Gap { .. } => {}
+                Out::Reserve { up_to } => {
+                    self.reservations.push((i, up_to));
+                    self.nodes[i].reserved(up_to);
+                }
                 Out::Evidence(e) => {
                     assert!(e.verify(&self.mesh, &self.members), "evidence must prove itself");
                     assert!(!self.honest(e.signer as usize), "an honest member was accused");
@@ -400,4 +407,43 @@ proptest::proptest! {
         // Safety is asserted on every finalisation inside the harness; liveness here:
         proptest::prop_assert!(sim.min_honest_finalized() >= 2, "seed {seed}: {} finalised", sim.min_honest_finalized());
     }
+}
+
+#[test]
+fn a_restarted_member_with_the_guard_never_signs_where_it_may_have_signed() {
+    let n = 4;
+    let mut sim = Sim::new(roles(n, &[]), 13, (1, 5));
+    for i in 0..n {
+        sim.nodes[i].guard(0, 40);
+        sim.drain(i);
+    }
+    sim.run_for(Duration::from_secs(1));
+    let reserved = sim.reservations.iter().filter(|(i, _)| *i == 3).map(|(_, r)| *r).max().unwrap();
+    assert!(reserved > sim.nodes[3].height(), "reservations stay ahead of the height");
+    // Member 3 restarts with nothing but its guard file's value.
+    let cfg = Config { timeout: Duration::from_millis(300) };
+    let id = Identity::from_seed(*sim.ids[3].seed());
+    sim.nodes[3] = Simplex::new(cfg, sim.mesh, sim.members.clone(), Some(id), sim.now);
+    sim.nodes[3].guard(reserved, 40);
+    sim.drain(3);
+    let before = sim.min_honest_finalized();
+    let mut signed_low = 0;
+    for _ in 0..200 {
+        sim.run_for(Duration::from_millis(20));
+        // Nothing member 3 sends may be for a height at or below its old reservation.
+        signed_low += sim
+            .wire
+            .iter()
+            .filter(|Reverse((_, _, _, bytes))| match postcard::from_bytes::<Message>(bytes).unwrap() {
+                Message::Vote { signer: 3, height, .. } | Message::Finalize { signer: 3, height, .. } => {
+                    height <= reserved
+                }
+                _ => false,
+            })
+            .count();
+    }
+    assert_eq!(signed_low, 0, "member 3 signed at a height it may have signed at before");
+    assert!(sim.min_honest_finalized() >= before + 20, "the others carried on, and 3 followed");
+    assert!(sim.nodes[3].height() > reserved, "member 3 is past its old reservation");
+    assert_eq!(sim.evidence, 0);
 }
