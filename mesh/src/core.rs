@@ -525,19 +525,11 @@ impl<W: World> MeshCore<W> {
         let state = Arc::new(state);
         let executed = Executed { round, state: state.clone(), state_hash: hash, inputs: Vec::new(), parent: None };
         self.blocks.insert(digest, executed);
-        self.final_round = round;
-        self.last_round_at = now;
-        self.stats.certified += 1;
         let height = proposal.height;
-        self.out.push_back(MeshOut::Certified(Certified {
-            round,
-            height,
-            digest,
-            state_hash: hash,
-            state,
-            proposal,
-            certificate: Some(certificate),
-        }));
+        self.certify(
+            now,
+            Certified { round, height, digest, state_hash: hash, state, proposal, certificate: Some(certificate) },
+        );
         self.simplex.resume_after(now, height, digest);
         self.gap = false;
         let waiting = std::mem::take(&mut self.orphans);
@@ -548,6 +540,14 @@ impl<W: World> MeshCore<W> {
         }
         self.pump(now);
         true
+    }
+
+    /// Round `c.round` is final here: record it and report it.
+    fn certify(&mut self, now: Instant, c: Certified<W::State>) {
+        self.final_round = c.round;
+        self.last_round_at = now;
+        self.stats.certified += 1;
+        self.out.push_back(MeshOut::Certified(c));
     }
 
     /// Runs Simplex's outputs.
@@ -606,20 +606,9 @@ impl<W: World> MeshCore<W> {
             self.unpool(id);
             self.applied.insert(*id, round);
         }
-        self.final_round = round;
-        self.last_round_at = now;
-        self.stats.certified += 1;
         self.stats.inputs_applied += inputs.len() as u64;
         let height = proposal.height;
-        self.out.push_back(MeshOut::Certified(Certified {
-            round,
-            height,
-            digest,
-            state_hash: hash,
-            state,
-            proposal,
-            certificate,
-        }));
+        self.certify(now, Certified { round, height, digest, state_hash: hash, state, proposal, certificate });
         // Forget what can no longer matter: applied ids past their window, and blocks that are
         // neither recent ancestors of this one nor candidates above it.
         let floor = round.saturating_sub(INPUT_WINDOW + 1);
