@@ -432,11 +432,9 @@ async fn store_round<S: serde::Serialize>(node: &Node, mesh: &Digest, c: &Certif
         }
     };
     let at = if record.len() <= MAX_IMMUTABLE {
-        Ref::Immutable(
-            node.put(Key::for_immutable(&record), immutable(&record)?, RECORD_TTL, None)
-                .await
-                .map(|_| Key::for_immutable(&record).0)?,
-        )
+        let key = Key::for_immutable(&record);
+        node.put(key, immutable(&record)?, RECORD_TTL, None).await?;
+        Ref::Immutable(key.0)
     } else {
         let hash = node.add_blob(record);
         node.provide_blob(hash).await?;

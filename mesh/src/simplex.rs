@@ -778,45 +778,21 @@ impl Simplex {
                 }
             }
             Message::Vote { height, choice, signer, sig } => {
-                if !self.height_ok(height) {
-                    return;
+                let held =
+                    self.slots.get(&height).and_then(|s| s.votes.get(&choice)).is_some_and(|v| v.contains_key(&signer));
+                if self.accept_signed(height, signer, held, &vote_message(&self.mesh, height, &choice), &sig) {
+                    self.add_vote(now, height, choice, signer, sig);
                 }
-                let Some(key) = self.members.key(signer) else {
-                    self.stats.drops.not_member += 1;
-                    return;
-                };
-                if self.slots.get(&height).and_then(|s| s.votes.get(&choice)).is_some_and(|v| v.contains_key(&signer)) {
-                    self.stats.drops.duplicate += 1;
-                    return;
-                }
-                if !verify_strict(key, &vote_message(&self.mesh, height, &choice), &sig.0) {
-                    self.stats.drops.bad_signature += 1;
-                    return;
-                }
-                self.add_vote(now, height, choice, signer, sig);
             }
             Message::Finalize { height, digest, signer, sig } => {
-                if !self.height_ok(height) {
-                    return;
-                }
-                let Some(key) = self.members.key(signer) else {
-                    self.stats.drops.not_member += 1;
-                    return;
-                };
-                if self
+                let held = self
                     .slots
                     .get(&height)
                     .and_then(|s| s.finalizes.get(&digest))
-                    .is_some_and(|v| v.contains_key(&signer))
-                {
-                    self.stats.drops.duplicate += 1;
-                    return;
+                    .is_some_and(|v| v.contains_key(&signer));
+                if self.accept_signed(height, signer, held, &finalize_message(&self.mesh, height, &digest), &sig) {
+                    self.add_finalize(now, height, digest, signer, sig);
                 }
-                if !verify_strict(key, &finalize_message(&self.mesh, height, &digest), &sig.0) {
-                    self.stats.drops.bad_signature += 1;
-                    return;
-                }
-                self.add_finalize(now, height, digest, signer, sig);
             }
             Message::Notarization { height, proposal, votes } => {
                 if height <= self.finalized.0 {
@@ -897,6 +873,28 @@ impl Simplex {
                 true
             }
         }
+    }
+
+    /// The checks one member's signed vote or finalize vote passes before it counts, in order:
+    /// height window, membership, not already held (`held`), signature over `msg`. Each drop is
+    /// counted.
+    fn accept_signed(&mut self, height: u64, signer: u16, held: bool, msg: &[u8], sig: &Sig) -> bool {
+        if !self.height_ok(height) {
+            return false;
+        }
+        let Some(key) = self.members.key(signer) else {
+            self.stats.drops.not_member += 1;
+            return false;
+        };
+        if held {
+            self.stats.drops.duplicate += 1;
+            return false;
+        }
+        if !verify_strict(key, msg, &sig.0) {
+            self.stats.drops.bad_signature += 1;
+            return false;
+        }
+        true
     }
 
     fn add_vote(&mut self, now: Instant, height: u64, choice: Choice, signer: u16, sig: Sig) {

@@ -46,14 +46,7 @@ async fn five_members_agree_on_100_rounds_and_a_non_member_reads_the_state_from_
     let nodes = nodes(6).await;
     let members: Vec<Identity> = (0..5).map(|i| Identity::from_seed(seed(i))).collect();
     let board = Board::empty(16, 16);
-    let genesis = Genesis {
-        world: BoundedString::truncated("life"),
-        version: 1,
-        state_hash: state_hash(&board),
-        members: BoundedVec::try_from(members.iter().map(Identity::public_key).collect::<Vec<_>>()).unwrap(),
-        round_interval_ms: 10,
-        limits: Limits::default(),
-    };
+    let genesis = life_genesis(&members, &board);
     let mut meshes = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
         let id = (i < 5).then(|| Identity::from_seed(seed(i)));

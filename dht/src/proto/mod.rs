@@ -601,12 +601,12 @@ impl Dht {
     }
 
     fn peer_added(&mut self, now: Instant, peer: NodeId) {
-        self.repair_on_joined(now, peer);
+        self.repair_trigger(now, peer, true);
         self.events.push_back(DhtEvent::PeerAdded { peer });
     }
 
     fn peer_removed(&mut self, now: Instant, peer: NodeId) {
-        self.repair_on_gone(now, peer);
+        self.repair_trigger(now, peer, false);
         self.events.push_back(DhtEvent::PeerRemoved { peer });
     }
 

@@ -74,25 +74,24 @@ impl Repair {
 }
 
 impl Dht {
-    /// A node left the routing table.
-    pub(super) fn repair_on_gone(&mut self, now: Instant, peer: NodeId) {
+    /// A node left the routing table (`joined` false) or entered it (`joined` true).
+    pub(super) fn repair_trigger(&mut self, now: Instant, peer: NodeId, joined: bool) {
         if self.store.is_empty() {
             return;
         }
-        self.repair.joined.remove(&peer);
-        if self.repair.trigger(now) {
-            self.repair.gone.insert(peer);
+        let r = &mut self.repair;
+        // A node that flaps counts once, as what it did last.
+        if joined {
+            r.gone.remove(&peer);
+        } else {
+            r.joined.remove(&peer);
         }
-    }
-
-    /// A node entered the routing table.
-    pub(super) fn repair_on_joined(&mut self, now: Instant, peer: NodeId) {
-        if self.store.is_empty() {
-            return;
-        }
-        self.repair.gone.remove(&peer);
-        if self.repair.trigger(now) {
-            self.repair.joined.insert(peer);
+        if r.trigger(now) {
+            if joined {
+                r.joined.insert(peer);
+            } else {
+                r.gone.insert(peer);
+            }
         }
     }
 
