@@ -64,7 +64,18 @@ if os.path.exists(path):
         doc = json.load(f)
     mesh = [bytes.fromhex(m["encoding"]) for m in doc["messages"]]
     mesh += [bytes.fromhex(doc[k]["encoding"]) for k in ("certificate", "proposal", "evidence", "genesis", "input", "batch")]
+presence = []
+if os.path.exists(path):
+    sp = doc["spatial"]
+    mesh += [bytes.fromhex(sp[k]) for k in ("here_encoding", "gone_encoding", "space_encoding")]
+    # Dims and levels, a centre (0, 0, 0) and a radius of 30 as f64 bits, a cell bound, then
+    # 64-byte entries for the sifter: cell index, writer, seq, and a Here value inside the box.
+    import struct
+    head = bytes([0, 2, 4, 6]) + struct.pack("<4d", 0.0, 0.0, 0.0, 30.0) + bytes([8])
+    here = b"\x00" + struct.pack("<3d", 1.0, 2.0, 0.0) + bytes(32) + b"\x01x"
+    presence = [head + b"".join(bytes([i, i, 1]) + here.ljust(61, b"\0") for i in range(6))]
 write("simplex_decode", mesh)
+write("presence_ops", presence)
 write("simplex_ops", [bytes([0, 1, 2, 0, 0, 1, 2, 2, 0, 0, 4, 1, 2, 0, 2, 3, 1, 2, 0, 0] * 6), bytes(range(200))])
 write("store_ops", [bytes(range(120)), bytes([0, 5, 1, 3, 2, 7, 2, 2, 3, 9, 1, 1] * 10)])
 print("seed corpus: %d blobs from %s" % (len(blobs), VECTORS))

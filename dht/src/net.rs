@@ -261,9 +261,15 @@ impl NodeHandle {
         v.pop().ok_or(NodeError::Request(RequestError::NotFound))
     }
 
-    /// Every distinct valid record under `key` found by a full lookup (multi-writer sets).
+    /// Every distinct valid record under `key` found by a full lookup.
     pub async fn get_all(&self, key: Key) -> Result<Vec<GotRecord>, NodeError> {
         self.ask(|r| Command::Get(key, GetMode::All, r)).await
+    }
+
+    /// Every distinct valid entry of the multi-writer set under `key` found by a full lookup,
+    /// each replica read page by page (FindSet).
+    pub async fn get_set(&self, key: Key) -> Result<Vec<GotRecord>, NodeError> {
+        self.ask(|r| Command::Get(key, GetMode::Set, r)).await
     }
 
     /// Stores `record` under `key` on the r closest nodes; `cas` is the expected current seq of a

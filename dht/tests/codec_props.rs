@@ -38,6 +38,11 @@ fn node_record() -> impl Strategy<Value = NodeRecord> {
         .prop_map(|(seed, seq, caps, addrs)| Identity::from_seed(seed).make_record(seq, caps, &addrs).unwrap())
 }
 
+fn set_entry() -> impl Strategy<Value = SetEntry> {
+    (any::<[u8; 32]>(), any::<u64>(), any::<u32>(), bytes::<256>(256), sig())
+        .prop_map(|(public_key, seq, ttl_s, value, signature)| SetEntry { public_key, seq, ttl_s, value, signature })
+}
+
 fn record() -> impl Strategy<Value = Record> {
     prop_oneof![
         bytes::<900>(900).prop_map(|value| Record::Immutable { value }),
@@ -72,6 +77,9 @@ fn body() -> impl Strategy<Value = Body> {
             .prop_map(|(k, record, ttl_s, expected_seq)| Body::Store { key: Key(k), record, ttl_s, expected_seq }),
         any::<[u8; 32]>().prop_map(|k| Body::StoreAck { key: Key(k) }),
         (any::<u16>(), "\\PC{0,40}").prop_map(|(code, d)| Body::Error { code, detail: BoundedString::truncated(&d) }),
+        (any::<[u8; 32]>(), any::<Option<[u8; 32]>>()).prop_map(|(k, after)| Body::FindSet { key: Key(k), after }),
+        (any::<[u8; 32]>(), proptest::collection::vec(set_entry(), 0..=3), any::<bool>())
+            .prop_map(|(k, e, more)| Body::SetPage { key: Key(k), entries: BoundedVec::try_from(e).unwrap(), more }),
     ]
 }
 

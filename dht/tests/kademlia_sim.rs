@@ -312,3 +312,56 @@ fn a_joining_node_receives_the_records_it_is_now_closest_to() {
     }
     assert_eq!(net.nodes[joiner].store().len(), mine.len(), "and no others");
 }
+
+#[test]
+fn a_set_of_64_writers_is_read_whole_page_by_page_and_a_lying_pager_is_cut_off() {
+    use suprnova_dht::wire::SetEntry;
+    let mut net = joined(30);
+    let key = Key([0x5e; 32]);
+    let writers: Vec<Identity> = (0..64u8).map(|i| Identity::from_seed([i.wrapping_add(100); 32])).collect();
+    for (i, w) in writers.iter().enumerate() {
+        let e = SetEntry::sign(w, &key, 1, 600, &[i as u8; 100]).unwrap();
+        let now = net.now;
+        net.nodes[i % 30].put(now, key, Record::SetEntry(e), Duration::from_secs(600), None).unwrap();
+        net.run();
+    }
+    let got = |net: &mut Net, from: usize, mode: GetMode| {
+        let now = net.now;
+        let q = net.nodes[from].get(now, key, mode).unwrap();
+        net.run();
+        let ev = net.take_events(from);
+        assert!(ev.iter().any(|e| matches!(e, DhtEvent::GetDone { query, .. } if *query == q)));
+        let mut writers: Vec<[u8; 32]> = ev
+            .iter()
+            .filter_map(|e| match e {
+                DhtEvent::GotRecord { query, record: Record::SetEntry(s), .. } if *query == q => Some(s.public_key),
+                _ => None,
+            })
+            .collect();
+        writers.sort();
+        writers.dedup();
+        writers.len()
+    };
+    // FindValue carries one datagram per replica: a sample. FindSet pages through every entry.
+    let sampled = got(&mut net, 17, GetMode::All);
+    assert!(sampled < 64, "FindValue returned {sampled}");
+    assert_eq!(got(&mut net, 17, GetMode::Set), 64);
+    let sent = net.nodes[17].dht_stats().rpcs_sent;
+    // Two of the three replicas lie: they answer every FindSet with one page (in order) and
+    // "more" forever. The second page repeats the first (out of order), is refused, and paging
+    // that liar stops.
+    let mut liars: Vec<&Identity> = writers.iter().take(3).collect();
+    liars.sort_by_key(|w| w.public_key());
+    let liar_page: Vec<Record> =
+        liars.iter().map(|w| Record::SetEntry(SetEntry::sign(w, &key, 1, 600, b"lie").unwrap())).collect();
+    let mut ids: Vec<usize> = (0..30).collect();
+    ids.sort_by_key(|i| NodeId(key.0).distance(&net.nodes[*i].id()));
+    assert!(!ids[..3].contains(&17));
+    for &i in &ids[..2] {
+        net.nodes[i].set_adversary(Some(Adversary { values: Some(liar_page.clone()), ..Adversary::default() }));
+    }
+    let before = net.nodes[17].stats().drops.get(DropReason::InvalidValue);
+    assert_eq!(got(&mut net, 17, GetMode::Set), 64, "the honest replica still gives every writer");
+    assert_eq!(net.nodes[17].stats().drops.get(DropReason::InvalidValue) - before, 6, "3 repeated entries × 2 liars");
+    assert!(net.nodes[17].dht_stats().rpcs_sent - sent < 80, "paging stayed bounded");
+}

@@ -288,11 +288,21 @@ fn sample_messages() -> Vec<(&'static str, Message)> {
             "store_set_entry",
             Message {
                 id: 6,
-                body: Body::Store { key, record: Record::SetEntry(entry), ttl_s: 300, expected_seq: None },
+                body: Body::Store { key, record: Record::SetEntry(entry.clone()), ttl_s: 300, expected_seq: None },
             },
         ),
         ("store_ack", Message { id: 6, body: Body::StoreAck { key } }),
         ("error", Message { id: 9, body: Body::Error { code: 1, detail: BoundedString::truncated("unsupported") } }),
+        ("find_set", Message { id: 10, body: Body::FindSet { key, after: None } }),
+        ("find_set_after", Message { id: 11, body: Body::FindSet { key, after: Some(entry.public_key) } }),
+        (
+            "set_page",
+            Message {
+                id: 10,
+                body: Body::SetPage { key, entries: BoundedVec::try_from(vec![entry.clone()]).unwrap(), more: true },
+            },
+        ),
+        ("set_page_last", Message { id: 11, body: Body::SetPage { key, entries: BoundedVec::new(), more: false } }),
     ]
 }
 

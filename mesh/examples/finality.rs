@@ -52,6 +52,7 @@ async fn main() {
             members: BoundedVec::try_from(ids.iter().map(Identity::public_key).collect::<Vec<_>>()).unwrap(),
             round_interval_ms: 0,
             limits: Limits::default(),
+            space: None,
         };
         let mut meshes = Vec::new();
         for (i, node) in nodes.iter().enumerate() {

@@ -71,6 +71,9 @@ pub enum MeshError {
     /// No members, too many, or repeated.
     #[error("invalid member list")]
     BadMembers,
+    /// The genesis' space is invalid or not the world's.
+    #[error("the genesis' space is invalid or not the world's")]
+    WrongSpace,
 }
 
 /// A certified round.
@@ -199,6 +202,9 @@ impl<W: World> MeshCore<W> {
         }
         if state_hash(&s0) != genesis.state_hash {
             return Err(MeshError::WrongState);
+        }
+        if genesis.space != world.space() || genesis.space.as_ref().is_some_and(|s| s.check().is_err()) {
+            return Err(MeshError::WrongSpace);
         }
         let members = Members::new(genesis.members.to_vec()).ok_or(MeshError::BadMembers)?;
         let mesh = genesis.mesh_id();

@@ -26,6 +26,70 @@ pub fn simplex_decode(data: &[u8]) {
     round_trip::<crate::world::Genesis>(data);
     round_trip::<crate::store::RoundRecord>(data);
     round_trip::<crate::store::Head>(data);
+    round_trip::<crate::spatial::Presence>(data);
+    round_trip::<crate::spatial::Space>(data);
+}
+
+fn f64_at(data: &[u8], at: usize) -> f64 {
+    let mut b = [0u8; 8];
+    for (i, x) in b.iter_mut().enumerate() {
+        *x = data.get(at + i).copied().unwrap_or(0);
+    }
+    f64::from_le_bytes(b)
+}
+
+/// The spatial index's sans-IO parts on arbitrary input: a space (2-D or 3-D, levels from the
+/// input), a query centre and radius as raw f64 bits (NaN and infinities included), the cells a
+/// query reads and the children of each, and a [`crate::spatial::Sifter`] fed arbitrary entries
+/// (writer, seq, value bytes) for those cells.
+///
+/// Invariants: a query never reads more than its bound, children stay within theirs and inside
+/// their parent; the sifter returns each agent at most once, within the radius, nearest first,
+/// never more agents than entries, and counts every refused entry.
+pub fn presence_ops(data: &[u8]) -> usize {
+    use crate::spatial::{Sifter, Space};
+    let b = |i: usize| data.get(i).copied().unwrap_or(0);
+    let dims = 2 + (b(0) & 1);
+    let mut levels: Vec<u8> = (1..=3).map(|i| b(i) % 22).collect();
+    levels.sort_unstable();
+    levels.dedup();
+    let Ok(space) = Space::new(dims, [-100.0; 3], [100.0, 100.0, 100.0], levels) else { return 0 };
+    let centre = [f64_at(data, 4), f64_at(data, 12), f64_at(data, 20)];
+    let radius = f64_at(data, 28);
+    let max = u64::from(b(36) % 64) + 1;
+    let Ok((_, cells)) = space.query_cells(&centre, radius, max) else { return 0 };
+    assert!(cells.len() as u64 <= max, "a query reads at most its bound");
+    for c in &cells {
+        if let Some(f) = space.finer(c.level)
+            && let Some(children) = space.children_in(*c, f, &centre, radius, max)
+        {
+            assert!(children.len() as u64 <= max);
+            let shift = u32::from(f - c.level) * u32::from(dims);
+            assert!(children.iter().all(|k| k.level == f && k.code.checked_shr(shift).unwrap_or(0) == c.code));
+        }
+    }
+    let mut sifter = Sifter::new(&space, centre, radius);
+    let mut entries = 0u64;
+    for chunk in data.get(37..).unwrap_or(&[]).chunks(64).take(200) {
+        let cell = cells.get(usize::from(chunk.first().copied().unwrap_or(0)) % cells.len().max(1)).copied();
+        let Some(cell) = cell else { break };
+        let writer = [chunk.get(1).copied().unwrap_or(0) % 8; 32];
+        let seq = u64::from(chunk.get(2).copied().unwrap_or(0));
+        sifter.add(cell, writer, seq, chunk.get(3..).unwrap_or(&[]));
+        entries += 1;
+    }
+    let drops = sifter.drops;
+    let found = sifter.finish();
+    assert!(
+        found.len() as u64 + drops.undecodable + drops.outside + drops.misplaced <= entries.max(found.len() as u64)
+    );
+    assert!(found.windows(2).all(|w| w.first().map(|a| a.distance) <= w.get(1).map(|b| b.distance)));
+    let mut agents: Vec<[u8; 32]> = found.iter().map(|n| n.agent).collect();
+    agents.sort_unstable();
+    agents.dedup();
+    assert_eq!(agents.len(), found.len(), "an agent is reported once");
+    assert!(found.iter().all(|n| n.distance <= radius));
+    found.len()
 }
 
 /// One member (index 0 of 4) fed an arbitrary sequence of validly signed proposals, votes,

@@ -18,12 +18,17 @@
 //! - [`store`]: what members write to the DHT (genesis, round records with certificate and
 //!   state, heads) and how anyone verifies it; `net::get_state` reads it from any node.
 //! - [`spatial`]: positions in a world's box, Z-order cells at several levels, the DHT key of a
-//!   cell, and the bounded set of cells a radius query reads.
+//!   cell, the bounded set of cells a radius query reads, and the presence value agents write.
+//! - `presence` (feature `net`): `presence::Spatial`, agents' signed presence in the cells of a
+//!   mesh's space on the DHT, and `query_local(position, radius)`, bounded in cells read and
+//!   exact against brute force.
 
 pub mod core;
 pub mod life;
 #[cfg(feature = "net")]
 pub mod net;
+#[cfg(feature = "net")]
+pub mod presence;
 pub mod simplex;
 pub mod spatial;
 pub mod store;

@@ -13,11 +13,18 @@
 //! found pulls in `num` 0.2 for what is twenty lines here).
 
 use serde::{Deserialize, Serialize};
+use suprnova_dht::wire::bounded::{BoundedBytes, BoundedVec};
 
 use crate::simplex::Digest;
 
 /// Finest level (3-D: 3 × 21 = 63 bits of Morton code).
 pub const MAX_LEVEL: u8 = 21;
+
+/// Levels a space may index at (0 ..= 21, each at most once).
+pub const MAX_LEVELS: usize = 22;
+
+/// Bytes of application data a presence entry may carry.
+pub const MAX_INFO: usize = 96;
 
 const CELL_DOMAIN: &str = "suprnova mesh v1 cell";
 
@@ -66,7 +73,7 @@ pub struct Space {
     /// Upper corner.
     pub max: Position,
     /// Levels presence is indexed at, ascending (coarse to fine).
-    pub levels: Vec<u8>,
+    pub levels: BoundedVec<u8, MAX_LEVELS>,
 }
 
 fn spread2(v: u32) -> u64 {
@@ -76,6 +83,26 @@ fn spread2(v: u32) -> u64 {
     x = (x | (x << 4)) & 0x0f0f_0f0f_0f0f_0f0f;
     x = (x | (x << 2)) & 0x3333_3333_3333_3333;
     (x | (x << 1)) & 0x5555_5555_5555_5555
+}
+
+fn compact2(x: u64) -> u32 {
+    let mut x = x & 0x5555_5555_5555_5555;
+    x = (x | (x >> 1)) & 0x3333_3333_3333_3333;
+    x = (x | (x >> 2)) & 0x0f0f_0f0f_0f0f_0f0f;
+    x = (x | (x >> 4)) & 0x00ff_00ff_00ff_00ff;
+    x = (x | (x >> 8)) & 0x0000_ffff_0000_ffff;
+    x = (x | (x >> 16)) & 0x0000_0000_ffff_ffff;
+    x as u32
+}
+
+fn compact3(x: u64) -> u32 {
+    let mut x = x & 0x1249_2492_4924_9249;
+    x = (x | (x >> 2)) & 0x10c3_0c30_c30c_30c3;
+    x = (x | (x >> 4)) & 0x100f_00f0_0f00_f00f;
+    x = (x | (x >> 8)) & 0x001f_0000_ff00_00ff;
+    x = (x | (x >> 16)) & 0x001f_0000_0000_ffff;
+    x = (x | (x >> 32)) & 0x1f_ffff;
+    x as u32
 }
 
 fn spread3(v: u32) -> u64 {
@@ -100,6 +127,7 @@ pub fn morton3(x: u32, y: u32, z: u32) -> u64 {
 impl Space {
     /// A checked space.
     pub fn new(dims: u8, min: Position, max: Position, levels: Vec<u8>) -> Result<Space, SpatialError> {
+        let levels = BoundedVec::try_from(levels).map_err(|_| SpatialError::BadLevels)?;
         let s = Space { dims, min, max, levels };
         s.check()?;
         Ok(s)
@@ -149,6 +177,61 @@ impl Space {
 
     fn code(&self, c: [u32; 3]) -> u64 {
         if self.dims == 2 { morton2(c[0], c[1]) } else { morton3(c[0], c[1], c[2]) }
+    }
+
+    /// The integer coordinates of a cell (inverse of the Z-order code).
+    fn coords(&self, code: u64) -> [u32; 3] {
+        if self.dims == 2 {
+            [compact2(code), compact2(code >> 1), 0]
+        } else {
+            [compact3(code), compact3(code >> 1), compact3(code >> 2)]
+        }
+    }
+
+    /// The next indexed level finer than `level`, if any.
+    pub fn finer(&self, level: u8) -> Option<u8> {
+        self.levels.iter().copied().find(|l| *l > level)
+    }
+
+    /// The cells at level `finer` that lie inside `cell` and meet the bounding box of the ball
+    /// (p, r), or `None` if there would be more than `max` of them (or `finer` is not finer).
+    pub fn children_in(&self, cell: Cell, finer: u8, p: &Position, r: f64, max: u64) -> Option<Vec<Cell>> {
+        if finer <= cell.level || finer > MAX_LEVEL {
+            return None;
+        }
+        let shift = finer - cell.level;
+        let base = self.coords(cell.code);
+        let ball = self.ranges(p, r, finer);
+        let mut rs = [(0u32, 0u32); 3];
+        for a in 0..self.axes() {
+            let lo = base.get(a).copied().unwrap_or(0).checked_shl(u32::from(shift))?;
+            let hi = lo | ((1u32 << shift) - 1);
+            let (blo, bhi) = ball.get(a).copied().unwrap_or((0, 0));
+            let (l, h) = (lo.max(blo), hi.min(bhi));
+            if l > h {
+                return Some(Vec::new());
+            }
+            if let Some(slot) = rs.get_mut(a) {
+                *slot = (l, h);
+            }
+        }
+        if self.count(&rs) > max {
+            return None;
+        }
+        Some(self.enumerate(finer, &rs))
+    }
+
+    fn enumerate(&self, level: u8, rs: &[(u32, u32); 3]) -> Vec<Cell> {
+        let mut cells = Vec::with_capacity(usize::try_from(self.count(rs)).unwrap_or(0));
+        let z = if self.dims == 3 { rs[2] } else { (0, 0) };
+        for x in rs[0].0..=rs[0].1 {
+            for y in rs[1].0..=rs[1].1 {
+                for zz in z.0..=z.1 {
+                    cells.push(Cell { level, code: self.code([x, y, zz]) });
+                }
+            }
+        }
+        cells
     }
 
     /// The cell of `p` at `level`.
@@ -209,16 +292,7 @@ impl Space {
             if n > max_cells {
                 continue;
             }
-            let mut cells = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
-            let z = if self.dims == 3 { rs[2] } else { (0, 0) };
-            for x in rs[0].0..=rs[0].1 {
-                for y in rs[1].0..=rs[1].1 {
-                    for zz in z.0..=z.1 {
-                        cells.push(Cell { level: *level, code: self.code([x, y, zz]) });
-                    }
-                }
-            }
-            return Ok((*level, cells));
+            return Ok((*level, self.enumerate(*level, &rs)));
         }
         Err(SpatialError::TooWide(fewest))
     }
@@ -227,4 +301,126 @@ impl Space {
 /// Euclidean distance over the first `dims` axes.
 pub fn distance(a: &Position, b: &Position, dims: u8) -> f64 {
     a.iter().zip(b.iter()).take(usize::from(dims.clamp(2, 3))).map(|(x, y)| (x - y) * (x - y)).sum::<f64>().sqrt()
+}
+
+/// The value of an agent's entry in a cell's set (wire-spec §13.9). The entry itself is a DHT
+/// set entry signed by the agent's key, so the writer is the agent.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub enum Presence {
+    /// The agent is at `position`, hosted by node `node`.
+    Here {
+        /// Where (`z` is 0 in 2-D).
+        position: Position,
+        /// The node that hosts the agent (its id), for messages to it.
+        node: [u8; 32],
+        /// Application data (kind, capabilities): at most `MAX_INFO` bytes.
+        info: BoundedBytes<MAX_INFO>,
+    },
+    /// The agent left this cell. Written with a higher seq over its `Here` entry when it moves.
+    Gone,
+}
+
+/// An agent a query found.
+#[derive(Clone, PartialEq, Debug)]
+pub struct Neighbour {
+    /// The agent's ed25519 key (the entry's writer).
+    pub agent: [u8; 32],
+    /// Its position.
+    pub position: Position,
+    /// The node that hosts it.
+    pub node: [u8; 32],
+    /// Its application data.
+    pub info: Vec<u8>,
+    /// Distance from the query's centre.
+    pub distance: f64,
+    /// The entry's sequence number (newer entries win).
+    pub seq: u64,
+}
+
+/// Presence entries a query dropped, by reason.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct PresenceDrops {
+    /// The value does not decode as a [`Presence`].
+    pub undecodable: u64,
+    /// The position is outside the box or not finite.
+    pub outside: u64,
+    /// The position is not in the cell the entry was found in.
+    pub misplaced: u64,
+}
+
+impl PresenceDrops {
+    /// Adds `o`'s counts to these.
+    pub fn add(&mut self, o: &PresenceDrops) {
+        self.undecodable += o.undecodable;
+        self.outside += o.outside;
+        self.misplaced += o.misplaced;
+    }
+}
+
+/// Collects the entries of the cells a query read (sans-IO): decodes and checks each, keeps
+/// each agent's newest entry, and yields the agents within the radius.
+pub struct Sifter<'a> {
+    space: &'a Space,
+    centre: Position,
+    radius: f64,
+    here: std::collections::BTreeMap<[u8; 32], Neighbour>,
+    gone: std::collections::BTreeMap<[u8; 32], u64>,
+    /// What was dropped, by reason.
+    pub drops: PresenceDrops,
+}
+
+impl<'a> Sifter<'a> {
+    /// A sifter for the ball (`centre`, `radius`).
+    pub fn new(space: &'a Space, centre: Position, radius: f64) -> Sifter<'a> {
+        Sifter {
+            space,
+            centre,
+            radius,
+            here: Default::default(),
+            gone: Default::default(),
+            drops: PresenceDrops::default(),
+        }
+    }
+
+    /// One entry of cell `cell`: writer, seq and value as the DHT returned them (the DHT has
+    /// checked the writer's signature).
+    pub fn add(&mut self, cell: Cell, writer: [u8; 32], seq: u64, value: &[u8]) {
+        let (position, node, info) = match postcard::from_bytes::<Presence>(value) {
+            Ok(Presence::Here { position, node, info }) => (position, node, info),
+            Ok(Presence::Gone) => {
+                let g = self.gone.entry(writer).or_insert(seq);
+                *g = (*g).max(seq);
+                return;
+            }
+            Err(_) => {
+                self.drops.undecodable += 1;
+                return;
+            }
+        };
+        match self.space.cell(&position, cell.level) {
+            Err(_) => self.drops.outside += 1,
+            Ok(c) if c != cell => self.drops.misplaced += 1,
+            Ok(_) => {
+                if self.here.get(&writer).is_some_and(|n| n.seq >= seq) {
+                    return;
+                }
+                let distance = distance(&self.centre, &position, self.space.dims);
+                let n = Neighbour { agent: writer, position, node, info: info.to_vec(), distance, seq };
+                self.here.insert(writer, n);
+            }
+        }
+    }
+
+    /// The agents within the radius whose newest entry says they are here, nearest first.
+    pub fn finish(self) -> Vec<Neighbour> {
+        let gone = self.gone;
+        let r = self.radius;
+        let mut out: Vec<Neighbour> = self
+            .here
+            .into_values()
+            .filter(|n| n.distance <= r && gone.get(&n.agent).is_none_or(|g| *g <= n.seq))
+            .collect();
+        out.sort_by(|a, b| a.distance.total_cmp(&b.distance).then(a.agent.cmp(&b.agent)));
+        out
+    }
 }

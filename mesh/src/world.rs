@@ -41,6 +41,10 @@ pub trait World: Send + Sync + 'static {
     fn validate(&self, state: &Self::State, author: &[u8; 32], input: &Self::Input) -> Result<(), String>;
     /// ⊕: applies one validated input.
     fn apply(&self, state: &mut Self::State, author: &[u8; 32], input: &Self::Input);
+    /// The space agents of this world are positioned in, if they are (part of the genesis).
+    fn space(&self) -> Option<crate::spatial::Space> {
+        None
+    }
 }
 
 /// Bounds a genesis sets for its mesh.
@@ -61,7 +65,7 @@ impl Default for Limits {
 }
 
 /// Where a mesh starts. Its hash is the mesh id.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
 pub struct Genesis {
     /// World name.
     pub world: BoundedString<64>,
@@ -75,9 +79,35 @@ pub struct Genesis {
     pub round_interval_ms: u32,
     /// Bounds on inputs.
     pub limits: Limits,
+    /// The space of the spatial index, if the world has one.
+    pub space: Option<crate::spatial::Space>,
 }
 
 impl Genesis {
+    /// The genesis of a mesh of `world` starting at `s0` with these members (1 ..= 256, in
+    /// order), taking the world's name, version and space; `None` if the member list or the
+    /// world's name (64 bytes) is too long.
+    pub fn for_world<W: World>(
+        world: &W,
+        s0: &W::State,
+        members: Vec<[u8; 32]>,
+        round_interval_ms: u32,
+        limits: Limits,
+    ) -> Option<Genesis> {
+        if world.name().len() > 64 {
+            return None;
+        }
+        Some(Genesis {
+            world: BoundedString::truncated(world.name()),
+            version: world.version(),
+            state_hash: state_hash(s0),
+            members: BoundedVec::try_from(members).ok()?,
+            round_interval_ms,
+            limits,
+            space: world.space(),
+        })
+    }
+
     /// The mesh id: BLAKE3(postcard(genesis)), which is also the genesis' key as an immutable
     /// DHT record.
     pub fn mesh_id(&self) -> Digest {

@@ -34,6 +34,7 @@ fn genesis(ids: &[Identity], board: &Board) -> Genesis {
         members: BoundedVec::try_from(ids.iter().map(Identity::public_key).collect::<Vec<_>>()).unwrap(),
         round_interval_ms: 20,
         limits: Limits::default(),
+        space: None,
     }
 }
 

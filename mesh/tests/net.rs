@@ -168,6 +168,7 @@ fn life_genesis(members: &[Identity], board: &Board) -> Genesis {
         members: BoundedVec::try_from(members.iter().map(Identity::public_key).collect::<Vec<_>>()).unwrap(),
         round_interval_ms: 10,
         limits: Limits::default(),
+        space: None,
     }
 }
 

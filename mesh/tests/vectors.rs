@@ -9,10 +9,12 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 use suprnova_dht::identity::Identity;
 use suprnova_dht::wire::bounded::{BoundedString, BoundedVec};
+use suprnova_dht::wire::{Key, SetEntry};
 use suprnova_mesh::life::{Board, SetCell};
 use suprnova_mesh::simplex::{
     Certificate, Digest, Evidence, Members, Message, Proposal, Sig, Signers, finalize_message, vote_message,
 };
+use suprnova_mesh::spatial::{Position, Presence, Space};
 use suprnova_mesh::world::{Batch, BatchHeader, Genesis, Limits, SignedInput, round_seed, state_hash};
 
 fn h(b: &[u8]) -> Value {
@@ -78,6 +80,7 @@ fn genesis() -> Genesis {
         members: BoundedVec::try_from(ids().iter().map(Identity::public_key).collect::<Vec<_>>()).unwrap(),
         round_interval_ms: 100,
         limits: Limits::default(),
+        space: None,
     }
 }
 
@@ -145,6 +148,56 @@ fn vectors() -> Value {
             "id": h(&input().id()),
         },
         "batch": {"encoding": h(&batch_bytes), "header_encoding": h(&postcard::to_allocvec(&header).unwrap())},
+        "spatial": spatial_vectors(),
+    })
+}
+
+fn space() -> Space {
+    Space::new(2, [0.0, 0.0, 0.0], [1000.0, 1000.0, 0.0], vec![2, 4, 6]).unwrap()
+}
+
+const AGENT_POS: Position = [612.25, 87.5, 0.0];
+
+fn presence_here() -> Presence {
+    Presence::Here {
+        position: AGENT_POS,
+        node: [0x4e; 32],
+        info: suprnova_dht::wire::bounded::BoundedBytes::try_from(b"particle".as_slice()).unwrap(),
+    }
+}
+
+/// The agent's signed entry in its level-6 cell (seq 1700000000000, 120 s).
+fn presence_entry() -> (Key, SetEntry) {
+    let c = space().cell(&AGENT_POS, 6).unwrap();
+    let key = Key(space().cell_key(&MESH, c));
+    let agent = Identity::from_seed([0x61; 32]);
+    let e = SetEntry::sign(&agent, &key, 1_700_000_000_000, 120, &postcard::to_allocvec(&presence_here()).unwrap())
+        .unwrap();
+    (key, e)
+}
+
+fn spatial_vectors() -> Value {
+    let s = space();
+    let mut g = genesis();
+    g.space = Some(s.clone());
+    let cells: Vec<Value> = s
+        .presence_cells(&AGENT_POS)
+        .unwrap()
+        .into_iter()
+        .map(|c| json!({"level": c.level, "code": c.code, "key": h(&s.cell_key(&MESH, c))}))
+        .collect();
+    let (key, e) = presence_entry();
+    json!({
+        "space_encoding": h(&postcard::to_allocvec(&s).unwrap()),
+        "genesis_with_space_encoding": h(&postcard::to_allocvec(&g).unwrap()),
+        "genesis_with_space_mesh_id": h(&g.mesh_id()),
+        "position": AGENT_POS.to_vec(),
+        "cells": cells,
+        "here_encoding": h(&postcard::to_allocvec(&presence_here()).unwrap()),
+        "gone_encoding": h(&postcard::to_allocvec(&Presence::Gone).unwrap()),
+        "agent_seed": h(&[0x61; 32]),
+        "entry_set_key": h(&key.0),
+        "entry_encoding": h(&suprnova_dht::wire::encode(&e).unwrap()),
     })
 }
 
@@ -224,4 +277,29 @@ fn decoder_reads_and_verifies_every_vector() {
     assert_eq!(b.inputs.first(), Some(&i));
     let hd: BatchHeader = postcard::from_bytes(&unh(&v["batch"]["header_encoding"])).unwrap();
     assert_eq!(hd.inputs_hash, *blake3::hash(&unh(&v["batch"]["encoding"])).as_bytes());
+
+    // Spatial: the space, a genesis carrying it, an agent's cells and its signed presence entry.
+    let sp = &v["spatial"];
+    let s: Space = postcard::from_bytes(&unh(&sp["space_encoding"])).unwrap();
+    assert_eq!(s, space());
+    let g: Genesis = postcard::from_bytes(&unh(&sp["genesis_with_space_encoding"])).unwrap();
+    assert_eq!(g.space.as_ref(), Some(&s));
+    assert_eq!(g.mesh_id().to_vec(), unh(&sp["genesis_with_space_mesh_id"]));
+    let pos: Vec<f64> = sp["position"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    let pos: Position = [pos[0], pos[1], pos[2]];
+    for c in sp["cells"].as_array().unwrap() {
+        let level = c["level"].as_u64().unwrap() as u8;
+        let cell = s.cell(&pos, level).unwrap();
+        assert_eq!(cell.code, c["code"].as_u64().unwrap());
+        assert_eq!(s.cell_key(&mesh, cell).to_vec(), unh(&c["key"]));
+    }
+    let here: Presence = postcard::from_bytes(&unh(&sp["here_encoding"])).unwrap();
+    assert_eq!(here, presence_here());
+    assert_eq!(postcard::from_bytes::<Presence>(&unh(&sp["gone_encoding"])).unwrap(), Presence::Gone);
+    let key = Key(unh(&sp["entry_set_key"]).try_into().unwrap());
+    let e: SetEntry = suprnova_dht::wire::decode(&unh(&sp["entry_encoding"])).unwrap();
+    assert!(e.signature_ok(&key));
+    assert_eq!(e.public_key, Identity::from_seed(unh(&sp["agent_seed"]).try_into().unwrap()).public_key());
+    assert_eq!(postcard::from_bytes::<Presence>(e.value.as_slice()).unwrap(), here);
+    assert_eq!(s.cell(&pos, 6).map(|c| s.cell_key(&mesh, c)).unwrap(), key.0);
 }

@@ -463,7 +463,7 @@ impl Node {
 
     /// The entries of the set under `key` found by a full lookup (one per writer, newest).
     pub async fn get_set(&self, key: Key) -> Result<Vec<SetEntry>, NodeError> {
-        let all = self.inner.dht.get_all(key).await?;
+        let all = self.inner.dht.get_set(key).await?;
         let mut best: HashMap<[u8; 32], SetEntry> = HashMap::new();
         for g in all {
             if let Record::SetEntry(e) = g.record {

@@ -265,7 +265,8 @@ pub struct Adversary {
     pub extra_nodes: Vec<NodeRecord>,
     /// Answer `FindNode` with `extra_nodes` only.
     pub only_extra_nodes: bool,
-    /// Answer every `FindValue` with these records, whatever the key.
+    /// Answer every `FindValue` with these records, whatever the key, and every `FindSet` with
+    /// their set entries as one page that always claims more.
     pub values: Option<Vec<Record>>,
 }
 
@@ -301,8 +302,17 @@ enum Waiting {
     Record { addr: SocketAddr, expect: Option<NodeId>, then: AfterRecord },
     /// Ping sent to `peer`.
     Pong { peer: NodeId, purpose: PingPurpose },
-    /// FindNode or FindValue sent to `peer` for a query; Nodes may come in several parts.
-    Lookup { peer: NodeId, query: QueryId, parts: u8, total: Option<u8>, nodes: Vec<NodeRecord> },
+    /// FindNode, FindValue or FindSet sent to `peer` for a query; Nodes may come in several
+    /// parts; a set comes in pages (`pages` received so far, the last ending at `after`).
+    Lookup {
+        peer: NodeId,
+        query: QueryId,
+        parts: u8,
+        total: Option<u8>,
+        nodes: Vec<NodeRecord>,
+        pages: u8,
+        after: Option<[u8; 32]>,
+    },
     /// Store sent to `peer` for a put.
     StoreAck { peer: NodeId, query: QueryId },
 }
@@ -675,9 +685,9 @@ impl Dht {
                     self.ping_neighbour(now, peer);
                 }
             },
-            Waiting::Lookup { peer, query, nodes, parts, .. } => {
+            Waiting::Lookup { peer, query, nodes, parts, pages, .. } => {
                 self.stats.rpcs_failed += 1;
-                if parts > 0 {
+                if parts > 0 || pages > 0 {
                     // A partial answer is still an answer.
                     self.lookup_answered(now, query, peer, nodes);
                 } else {
@@ -796,13 +806,16 @@ impl Dht {
             }
         };
         match msg.body {
-            Body::Ping | Body::FindNode { .. } | Body::FindValue { .. } | Body::Store { .. } => {
+            Body::Ping | Body::FindNode { .. } | Body::FindValue { .. } | Body::FindSet { .. } | Body::Store { .. } => {
                 self.peer_active(now, peer, addr);
                 self.serve(now, peer, addr, msg);
             }
             Body::Pong { observed, record_seq } => self.on_pong(now, peer, addr, msg.id, observed, record_seq),
             Body::Nodes { total, nodes } => self.on_nodes(now, peer, addr, msg.id, total, nodes.into_inner()),
             Body::Value { key, records } => self.on_value(now, peer, addr, msg.id, key, records.into_inner()),
+            Body::SetPage { key, entries, more } => {
+                self.on_set_page(now, peer, addr, msg.id, key, entries.into_inner(), more)
+            }
             Body::StoreAck { .. } => self.on_store_ack(now, peer, addr, msg.id, Ok(())),
             Body::Error { code, .. } => self.on_error(now, peer, addr, msg.id, code),
         }
@@ -927,7 +940,7 @@ impl Dht {
             self.responder_alive(now, peer, addr);
             self.lookup_answered(now, query, peer, got);
         } else {
-            p.waiting = Waiting::Lookup { peer, query, parts, total: Some(total), nodes: got };
+            p.waiting = Waiting::Lookup { peer, query, parts, total: Some(total), nodes: got, pages: 0, after: None };
             self.pending.insert(id, p);
         }
     }

@@ -22,9 +22,16 @@ use crate::wire::{Body, Key, Record};
 pub enum GetMode {
     /// At the first valid record (immutable and mutable records).
     First,
-    /// When the lookup ends, having reported every distinct valid record (multi-writer sets).
+    /// When the lookup ends, having reported every distinct valid record.
     All,
+    /// Like `All`, for a multi-writer set: asks with FindSet and reads each replica's entries
+    /// page by page (at most `MAX_SET_PAGES` pages per replica).
+    Set,
 }
+
+/// Pages of one set read from one replica, at most (8 entries or more a page: more than a
+/// replica's 64 writers).
+pub const MAX_SET_PAGES: u8 = 16;
 
 /// What a `put` achieved.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -213,6 +220,7 @@ impl Dht {
         for _ in 0..8 {
             let Some(query) = self.queries.get_mut(&q) else { return };
             let body = match &query.kind {
+                Kind::Get { key, mode: GetMode::Set, .. } => Body::FindSet { key: *key, after: None },
                 Kind::Get { key, .. } => Body::FindValue { key: *key },
                 _ => match &query.lookup {
                     Some(l) => Body::FindNode { target: l.target() },
@@ -227,7 +235,15 @@ impl Dht {
             let mut failed = Vec::new();
             for (rec, addr) in reqs {
                 let info = PeerInfo { id: rec.id, noise_key: rec.noise_key, addr };
-                let w = Waiting::Lookup { peer: rec.id, query: q, parts: 0, total: None, nodes: Vec::new() };
+                let w = Waiting::Lookup {
+                    peer: rec.id,
+                    query: q,
+                    parts: 0,
+                    total: None,
+                    nodes: Vec::new(),
+                    pages: 0,
+                    after: None,
+                };
                 match self.send_request(now, &info, body.clone(), w, self.cfg.rpc_timeout) {
                     Ok(id) => {
                         self.stats.rpcs_sent += 1;
@@ -315,6 +331,68 @@ impl Dht {
         } else {
             self.lookup_answered(now, q, peer, Vec::new());
         }
+    }
+
+    /// A page of a set from `peer`: each entry must validate and come after the previous one
+    /// (and after the `after` we asked with). If the replica has more, ask it for the next page;
+    /// else the replica has answered the lookup.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_set_page(
+        &mut self,
+        now: Instant,
+        peer: NodeId,
+        addr: SocketAddr,
+        id: u64,
+        key: Key,
+        entries: Vec<crate::wire::SetEntry>,
+        more: bool,
+    ) {
+        let Some(p) = self.take_from(id, peer) else { return };
+        let Waiting::Lookup { query: q, pages, after, .. } = p.waiting else {
+            self.channel.count_drop(DropReason::UnexpectedResponse);
+            return;
+        };
+        self.responder_alive(now, peer, addr);
+        let want = match self.queries.get(&q) {
+            Some(Query { kind: Kind::Get { key, mode: GetMode::Set, .. }, .. }) => *key,
+            _ => return,
+        };
+        let hop = self.queries.get(&q).and_then(|x| x.lookup.as_ref()).and_then(|l| l.hop_of(&peer)).unwrap_or(1);
+        let mut last = after;
+        let mut honest = key == want;
+        for e in entries {
+            let in_order = last.is_none_or(|l| e.public_key > l);
+            let record = Record::SetEntry(e);
+            if honest && in_order && store::validate(&key, &record).is_ok() {
+                if let Record::SetEntry(e) = &record {
+                    last = Some(e.public_key);
+                }
+                self.found_record(q, record, peer, hop);
+            } else {
+                // Wrong key, out of order, or invalid: a lying or broken peer; stop paging it.
+                self.channel.count_drop(DropReason::InvalidValue);
+                honest = false;
+            }
+        }
+        let pages = pages.saturating_add(1);
+        if honest
+            && more
+            && last != after
+            && pages < MAX_SET_PAGES
+            && let Some(rec) = self.lookup_record(&peer)
+        {
+            let info = PeerInfo { id: peer, noise_key: rec.noise_key, addr };
+            let w = Waiting::Lookup { peer, query: q, parts: 0, total: None, nodes: Vec::new(), pages, after: last };
+            let body = Body::FindSet { key, after: last };
+            if let Ok(id) = self.send_request(now, &info, body, w, self.cfg.rpc_timeout) {
+                self.stats.rpcs_sent += 1;
+                if let Some(p) = self.pending.get_mut(&id) {
+                    p.stall = Some(now + self.cfg.lookup_stall);
+                }
+                return;
+            }
+        }
+        self.lookup_answered(now, q, peer, Vec::new());
     }
 
     pub(super) fn on_store_ack(

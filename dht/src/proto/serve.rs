@@ -1,4 +1,4 @@
-//! Answering peers' requests (wire-spec §6.2): Ping, FindNode, FindValue and Store.
+//! Answering peers' requests (wire-spec §6.2): Ping, FindNode, FindValue, FindSet and Store.
 
 use std::time::{Duration, Instant};
 
@@ -6,7 +6,7 @@ use super::{Dht, DhtEvent};
 use crate::identity::{NodeId, NodeRecord};
 use crate::wire::bounded::{BoundedString, BoundedVec};
 use crate::wire::limits::{MAX_NODES_PER_MESSAGE, MAX_PLAINTEXT, MAX_RECORDS_PER_VALUE};
-use crate::wire::{self, Body, Key, Message, Record, WireAddr};
+use crate::wire::{self, Body, Key, Message, Record, SetEntry, WireAddr};
 
 /// Room a message needs besides its node records or values: id, tags, counts, key.
 const MESSAGE_OVERHEAD: usize = 10 + 1 + 1 + 2 + 32;
@@ -51,6 +51,23 @@ fn pack_values(recs: Vec<Record>) -> Vec<Record> {
     out
 }
 
+/// As many set entries as fit one `SetPage` message, and whether any are left over.
+fn pack_entries(entries: Vec<SetEntry>) -> (Vec<SetEntry>, bool) {
+    let total = entries.len();
+    let mut out = Vec::new();
+    let mut size = 0;
+    for e in entries {
+        let len = wire::encode(&e).map(|v| v.len()).unwrap_or(MAX_PLAINTEXT);
+        if size + len + MESSAGE_OVERHEAD > MAX_PLAINTEXT || out.len() >= MAX_RECORDS_PER_VALUE {
+            break;
+        }
+        size += len;
+        out.push(e);
+    }
+    let more = out.len() < total;
+    (out, more)
+}
+
 impl Dht {
     pub(super) fn serve(&mut self, now: Instant, peer: NodeId, addr: std::net::SocketAddr, msg: Message) {
         match msg.body {
@@ -67,6 +84,36 @@ impl Dht {
                 } else {
                     let records = BoundedVec::try_from(pack_values(recs)).unwrap_or_default();
                     self.reply(now, peer, msg.id, Body::Value { key, records });
+                }
+            }
+            Body::FindSet { key, after } => {
+                if let Some(lies) = self.adversary.as_ref().and_then(|a| a.values.clone()) {
+                    // A liar: the same page whatever was asked, always with more to come.
+                    let page: Vec<SetEntry> = lies
+                        .into_iter()
+                        .filter_map(|r| if let Record::SetEntry(e) = r { Some(e) } else { None })
+                        .collect();
+                    let entries = BoundedVec::try_from(pack_entries(page).0).unwrap_or_default();
+                    self.reply(now, peer, msg.id, Body::SetPage { key, entries, more: true });
+                    return;
+                }
+                let mut entries: Vec<SetEntry> = self
+                    .store
+                    .get(now, &key)
+                    .into_iter()
+                    .filter_map(|r| match r {
+                        Record::SetEntry(e) if after.is_none_or(|a| e.public_key > a) => Some(e),
+                        _ => None,
+                    })
+                    .collect();
+                if entries.is_empty() && after.is_none() {
+                    // Nothing here: help the lookup on, as for FindValue.
+                    self.send_nodes(now, peer, msg.id, &NodeId(key.0));
+                } else {
+                    entries.sort_by_key(|e| e.public_key);
+                    let (page, more) = pack_entries(entries);
+                    let entries = BoundedVec::try_from(page).unwrap_or_default();
+                    self.reply(now, peer, msg.id, Body::SetPage { key, entries, more });
                 }
             }
             Body::Store { key, record, ttl_s, expected_seq } => {

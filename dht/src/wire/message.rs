@@ -82,6 +82,23 @@ pub enum Body {
         /// Human-readable detail.
         detail: BoundedString<MAX_ERROR_DETAIL_LEN>,
     },
+    /// 9: give me the entries of the multi-writer set under `key` whose writer key is greater
+    /// than `after` (all of them if `None`), in ascending writer order; or closer nodes.
+    FindSet {
+        /// The key.
+        key: Key,
+        /// Continue after this writer key (the last one of the previous page).
+        after: Option<[u8; 32]>,
+    },
+    /// 10: one page of a set's entries, ascending by writer key.
+    SetPage {
+        /// The key.
+        key: Key,
+        /// Entries, each with a writer key greater than the request's `after` and the one before.
+        entries: BoundedVec<SetEntry, MAX_RECORDS_PER_VALUE>,
+        /// More entries follow the last one: ask again with `after` = its writer key.
+        more: bool,
+    },
 }
 
 /// Error codes of `Body::Error` (§6.5).
