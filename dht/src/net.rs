@@ -65,7 +65,11 @@ enum Command {
     Bootstrap(Vec<Target>, Reply<usize>),
     FindNode(NodeId, Reply<FindResult>),
     Get(Key, GetMode, Reply<Vec<GotRecord>>),
-    Put(Box<(Key, Record, Duration, Option<u64>)>, Reply<PutOutcome>, Option<mpsc::UnboundedSender<ReplicaReport>>),
+    Put(
+        Box<(Key, Record, Duration, Option<u64>, bool)>,
+        Reply<PutOutcome>,
+        Option<mpsc::UnboundedSender<ReplicaReport>>,
+    ),
     Stats(oneshot::Sender<NodeStats>),
     Holds(Vec<Key>, oneshot::Sender<Vec<bool>>),
     Shutdown,
@@ -281,7 +285,19 @@ impl NodeHandle {
         ttl: Duration,
         cas: Option<u64>,
     ) -> Result<PutOutcome, NodeError> {
-        self.ask(|r| Command::Put(Box::new((key, record, ttl, cas)), r, None)).await
+        self.ask(|r| Command::Put(Box::new((key, record, ttl, cas, true)), r, None)).await
+    }
+
+    /// Stores `record` under `key` on the r closest nodes without republishing it (see
+    /// `Dht::put_once`), reporting each replica's answer on `progress` if given.
+    pub async fn put_once(
+        &self,
+        key: Key,
+        record: Record,
+        ttl: Duration,
+        progress: Option<mpsc::UnboundedSender<ReplicaReport>>,
+    ) -> Result<PutOutcome, NodeError> {
+        self.ask(|r| Command::Put(Box::new((key, record, ttl, None, false)), r, progress)).await
     }
 
     /// Like `put`, reporting each replica's answer on `progress` as it arrives.
@@ -293,7 +309,7 @@ impl NodeHandle {
         cas: Option<u64>,
         progress: mpsc::UnboundedSender<ReplicaReport>,
     ) -> Result<PutOutcome, NodeError> {
-        self.ask(|r| Command::Put(Box::new((key, record, ttl, cas)), r, Some(progress))).await
+        self.ask(|r| Command::Put(Box::new((key, record, ttl, cas, true)), r, Some(progress))).await
     }
 
     /// Current counters.
@@ -350,8 +366,10 @@ fn command(dht: &mut Dht, cmd: Command, w: &mut Waiters, send_errors: u64) -> bo
             Err(e) => drop(reply.send(Err(e))),
         },
         Command::Put(args, reply, progress) => {
-            let (key, record, ttl, cas) = *args;
-            match dht.put(now, key, record, ttl, cas) {
+            let (key, record, ttl, cas, republish) = *args;
+            let started =
+                if republish { dht.put(now, key, record, ttl, cas) } else { dht.put_once(now, key, record, ttl) };
+            match started {
                 Ok(q) => drop(w.puts.insert(q, (reply, progress))),
                 Err(e) => drop(reply.send(Err(e))),
             }

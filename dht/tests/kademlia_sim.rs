@@ -365,3 +365,21 @@ fn a_set_of_64_writers_is_read_whole_page_by_page_and_a_lying_pager_is_cut_off()
     assert_eq!(net.nodes[17].stats().drops.get(DropReason::InvalidValue) - before, 6, "3 repeated entries × 2 liars");
     assert!(net.nodes[17].dht_stats().rpcs_sent - sent < 80, "paging stayed bounded");
 }
+
+#[test]
+fn put_records_are_republished_and_put_once_records_lapse() {
+    let mut net = joined(12);
+    let (kept, r1) = imm(b"republished by its publisher");
+    let (once, r2) = imm(b"stored once, left to lapse");
+    let now = net.now;
+    net.nodes[4].put(now, kept, r1, Duration::from_secs(20), None).unwrap();
+    net.nodes[4].put_once(now, once, r2, Duration::from_secs(20)).unwrap();
+    net.run();
+    let all: Vec<usize> = (0..12).collect();
+    assert_eq!(holders(&net, &kept, &all).len(), 3);
+    assert_eq!(holders(&net, &once, &all).len(), 3);
+    // Three lifetimes later.
+    pump_without(&mut net, &[], 60, Duration::from_secs(1));
+    assert_eq!(holders(&net, &kept, &all).len(), 3, "republished at 4/5 of its lifetime");
+    assert!(holders(&net, &once, &all).is_empty(), "a put_once record lives its ttl only");
+}

@@ -433,7 +433,9 @@ async fn store_round<S: serde::Serialize>(node: &Node, mesh: &Digest, c: &Certif
     };
     let at = if record.len() <= MAX_IMMUTABLE {
         let key = Key::for_immutable(&record);
-        node.put(key, immutable(&record)?, RECORD_TTL, None).await?;
+        // Not republished: each round has its own record, and only the newest matters (the
+        // worker rewrites it while no newer round comes), so older ones lapse after RECORD_TTL.
+        node.dht().put_once(key, immutable(&record)?, RECORD_TTL, None).await?;
         Ref::Immutable(key.0)
     } else {
         let hash = node.add_blob(record);

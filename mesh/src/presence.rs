@@ -222,7 +222,9 @@ fn not_found(e: &NodeError) -> bool {
 /// Writes one signed set entry and reports what the replicas said.
 async fn write_entry(node: Node, key: Key, entry: SetEntry, ttl: Duration) -> LevelWrite {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let r = node.dht().put_with_progress(key, Record::SetEntry(entry), ttl, None, tx).await;
+    // Not republished by the DHT: the handle re-writes live agents itself, and `Gone` entries
+    // must lapse.
+    let r = node.dht().put_once(key, Record::SetEntry(entry), ttl, Some(tx)).await;
     let mut full = 0usize;
     let mut other = None;
     while let Ok((_, answer)) = rx.try_recv() {

@@ -246,3 +246,26 @@ async fn a_flooded_cell_garbage_and_misplaced_entries_are_refused_or_dropped_wit
         n.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_are_rewritten_before_they_expire() {
+    let nodes = nodes(4).await;
+    let space = Space::new(2, [0.0; 3], [100.0, 100.0, 0.0], vec![1, 4]).unwrap();
+    // Entries live 6 s; the handle re-writes those 2 s old, checking every second.
+    let cfg = SpatialConfig { ttl: Duration::from_secs(6), ..SpatialConfig::default() };
+    let idx = Spatial::new(nodes[1].clone(), [0x77; 32], space, cfg).unwrap();
+    let agents: Vec<Identity> = (0..5).map(|i| Identity::from_seed(seed(i, 0x77))).collect();
+    for (i, a) in agents.iter().enumerate() {
+        idx.announce_position(a, [10.0 + i as f64, 10.0, 0.0], b"").await.unwrap();
+    }
+    let first = idx.stats().announces;
+    assert_eq!(first, 5);
+    // Well past the first entries' lifetime.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let got = idx.query_local([12.0, 10.0, 0.0], 5.0).await.unwrap();
+    assert_eq!(got.agents.len(), 5, "refreshed entries are still there");
+    assert!(idx.stats().announces >= first + 10, "each agent was re-written at least twice");
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}

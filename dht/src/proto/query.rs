@@ -61,6 +61,8 @@ pub(super) enum Kind {
         record: Box<Record>,
         ttl: Duration,
         cas: Option<u64>,
+        /// Whether to republish it (`put`) or not (`put_once`).
+        republish: bool,
         replicas_left: Option<usize>,
         outcome: PutOutcome,
         error: Option<RequestError>,
@@ -193,6 +195,24 @@ impl Dht {
         ttl: Duration,
         cas: Option<u64>,
     ) -> Result<QueryId, RequestError> {
+        self.put_with(now, key, record, ttl, cas, true)
+    }
+
+    /// Like `put`, but the record is not republished: it lives `ttl` unless the caller stores it
+    /// again (for records their owner rewrites itself, such as presence entries and mesh heads).
+    pub fn put_once(&mut self, now: Instant, key: Key, record: Record, ttl: Duration) -> Result<QueryId, RequestError> {
+        self.put_with(now, key, record, ttl, None, false)
+    }
+
+    fn put_with(
+        &mut self,
+        now: Instant,
+        key: Key,
+        record: Record,
+        ttl: Duration,
+        cas: Option<u64>,
+        republish: bool,
+    ) -> Result<QueryId, RequestError> {
         store::validate(&key, &record).map_err(RequestError::Invalid)?;
         // Replicas clamp lifetimes to this anyway; clamping here keeps the republish arithmetic
         // on `Instant` far from overflow whatever the caller passes.
@@ -202,6 +222,7 @@ impl Dht {
             record: Box::new(record),
             ttl,
             cas,
+            republish,
             replicas_left: None,
             outcome: PutOutcome::default(),
             error: None,
@@ -505,9 +526,9 @@ impl Dht {
                 let result = if found.is_empty() { Err(RequestError::NotFound) } else { Ok(found.len()) };
                 self.events.push_back(DhtEvent::GetDone { query: q, result, queries });
             }
-            Kind::Put { key, record, ttl, outcome, error, .. } => {
+            Kind::Put { key, record, ttl, outcome, error, republish, .. } => {
                 let result = if outcome.stored > 0 { Ok(outcome) } else { Err(error.unwrap_or(RequestError::Timeout)) };
-                if outcome.stored > 0 {
+                if outcome.stored > 0 && republish {
                     self.remember_published(now, key, *record, ttl);
                 }
                 self.events.push_back(DhtEvent::PutDone { query: q, result });
