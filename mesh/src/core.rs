@@ -74,6 +74,9 @@ pub enum MeshError {
     /// The genesis' space is invalid or not the world's.
     #[error("the genesis' space is invalid or not the world's")]
     WrongSpace,
+    /// A certified round to start from does not verify (certificate, header or state hash).
+    #[error("the certified round to start from does not verify")]
+    BadCertified,
 }
 
 /// A certified round.
@@ -197,11 +200,58 @@ impl<W: World> MeshCore<W> {
         cfg: MeshConfig,
         now: Instant,
     ) -> Result<Self, MeshError> {
-        if genesis.world.as_str() != world.name() || genesis.version != world.version() {
-            return Err(MeshError::WrongWorld { world: genesis.world.as_str().to_string(), version: genesis.version });
-        }
         if state_hash(&s0) != genesis.state_hash {
             return Err(MeshError::WrongState);
+        }
+        let mut core = Self::empty(world, genesis, identity, cfg, now)?;
+        let genesis_block = Executed {
+            round: 0,
+            state: Arc::new(s0),
+            state_hash: core.genesis.state_hash,
+            inputs: Vec::new(),
+            parent: None,
+        };
+        core.blocks.insert(core.mesh, genesis_block);
+        core.pump(now);
+        Ok(core)
+    }
+
+    /// A member or observer of a running mesh that starts from certified round `round` (its
+    /// state, its block's header and its certificate) rather than from S(0): for joining by id
+    /// once the mesh has stored a round (see `net::get_state`, which checks all three against
+    /// the genesis; this constructor checks the certificate and the state hash again).
+    pub fn from_certified(
+        world: W,
+        genesis: Genesis,
+        certified: (u64, W::State, Proposal, Certificate),
+        identity: Option<Identity>,
+        cfg: MeshConfig,
+        now: Instant,
+    ) -> Result<Self, MeshError> {
+        let (round, state, proposal, certificate) = certified;
+        let mut core = Self::empty(world, genesis, identity, cfg, now)?;
+        let header: Option<BatchHeader> = postcard::from_bytes(proposal.payload.as_slice()).ok();
+        let valid = core.simplex.members().verify_certificate(&core.mesh, &certificate).is_ok()
+            && certificate.digest == proposal.digest(&core.mesh)
+            && certificate.height == proposal.height
+            && header.is_some_and(|h| h.round == round && h.state_hash == state_hash(&state));
+        if !valid || round == 0 {
+            return Err(MeshError::BadCertified);
+        }
+        core.catch_up(now, round, state, proposal, certificate);
+        Ok(core)
+    }
+
+    /// A core with no blocks yet, after checking the genesis against the world.
+    fn empty(
+        world: W,
+        genesis: Genesis,
+        identity: Option<Identity>,
+        cfg: MeshConfig,
+        now: Instant,
+    ) -> Result<Self, MeshError> {
+        if genesis.world.as_str() != world.name() || genesis.version != world.version() {
+            return Err(MeshError::WrongWorld { world: genesis.world.as_str().to_string(), version: genesis.version });
         }
         if genesis.space != world.space() || genesis.space.as_ref().is_some_and(|s| s.check().is_err()) {
             return Err(MeshError::WrongSpace);
@@ -209,16 +259,8 @@ impl<W: World> MeshCore<W> {
         let members = Members::new(genesis.members.to_vec()).ok_or(MeshError::BadMembers)?;
         let mesh = genesis.mesh_id();
         let simplex = Simplex::new(cfg.simplex.clone(), mesh, members, identity, now);
-        let mut blocks = BTreeMap::new();
-        let genesis_block = Executed {
-            round: 0,
-            state: Arc::new(s0),
-            state_hash: genesis.state_hash,
-            inputs: Vec::new(),
-            parent: None,
-        };
-        blocks.insert(mesh, genesis_block);
-        let mut core = MeshCore {
+        let blocks = BTreeMap::new();
+        Ok(MeshCore {
             world,
             genesis,
             mesh,
@@ -235,9 +277,7 @@ impl<W: World> MeshCore<W> {
             cfg,
             out: VecDeque::new(),
             stats: MeshStats::default(),
-        };
-        core.pump(now);
-        Ok(core)
+        })
     }
 
     /// The mesh id.

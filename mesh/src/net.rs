@@ -38,7 +38,7 @@ pub fn topic_name(id: &Digest) -> String {
     format!("suprnova/mesh/v1/{hex}")
 }
 
-/// Why a mesh could not start.
+/// Why a mesh could not start or join.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The genesis, world or initial state disagree.
@@ -50,6 +50,13 @@ pub enum StartError {
     /// The signing guard file cannot be read.
     #[error("signing guard: {0}")]
     Guard(String),
+    /// Joining: the genesis could not be read, or no certified state checked out.
+    #[error("joining: {0}")]
+    Join(#[from] GetStateError),
+    /// The genesis defines a space this node cannot index (never for a genesis that passed
+    /// `MeshCore::new`).
+    #[error("spatial index: {0}")]
+    Spatial(#[from] crate::presence::PresenceError),
 }
 
 /// Heights reserved at a time by the signing guard (a restart costs this member at most this
@@ -107,6 +114,8 @@ pub struct MeshStatus {
     pub last_store_error: Option<String>,
     /// Times this mesh caught up from a state read from the DHT.
     pub caught_up: u64,
+    /// The spatial index's counters, if the world has a space.
+    pub spatial: Option<crate::presence::SpatialStats>,
 }
 
 #[derive(Default)]
@@ -125,22 +134,97 @@ enum Cmd<S> {
 }
 
 /// Handle to a running mesh. Cheap to clone.
+///
+/// Three in-process nodes run one Game-of-Life mesh; a member reads the certified state back
+/// from the DHT:
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # tokio::runtime::Runtime::new()?.block_on(async {
+/// use std::time::Duration;
+/// use suprnova_dht::identity::Identity;
+/// use suprnova_mesh::core::MeshConfig;
+/// use suprnova_mesh::life::{Board, Life};
+/// use suprnova_mesh::net::Mesh;
+/// use suprnova_mesh::world::{Genesis, Limits};
+/// use suprnova_node::{Node, NodeConfig};
+///
+/// let mut nodes: Vec<Node> = Vec::new();
+/// for i in 0..3u8 {
+///     let node = Node::spawn(NodeConfig::with_seed([i + 1; 32], "127.0.0.1:0".parse()?)).await?;
+///     if let Some(first) = nodes.first() {
+///         node.bootstrap(vec![first.target()]).await?;
+///     }
+///     nodes.push(node);
+/// }
+/// // Each node's identity is a member key.
+/// let ids: Vec<Identity> = (0..3u8).map(|i| Identity::from_seed([i + 1; 32])).collect();
+/// let s0 = Board::empty(16, 16);
+/// let members = ids.iter().map(Identity::public_key).collect();
+/// let genesis = Genesis::for_world(&Life, &s0, members, 50, Limits::default()).ok_or("genesis")?;
+/// let mut meshes = Vec::new();
+/// for (node, id) in nodes.iter().zip(ids) {
+///     let cfg = MeshConfig::default();
+///     meshes.push(Mesh::start(node.clone(), Life, genesis.clone(), s0.clone(), Some(id), cfg).await?);
+/// }
+/// // Certified rounds as they happen: (round, state hash, state).
+/// let mut rounds = meshes[0].rounds();
+/// let r = rounds.recv().await?;
+/// assert!(r.round >= 1);
+/// // Anyone, member or not, reads the newest certified state from the DHT and checks it
+/// // against the genesis (the members store each round shortly after it is certified).
+/// let mut fetched = None;
+/// for _ in 0..100 {
+///     if let Ok(f) = meshes[1].get_state().await {
+///         fetched = Some(f);
+///         break;
+///     }
+///     tokio::time::sleep(Duration::from_millis(50)).await;
+/// }
+/// assert!(fetched.ok_or("no state in the DHT")?.round >= 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # })
+/// # }
+/// ```
 pub struct Mesh<S> {
     id: Digest,
     cmd: mpsc::Sender<Cmd<S>>,
     rounds: broadcast::Sender<Arc<Certified<S>>>,
     task: Arc<JoinHandle<()>>,
+    node: Node,
+    genesis: Arc<Genesis>,
+    spatial: Option<crate::presence::Spatial>,
 }
 
 impl<S> Clone for Mesh<S> {
     fn clone(&self) -> Self {
-        Mesh { id: self.id, cmd: self.cmd.clone(), rounds: self.rounds.clone(), task: self.task.clone() }
+        Mesh {
+            id: self.id,
+            cmd: self.cmd.clone(),
+            rounds: self.rounds.clone(),
+            task: self.task.clone(),
+            node: self.node.clone(),
+            genesis: self.genesis.clone(),
+            spatial: self.spatial.clone(),
+        }
     }
 }
 
-impl<S: Serialize + Send + Sync + 'static> Mesh<S> {
+/// Reads mesh `mesh`'s genesis from the DHT and checks that it hashes to the id.
+pub async fn get_genesis(node: &Node, mesh: Digest) -> Result<Genesis, GetStateError> {
+    let bytes = node.get_immutable(Key(mesh)).await.map_err(GetStateError::NoGenesis)?;
+    let genesis: Genesis = postcard::from_bytes(&bytes).map_err(|_| GetStateError::BadGenesis)?;
+    if genesis.mesh_id() != mesh {
+        return Err(GetStateError::BadGenesis);
+    }
+    Ok(genesis)
+}
+
+impl<S: Serialize + serde::de::DeserializeOwned + Send + Sync + 'static> Mesh<S> {
     /// Starts the mesh born from `genesis` with initial state `s0` on `node`: as a member if
-    /// `identity` holds one of the genesis' member keys, else as an observer.
+    /// `identity` holds one of the genesis' member keys, else as an observer. Every member
+    /// starts it this way (the same genesis gives the same mesh id); a member restarted with
+    /// its guard file catches up from the DHT.
     pub async fn start<W: World<State = S>>(
         node: Node,
         world: W,
@@ -149,15 +233,60 @@ impl<S: Serialize + Send + Sync + 'static> Mesh<S> {
         identity: Option<Identity>,
         cfg: MeshConfig,
     ) -> Result<Mesh<S>, StartError> {
+        let core = MeshCore::new(
+            world,
+            genesis,
+            s0,
+            identity.as_ref().map(|i| Identity::from_seed(*i.seed())),
+            cfg.clone(),
+            Instant::now(),
+        )?;
+        Self::launch(node, core, identity, cfg).await
+    }
+
+    /// Joins the running mesh `mesh` by its id: reads its genesis and newest certified state
+    /// from the DHT (both checked) and starts from there, as a member if `identity` holds one
+    /// of the member keys, else as an observer. Fails if the mesh has stored no round yet
+    /// (then start it from its genesis and S(0) with [`Mesh::start`]).
+    pub async fn join<W: World<State = S>>(
+        node: Node,
+        world: W,
+        mesh: Digest,
+        identity: Option<Identity>,
+        cfg: MeshConfig,
+    ) -> Result<Mesh<S>, StartError> {
+        let genesis = get_genesis(&node, mesh).await?;
+        let f = get_state::<W>(&node, mesh).await?;
+        let certified = (f.round, f.state, f.proposal, f.certificate);
+        let id = identity.as_ref().map(|i| Identity::from_seed(*i.seed()));
+        let core = MeshCore::from_certified(world, genesis, certified, id, cfg.clone(), Instant::now())?;
+        Self::launch(node, core, identity, cfg).await
+    }
+
+    async fn launch<W: World<State = S>>(
+        node: Node,
+        mut core: MeshCore<W>,
+        identity: Option<Identity>,
+        cfg: MeshConfig,
+    ) -> Result<Mesh<S>, StartError> {
+        let genesis = core.genesis().clone();
         let member = identity.as_ref().is_some_and(|i| genesis.members.contains(&i.public_key()));
         let guard_file = cfg.guard_file.clone();
-        let mut core = MeshCore::new(world, genesis.clone(), s0, identity, cfg, Instant::now())?;
         if member && let Some(path) = &guard_file {
             // Never sign at a height the previous run may have signed at.
             let signed_up_to = read_guard(path).map_err(|e| StartError::Guard(e.to_string()))?;
             core.guard(Instant::now(), signed_up_to, GUARD_STEP);
         }
         let id = core.mesh_id();
+        let spatial = match &genesis.space {
+            Some(space) => Some(crate::presence::Spatial::new(
+                node.clone(),
+                id,
+                space.clone(),
+                crate::presence::SpatialConfig::default(),
+            )?),
+            None => None,
+        };
         let topic = topic_name(&id);
         let sub = node.subscribe(&topic).await?;
         let (cmd, rx) = mpsc::channel(256);
@@ -165,11 +294,11 @@ impl<S: Serialize + Send + Sync + 'static> Mesh<S> {
         let counters = Arc::new(StoreCounters::default());
         let (latest, watcher) = watch::channel(None);
         if member {
-            tokio::spawn(store_worker(node.clone(), genesis, watcher, counters.clone()));
+            tokio::spawn(store_worker(node.clone(), genesis.clone(), watcher, counters.clone()));
         }
         let driver = Driver {
             guard_file: if member { guard_file } else { None },
-            node,
+            node: node.clone(),
             topic,
             core,
             rounds: rounds.clone(),
@@ -183,7 +312,45 @@ impl<S: Serialize + Send + Sync + 'static> Mesh<S> {
             caught_up: 0,
         };
         let task = tokio::spawn(driver.run(sub, rx));
-        Ok(Mesh { id, cmd, rounds, task: Arc::new(task) })
+        Ok(Mesh { id, cmd, rounds, task: Arc::new(task), node, genesis: Arc::new(genesis), spatial })
+    }
+
+    /// The genesis.
+    pub fn genesis(&self) -> &Genesis {
+        &self.genesis
+    }
+
+    /// The spatial index of this mesh, if its world has a space.
+    pub fn spatial(&self) -> Option<&crate::presence::Spatial> {
+        self.spatial.as_ref()
+    }
+
+    /// Announces that `agent` is at `position` in this mesh's space (see
+    /// [`crate::presence::Spatial::announce_position`]).
+    pub async fn announce_position(
+        &self,
+        agent: &Identity,
+        position: crate::spatial::Position,
+        info: &[u8],
+    ) -> Result<crate::presence::Announced, crate::presence::PresenceError> {
+        let s = self.spatial.as_ref().ok_or(crate::presence::PresenceError::NoSpace)?;
+        s.announce_position(agent, position, info).await
+    }
+
+    /// The agents within `radius` of `position` (see [`crate::presence::Spatial::query_local`]).
+    pub async fn query_local(
+        &self,
+        position: crate::spatial::Position,
+        radius: f64,
+    ) -> Result<crate::presence::Nearby, crate::presence::PresenceError> {
+        let s = self.spatial.as_ref().ok_or(crate::presence::PresenceError::NoSpace)?;
+        s.query_local(position, radius).await
+    }
+
+    /// The newest certified state in the DHT, checked against the genesis (as
+    /// [`get_state`] from any node).
+    pub async fn get_state(&self) -> Result<FetchedState<S>, GetStateError> {
+        read_state::<S>(&self.node, &self.genesis).await
     }
 
     /// The mesh id.
@@ -207,7 +374,9 @@ impl<S: Serialize + Send + Sync + 'static> Mesh<S> {
     pub async fn status(&self) -> Option<MeshStatus> {
         let (tx, rx) = oneshot::channel();
         self.cmd.send(Cmd::Status(tx)).await.ok()?;
-        rx.await.ok()
+        let mut st = rx.await.ok()?;
+        st.spatial = self.spatial.as_ref().map(crate::presence::Spatial::stats);
+        Some(st)
     }
 
     /// Stops the mesh task (the node keeps running).
@@ -289,6 +458,7 @@ impl<W: World> Driver<W> {
                             store_failed: self.counters.failed.load(Ordering::Relaxed),
                             last_store_error: self.counters.last_error.lock().ok().and_then(|e| e.clone()),
                             caught_up: self.caught_up,
+                            spatial: None,
                         });
                     }
                     None => return,
@@ -504,11 +674,16 @@ async fn fetch(node: &Node, r: Ref) -> Result<Vec<u8>, String> {
 /// against the genesis' members and whose state hashes to the certified hash. Heads that fail
 /// are reported in `rejected`, with why.
 pub async fn get_state<W: World>(node: &Node, mesh: Digest) -> Result<FetchedState<W::State>, GetStateError> {
-    let bytes = node.get_immutable(Key(mesh)).await.map_err(GetStateError::NoGenesis)?;
-    let genesis: Genesis = postcard::from_bytes(&bytes).map_err(|_| GetStateError::BadGenesis)?;
-    if genesis.mesh_id() != mesh {
-        return Err(GetStateError::BadGenesis);
-    }
+    let genesis = get_genesis(node, mesh).await?;
+    read_state::<W::State>(node, &genesis).await
+}
+
+/// [`get_state`] with the genesis already in hand (and checked).
+pub async fn read_state<S: Serialize + serde::de::DeserializeOwned>(
+    node: &Node,
+    genesis: &Genesis,
+) -> Result<FetchedState<S>, GetStateError> {
+    let mesh = genesis.mesh_id();
     let entries = node.get_set(Key(store::heads_key(&mesh))).await.unwrap_or_default();
     let mut rejected = Vec::new();
     let mut heads: Vec<([u8; 32], Head)> = Vec::new();
@@ -524,7 +699,7 @@ pub async fn get_state<W: World>(node: &Node, mesh: Digest) -> Result<FetchedSta
         // large); anyone else's must point at an immutable record with the state inline, so
         // that refusing it costs one small read.
         let member = genesis.members.contains(&writer);
-        let checked: Result<FetchedState<W::State>, String> = async {
+        let checked: Result<FetchedState<S>, String> = async {
             if !member && matches!(head.record, Ref::Blob(_)) {
                 return Err("a non-member's head points at a blob".to_string());
             }
@@ -536,13 +711,13 @@ pub async fn get_state<W: World>(node: &Node, mesh: Digest) -> Result<FetchedSta
             if header.round != head.round {
                 return Err(RecordError::Header(header.round).to_string());
             }
-            let header = store::verify_record(&genesis, &rec).map_err(|e| e.to_string())?;
+            let header = store::verify_record(genesis, &rec).map_err(|e| e.to_string())?;
             let state_bytes = match &rec.state {
                 StateRef::Inline(b) => b.to_vec(),
                 StateRef::Blob(_) if !member => return Err("a non-member's record points at a blob".to_string()),
                 StateRef::Blob(h) => fetch(node, Ref::Blob(*h)).await?,
             };
-            let state = store::verify_state::<W::State>(&header, &state_bytes).map_err(|e| e.to_string())?;
+            let state = store::verify_state::<S>(&header, &state_bytes).map_err(|e| e.to_string())?;
             let proposal = simplex::Proposal {
                 height: rec.height,
                 parent_height: rec.parent_height,

@@ -258,3 +258,36 @@ pub struct Batch {
     /// Inputs, in order.
     pub inputs: BoundedVec<SignedInput, MAX_BATCH>,
 }
+
+/// Any world, its agents positioned in `space`: the world's F and ⊕ unchanged, the space part
+/// of the genesis (so the mesh gets a spatial index).
+#[derive(Clone, Debug)]
+pub struct WithSpace<W> {
+    /// The world.
+    pub world: W,
+    /// Its space.
+    pub space: crate::spatial::Space,
+}
+
+impl<W: World> World for WithSpace<W> {
+    type State = W::State;
+    type Input = W::Input;
+    fn name(&self) -> &str {
+        self.world.name()
+    }
+    fn version(&self) -> u32 {
+        self.world.version()
+    }
+    fn evolve(&self, state: &Self::State, seed: &[u8; 32]) -> Self::State {
+        self.world.evolve(state, seed)
+    }
+    fn validate(&self, state: &Self::State, author: &[u8; 32], input: &Self::Input) -> Result<(), String> {
+        self.world.validate(state, author, input)
+    }
+    fn apply(&self, state: &mut Self::State, author: &[u8; 32], input: &Self::Input) {
+        self.world.apply(state, author, input)
+    }
+    fn space(&self) -> Option<crate::spatial::Space> {
+        Some(self.space.clone())
+    }
+}

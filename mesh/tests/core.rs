@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use suprnova_dht::identity::Identity;
 use suprnova_dht::wire::bounded::{BoundedString, BoundedVec};
-use suprnova_mesh::core::{Certified, MeshConfig, MeshCore, MeshOut};
+use suprnova_mesh::core::{Certified, MeshConfig, MeshCore, MeshError, MeshOut};
 use suprnova_mesh::life::{Board, Life, SetCell};
 use suprnova_mesh::simplex::{self, Message, Sig};
 use suprnova_mesh::store::{RecordError, RoundRecord, StateRef, verify_record, verify_state};
@@ -261,4 +261,32 @@ fn stored_records_verify_and_tampering_is_caught() {
     assert!(matches!(verify_record(&g, &flipped), Err(RecordError::Certificate(_))));
     // The record fits one immutable DHT value.
     assert!(postcard::to_allocvec(&rec).unwrap().len() <= suprnova_mesh::store::MAX_IMMUTABLE);
+}
+
+#[test]
+fn a_core_starts_from_a_certified_round_and_refuses_a_forged_one() {
+    let mut net = Net::new(4);
+    net.run_for(Duration::from_millis(500));
+    let c = net.last.clone().unwrap();
+    let g = net.cores[0].genesis().clone();
+    let now = net.now;
+    let cert = c.certificate.clone().unwrap();
+    let start = |state: Board, cert: simplex::Certificate| {
+        from_certified(g.clone(), (c.round, state, c.proposal.clone(), cert), now)
+    };
+    let core = start((*c.state).clone(), cert.clone()).unwrap();
+    assert_eq!(core.final_round(), c.round);
+    // Another state than the certified one, or a certificate with a flipped signature.
+    assert!(matches!(start(Board::empty(8, 8), cert.clone()), Err(MeshError::BadCertified)));
+    let mut votes = cert.votes.to_vec();
+    votes[0].1.0[5] ^= 1;
+    let mut bad = cert.clone();
+    bad.votes = votes.try_into().unwrap();
+    assert!(matches!(start((*c.state).clone(), bad), Err(MeshError::BadCertified)));
+}
+
+type Start = (u64, Board, simplex::Proposal, simplex::Certificate);
+
+fn from_certified(g: Genesis, c: Start, now: Instant) -> Result<MeshCore<Life>, MeshError> {
+    MeshCore::from_certified(Life, g, c, None, MeshConfig::default(), now)
 }

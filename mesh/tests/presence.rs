@@ -269,3 +269,36 @@ async fn entries_are_rewritten_before_they_expire() {
         n.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mesh_whose_world_has_a_space_indexes_positions_and_one_without_refuses() {
+    use suprnova_mesh::core::MeshConfig;
+    use suprnova_mesh::life::{Board, Life};
+    use suprnova_mesh::net::Mesh;
+    use suprnova_mesh::world::{Genesis, Limits, WithSpace};
+    let nodes = nodes(3).await;
+    let me = Identity::from_seed(seed(0, 0x70));
+    let space = Space::new(2, [0.0; 3], [16.0, 16.0, 0.0], vec![1, 3]).unwrap();
+    let world = WithSpace { world: Life, space: space.clone() };
+    let s0 = Board::empty(16, 16);
+    let g = Genesis::for_world(&world, &s0, vec![me.public_key()], 50, Limits::default()).unwrap();
+    assert_eq!(g.space.as_ref(), Some(&space));
+    let mesh = Mesh::start(nodes[0].clone(), world, g, s0.clone(), Some(me), MeshConfig::default()).await.unwrap();
+    let agent = Identity::from_seed([0xa1; 32]);
+    mesh.announce_position(&agent, [3.0, 4.0, 0.0], b"cell").await.unwrap();
+    let got = mesh.query_local([3.5, 4.0, 0.0], 1.0).await.unwrap();
+    assert_eq!(got.agents.len(), 1);
+    assert_eq!(got.agents[0].node, *nodes[0].id().as_bytes());
+    assert_eq!(mesh.status().await.unwrap().spatial.unwrap().announces, 1);
+    // Life alone has no space: its mesh has no index.
+    let g2 = Genesis::for_world(&Life, &s0, vec![Identity::from_seed([0xb2; 32]).public_key()], 50, Limits::default())
+        .unwrap();
+    let plain = Mesh::start(nodes[1].clone(), Life, g2, s0, None, MeshConfig::default()).await.unwrap();
+    assert!(matches!(plain.query_local([1.0, 1.0, 0.0], 1.0).await, Err(PresenceError::NoSpace)));
+    assert!(plain.status().await.unwrap().spatial.is_none());
+    mesh.stop();
+    plain.stop();
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
