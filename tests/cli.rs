@@ -437,6 +437,11 @@ fn every_subcommand_help_shows_an_example() {
         &["listen"],
         &["blob", "add"],
         &["blob", "get"],
+        &["mesh", "create"],
+        &["mesh", "join"],
+        &["mesh", "status"],
+        &["mesh", "get-state"],
+        &["mesh", "submit"],
         &["devnet"],
     ] {
         let mut c = Command::new(BIN);
@@ -445,4 +450,55 @@ fn every_subcommand_help_shows_an_example() {
         assert!(success, "{sub:?}");
         assert!(out.contains("Example"), "{sub:?} --help has no example:\n{out}");
     }
+}
+
+#[test]
+fn two_nodes_run_a_mesh_and_anyone_reads_its_certified_state() {
+    let tmp = scratch();
+    let a = start_node(&tmp.0.join("a"), "127.0.0.1:0", None);
+    let b = start_node(&tmp.0.join("b"), "127.0.0.1:0", Some(&format!("{}@{}", a.id, a.addr)));
+    let key = |n: &NodeProc| {
+        let out = ok(n, &["id"]);
+        out.lines().find_map(|l| l.strip_prefix("public key").map(|k| k.trim().to_string())).unwrap()
+    };
+    let members = format!("{},{}", key(&a), key(&b));
+    // Both members create the same mesh: same arguments, same genesis, same id.
+    let args = ["mesh", "create", "--size", "8x8", "--members", &members, "--interval-ms", "100", "--cell", "1,1"];
+    let id_a = ok(&a, &args).trim().to_string();
+    let id_b = ok(&b, &args).trim().to_string();
+    assert_eq!(id_a.len(), 64);
+    assert_eq!(id_a, id_b);
+    // Inputs and rounds: wait (at most 30 s) until round 10 is certified and stored.
+    let input = ok(&a, &["mesh", "submit", &id_a, "3,4"]);
+    assert_eq!(input.trim().len(), 64);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let state = loop {
+        let (success, out, _) = cli(&b, &["mesh", "get-state", &id_a, "--json"]);
+        if success {
+            let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+            if v["round"].as_u64().unwrap() >= 10 {
+                break v;
+            }
+        }
+        assert!(Instant::now() < deadline, "no certified round 10 in the DHT within 30 s");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(state["width"], 8);
+    assert_eq!(state["certificate_signers"], 2, "both members signed (quorum of 2 is 2)");
+    assert_eq!(state["rows"].as_array().unwrap().len(), 8);
+    let st: serde_json::Value = serde_json::from_str(&ok(&a, &["mesh", "status", &id_a, "--json"])).unwrap();
+    let m = &st["meshes"][0];
+    assert_eq!(m["member"], true);
+    assert_eq!(m["members"], 2);
+    assert!(m["round"].as_u64().unwrap() >= 10);
+    assert_eq!(m["inputs_applied"], 1, "the submitted input was applied once");
+    // Bad input gets a one-line error.
+    let (success, _, err) = cli(&a, &["mesh", "get-state", "nothex"]);
+    assert!(!success);
+    assert!(err.contains("not a mesh id"), "{err}");
+    let (success, _, err) = cli(&a, &["mesh", "create", "--size", "0x8"]);
+    assert!(!success);
+    assert!(err.contains("width and height"), "{err}");
+    stop(b);
+    stop(a);
 }

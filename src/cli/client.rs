@@ -85,7 +85,7 @@ impl Session {
             }
         };
         tracing::info!(peers, "ephemeral node joined");
-        let server = match control::start(node.clone(), SocketAddr::from(([127, 0, 0, 1], 0)), None).await {
+        let server = match control::start(node.clone(), SocketAddr::from(([127, 0, 0, 1], 0)), None, None).await {
             Ok(s) => s,
             Err(e) => {
                 node.shutdown().await;
@@ -180,6 +180,11 @@ fn set_key(name: &str) -> Key {
 fn parse_key(s: &str) -> Result<Key> {
     let b = hex::decode(s).ok().and_then(|b| <[u8; 32]>::try_from(b).ok());
     b.map(Key).ok_or_else(|| anyhow!("'{s}' is not a key (64 hex digits)"))
+}
+
+/// POSTs `req` to `path` on the node `via` names (the mesh subcommands use it).
+pub async fn call(via: &Via, path: &str, req: &Value) -> Result<Value> {
+    Session::run(via, async |c: &Control| c.call(path, req).await).await
 }
 
 // ---- status, ping ----------------------------------------------------------------------------

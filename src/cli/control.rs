@@ -17,8 +17,13 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 use suprnova_dht::NodeId;
+use suprnova_dht::identity::Identity;
 use suprnova_dht::proto::Target;
 use suprnova_dht::wire::{Key, Record};
+use suprnova_mesh::core::MeshConfig;
+use suprnova_mesh::life::{Board, Life, SetCell};
+use suprnova_mesh::net::{Mesh, get_state};
+use suprnova_mesh::world::{Genesis, Limits, SignedInput};
 use suprnova_node::{BlobHash, BlobProgress, Direct, Node, NodeError, TopicEvent};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
@@ -39,7 +44,16 @@ struct State {
     topics: Mutex<HashMap<String, (usize, bool)>>,
     /// Direct messages and requests received, for `listen` streams.
     inbox: broadcast::Sender<Value>,
+    /// The node's identity seed, for mesh membership and inputs (None: an ephemeral node).
+    member: Option<[u8; 32]>,
+    /// Where mesh signing guards are kept (None: no data dir).
+    data_dir: Option<PathBuf>,
+    /// Meshes this node runs, by id.
+    meshes: tokio::sync::Mutex<HashMap<[u8; 32], Mesh<Board>>>,
 }
+
+/// Meshes one node runs through its control endpoint, at most.
+const MAX_MESHES: usize = 16;
 
 /// A running control endpoint.
 pub struct ControlServer {
@@ -68,7 +82,12 @@ impl ControlServer {
 
 /// Starts the control endpoint for `node` on `bind` (a loopback address). With `data_dir`, the
 /// address and a fresh token are written there for the subcommands to find.
-pub async fn start(node: Node, bind: SocketAddr, data_dir: Option<&Path>) -> Result<ControlServer> {
+pub async fn start(
+    node: Node,
+    bind: SocketAddr,
+    data_dir: Option<&Path>,
+    member: Option<[u8; 32]>,
+) -> Result<ControlServer> {
     if !bind.ip().is_loopback() {
         bail!("the control endpoint listens on a loopback address only (got {bind}); use 127.0.0.1:PORT");
     }
@@ -81,8 +100,16 @@ pub async fn start(node: Node, bind: SocketAddr, data_dir: Option<&Path>) -> Res
     }
     let (inbox, _) = broadcast::channel(1024);
     let inbox_task = tokio::spawn(answer_incoming(node.clone(), inbox.clone()));
-    let state =
-        Arc::new(State { node, token: token.clone(), started: Instant::now(), topics: Mutex::default(), inbox });
+    let state = Arc::new(State {
+        node,
+        token: token.clone(),
+        started: Instant::now(),
+        topics: Mutex::default(),
+        inbox,
+        member,
+        data_dir: data_dir.map(Path::to_path_buf),
+        meshes: tokio::sync::Mutex::default(),
+    });
     let task = tokio::spawn(http::serve(listener, 64, move |req| {
         let st = state.clone();
         async move { handle(st, req).await }
@@ -152,6 +179,11 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         },
         (Method::POST, "/v1/blob/fetch") => with_json(req, |v| blob_fetch(st.clone(), v)).await,
         (Method::GET, p) if p.starts_with("/v1/blob/") => blob_read(&st, p.trim_start_matches("/v1/blob/")),
+        (Method::POST, "/v1/mesh/create") => with_json(req, |v| mesh_create(&st, v)).await,
+        (Method::POST, "/v1/mesh/join") => with_json(req, |v| mesh_join(&st, v)).await,
+        (Method::POST, "/v1/mesh/status") => with_json(req, |v| mesh_status(&st, v)).await,
+        (Method::POST, "/v1/mesh/state") => with_json(req, |v| mesh_state(&st, v)).await,
+        (Method::POST, "/v1/mesh/submit") => with_json(req, |v| mesh_submit(&st, v)).await,
         _ => return error(StatusCode::NOT_FOUND, format!("no such control call: {} {path}", req.method())),
     };
     match result {
@@ -609,4 +641,204 @@ fn blob_read(st: &State, hash: &str) -> Answer {
         }
         None => Err(Fail::Node(suprnova_node::BlobError::NotFound.into())),
     }
+}
+
+// ---- meshes (the Life world) -----------------------------------------------------------------
+
+fn u64_field(v: &Value, name: &str, default: u64) -> Result<u64, Fail> {
+    match v.get(name) {
+        None | Some(Value::Null) => Ok(default),
+        Some(x) => x.as_u64().ok_or_else(|| Fail::Bad(format!("field '{name}' must be a non-negative integer"))),
+    }
+}
+
+fn mesh_id_field(v: &Value) -> Result<[u8; 32], Fail> {
+    key_field(v, "mesh_id").map(|k| k.0)
+}
+
+fn mesh_fail(e: impl std::fmt::Display) -> Fail {
+    Fail::Bad(e.to_string())
+}
+
+/// Starts (or finds, if already running) a Life mesh: `width`, `height` (1–256, default 32),
+/// `members` (hex keys in order; default this node alone), `round_interval_ms` (10–60000,
+/// default 1000), `cells` ([[x, y], …] alive at round 0).
+async fn mesh_create(st: &State, v: Value) -> Answer {
+    let me = st.member.map(Identity::from_seed).ok_or_else(|| Fail::Bad("an ephemeral node runs no mesh".into()))?;
+    let w = u64_field(&v, "width", 32)?;
+    let h = u64_field(&v, "height", 32)?;
+    let (Ok(w @ 1..=256), Ok(h @ 1..=256)) = (u16::try_from(w), u16::try_from(h)) else {
+        return Err(Fail::Bad("width and height must be 1 ..= 256".into()));
+    };
+    let interval = u64_field(&v, "round_interval_ms", 1000)?;
+    let Ok(interval @ 10..=60_000) = u32::try_from(interval) else {
+        return Err(Fail::Bad("round_interval_ms must be 10 ..= 60000".into()));
+    };
+    let mut members: Vec<[u8; 32]> = Vec::new();
+    for m in v.get("members").and_then(Value::as_array).into_iter().flatten() {
+        let k = m.as_str().and_then(|s| hex::decode(s).ok()).and_then(|b| <[u8; 32]>::try_from(b).ok());
+        members.push(k.ok_or_else(|| Fail::Bad(format!("member {m} is not a public key (64 hex digits)")))?);
+    }
+    if members.is_empty() {
+        members.push(me.public_key());
+    }
+    let mut board = Board::empty(w, h);
+    for c in v.get("cells").and_then(Value::as_array).into_iter().flatten() {
+        let xy: Vec<u64> = c.as_array().map(|a| a.iter().filter_map(Value::as_u64).collect()).unwrap_or_default();
+        let (Some(x), Some(y)) = (xy.first(), xy.get(1)) else {
+            return Err(Fail::Bad(format!("cell {c} must be [x, y]")));
+        };
+        let i = usize::try_from(*y * u64::from(w) + *x).ok().filter(|_| *x < u64::from(w) && *y < u64::from(h));
+        match i.and_then(|i| board.cells.get_mut(i)) {
+            Some(cell) => *cell = 1,
+            None => return Err(Fail::Bad(format!("cell {c} is outside the {w}×{h} board"))),
+        }
+    }
+    let genesis = Genesis::for_world(&Life, &board, members, interval, Limits::default())
+        .ok_or_else(|| Fail::Bad("too many members (at most 256)".into()))?;
+    let id = genesis.mesh_id();
+    let member = genesis.members.contains(&me.public_key());
+    let mut meshes = st.meshes.lock().await;
+    if !meshes.contains_key(&id) {
+        if meshes.len() >= MAX_MESHES {
+            return Err(Fail::Bad(format!("this node already runs {MAX_MESHES} meshes")));
+        }
+        let mesh = Mesh::start(st.node.clone(), Life, genesis.clone(), board, Some(me), mesh_config(st, &id)?)
+            .await
+            .map_err(mesh_fail)?;
+        meshes.insert(id, mesh);
+    }
+    ok(json!({
+        "mesh_id": hex::encode(id),
+        "member": member,
+        "members": genesis.members.iter().map(hex::encode).collect::<Vec<_>>(),
+        "topic": suprnova_mesh::net::topic_name(&id),
+        "width": w, "height": h, "round_interval_ms": interval,
+    }))
+}
+
+/// A member keeps its signing guard in DATA_DIR/mesh/ID.guard.
+fn mesh_config(st: &State, id: &[u8; 32]) -> Result<MeshConfig, Fail> {
+    let mut cfg = MeshConfig::default();
+    if let Some(dir) = &st.data_dir {
+        let dir = dir.join("mesh");
+        std::fs::create_dir_all(&dir).map_err(|e| Fail::Bad(format!("cannot create {}: {e}", dir.display())))?;
+        cfg.guard_file = Some(dir.join(format!("{}.guard", hex::encode(id))));
+    }
+    Ok(cfg)
+}
+
+/// Joins a running Life mesh by id (as a member if this node's key is one).
+async fn mesh_join(st: &State, v: Value) -> Answer {
+    let id = mesh_id_field(&v)?;
+    let me = st.member.map(Identity::from_seed);
+    let mut meshes = st.meshes.lock().await;
+    if !meshes.contains_key(&id) {
+        if meshes.len() >= MAX_MESHES {
+            return Err(Fail::Bad(format!("this node already runs {MAX_MESHES} meshes")));
+        }
+        let mesh = Mesh::join(st.node.clone(), Life, id, me, mesh_config(st, &id)?).await.map_err(mesh_fail)?;
+        meshes.insert(id, mesh);
+    }
+    let g = meshes.get(&id).map(|m| m.genesis().clone());
+    let member =
+        g.as_ref().is_some_and(|g| st.member.is_some_and(|s| g.members.contains(&Identity::from_seed(s).public_key())));
+    ok(json!({ "mesh_id": hex::encode(id), "member": member }))
+}
+
+/// The meshes this node runs (all, or `mesh_id`), with their counters.
+async fn mesh_status(st: &State, v: Value) -> Answer {
+    let want = match v.get("mesh_id") {
+        None | Some(Value::Null) => None,
+        Some(_) => Some(mesh_id_field(&v)?),
+    };
+    let meshes: Vec<Mesh<Board>> = st
+        .meshes
+        .lock()
+        .await
+        .iter()
+        .filter(|(id, _)| want.is_none_or(|w| w == **id))
+        .map(|(_, m)| m.clone())
+        .collect();
+    if let Some(w) = want
+        && meshes.is_empty()
+    {
+        return Err(Fail::Bad(format!("this node runs no mesh {} (see `suprnova mesh status`)", hex::encode(w))));
+    }
+    let me = st.member.map(|s| Identity::from_seed(s).public_key());
+    let mut out = Vec::new();
+    for m in meshes {
+        let Some(s) = m.status().await else { continue };
+        let g = m.genesis();
+        out.push(json!({
+            "mesh_id": hex::encode(s.mesh_id),
+            "world": g.world.as_str(),
+            "member": me.is_some_and(|k| g.members.contains(&k)),
+            "members": g.members.len(),
+            "round_interval_ms": g.round_interval_ms,
+            "round": s.round,
+            "pool": s.pool,
+            "certified": s.stats.certified,
+            "inputs_accepted": s.stats.inputs_accepted,
+            "inputs_applied": s.stats.inputs_applied,
+            "inputs_refused": s.stats.inputs_refused,
+            "batches_refused": s.stats.batches_refused,
+            "proposed": s.stats.proposed,
+            "timeouts": s.agreement.timeouts,
+            "equivocations": s.agreement.equivocations,
+            "stored": s.stored,
+            "store_failed": s.store_failed,
+            "last_store_error": s.last_store_error,
+            "caught_up": s.caught_up,
+            "undecodable": s.undecodable,
+        }));
+    }
+    ok(json!({ "meshes": out }))
+}
+
+/// Reads a Life mesh's newest certified state from the DHT (any mesh, run here or not) and
+/// checks it against its genesis.
+async fn mesh_state(st: &State, v: Value) -> Answer {
+    let id = mesh_id_field(&v)?;
+    let t = Instant::now();
+    let f = get_state::<Life>(&st.node, id).await.map_err(mesh_fail)?;
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    let b = &f.state;
+    let rows: Vec<String> = if b.w <= 128 && b.h <= 128 {
+        (0..i64::from(b.h))
+            .map(|y| (0..i64::from(b.w)).map(|x| if b.alive(x, y) { '#' } else { '.' }).collect())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    ok(json!({
+        "mesh_id": hex::encode(id),
+        "round": f.round,
+        "state_hash": hex::encode(f.state_hash),
+        "certificate_signers": f.certificate.votes.len(),
+        "width": b.w, "height": b.h,
+        "population": b.population(),
+        "rows": rows,
+        "rejected_heads": f.rejected.iter().map(|(w, why)| json!({"writer": hex::encode(w), "why": why})).collect::<Vec<_>>(),
+        "read_ms": ms,
+    }))
+}
+
+/// Submits `SetCell{x, y, alive}` to a mesh this node runs, signed by this node.
+async fn mesh_submit(st: &State, v: Value) -> Answer {
+    let id = mesh_id_field(&v)?;
+    let me = st.member.map(Identity::from_seed).ok_or_else(|| Fail::Bad("an ephemeral node signs no input".into()))?;
+    let mesh = st.meshes.lock().await.get(&id).cloned();
+    let mesh = mesh.ok_or_else(|| Fail::Bad(format!("this node runs no mesh {}", hex::encode(id))))?;
+    let x = u16::try_from(u64_field(&v, "x", 0)?).map_err(mesh_fail)?;
+    let y = u16::try_from(u64_field(&v, "y", 0)?).map_err(mesh_fail)?;
+    let alive = v.get("alive").and_then(Value::as_bool).unwrap_or(true);
+    let round = mesh.status().await.map_or(0, |s| s.round) + 1;
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    let input = SignedInput::sign(&me, &id, round, nonce, &SetCell { x, y, alive }).map_err(mesh_fail)?;
+    let input_id = mesh.submit(input).await.map_err(mesh_fail)?;
+    ok(json!({ "mesh_id": hex::encode(id), "input_id": hex::encode(input_id), "round": round }))
 }

@@ -7,6 +7,7 @@ mod devnet;
 mod devnet_dht;
 mod devnet_gossip;
 mod http;
+mod mesh;
 mod node;
 
 use std::net::SocketAddr;
@@ -128,6 +129,9 @@ pub enum Cmd {
     /// Share and fetch blobs (files) in BLAKE3-verified chunks.
     #[command(subcommand)]
     Blob(client::BlobCmd),
+    /// Run and read meshes (replicated, certified state; the built-in world is Game of Life).
+    #[command(subcommand)]
+    Mesh(mesh::MeshCmd),
     /// The main job: start N nodes on 127.0.0.1 in one process, exercise every layer, and
     /// report figures (bootstrap, puts/gets, broadcast, blob, a third of the nodes failing, memory).
     #[command(
@@ -207,6 +211,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Request(a) => client::send(a, true).await,
         Cmd::Listen { json, count, via } => client::listen(&via, json, count).await,
         Cmd::Blob(cmd) => client::blob(cmd).await,
+        Cmd::Mesh(cmd) => mesh::run(cmd).await,
         Cmd::Devnet { nodes, sample, pings, records, messages, paced, report } => {
             devnet::run(devnet::Options { nodes, sample, pings, records, messages, paced, json: report == "json" })
                 .await

@@ -97,7 +97,7 @@ pub async fn run_node(args: NodeArgs) -> Result<()> {
     }
     let ctl = match s.control {
         Some(bind) => {
-            let c = match control::start(node.clone(), bind, Some(&dir)).await {
+            let c = match control::start(node.clone(), bind, Some(&dir), Some(*ident.seed())).await {
                 Ok(c) => c,
                 Err(e) => {
                     node.shutdown().await;
