@@ -41,6 +41,21 @@ pub struct MeshConfig {
     /// so a restart can re-send exactly what it signed, lifts that limit; it is not built yet.
     /// Observers never sign.
     pub guard_file: Option<std::path::PathBuf>,
+    /// **Test-only switch** (the devnet's byzantine members): makes the `net` driver misbehave.
+    /// Never set it in a deployment.
+    #[doc(hidden)]
+    pub fault: Option<Fault>,
+}
+
+/// How a byzantine member misbehaves (see `MeshConfig::fault`).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Sends nothing (its votes, proposals and finalize votes are withheld).
+    Silent,
+    /// Besides each block vote it signs, signs and sends a vote for a different block at the
+    /// same height: self-proving evidence for the others.
+    Equivocate,
 }
 
 impl Default for MeshConfig {
@@ -50,6 +65,7 @@ impl Default for MeshConfig {
             max_pool: 10_000,
             max_batch_bytes: 48 * 1024,
             guard_file: None,
+            fault: None,
         }
     }
 }

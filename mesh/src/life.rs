@@ -7,34 +7,49 @@ use serde::{Deserialize, Serialize};
 
 use crate::world::World;
 
-/// The board.
+/// The board: `w` × `h` cells, one bit each, row by row (bit i of the board is bit i % 8 of
+/// byte i / 8), so a 64 × 64 board is 512 bytes and a state up to about 80 × 80 fits inline in
+/// a DHT round record.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct Board {
     /// Width.
     pub w: u16,
     /// Height.
     pub h: u16,
-    /// Cells, row by row, 0 or 1.
-    pub cells: Vec<u8>,
+    /// Cells, one bit each.
+    pub bits: Vec<u8>,
 }
 
 impl Board {
     /// An empty `w` × `h` board (each side 1 ..= 1024).
     pub fn empty(w: u16, h: u16) -> Board {
         let (w, h) = (w.clamp(1, 1024), h.clamp(1, 1024));
-        Board { w, h, cells: vec![0; usize::from(w) * usize::from(h)] }
+        Board { w, h, bits: vec![0; (usize::from(w) * usize::from(h)).div_ceil(8)] }
+    }
+
+    fn index(&self, x: i64, y: i64) -> Option<usize> {
+        let (w, h) = (i64::from(self.w), i64::from(self.h));
+        usize::try_from(y.rem_euclid(h) * w + x.rem_euclid(w)).ok()
     }
 
     /// Whether (x, y) is alive (wrapping around the edges).
     pub fn alive(&self, x: i64, y: i64) -> bool {
-        let (w, h) = (i64::from(self.w), i64::from(self.h));
-        let i = y.rem_euclid(h) * w + x.rem_euclid(w);
-        usize::try_from(i).ok().and_then(|i| self.cells.get(i)).is_some_and(|c| *c != 0)
+        let Some(i) = self.index(x, y) else { return false };
+        self.bits.get(i / 8).is_some_and(|b| (b >> (i % 8)) & 1 == 1)
+    }
+
+    /// Sets (x, y) (wrapping around the edges).
+    pub fn set(&mut self, x: i64, y: i64, alive: bool) {
+        let Some(i) = self.index(x, y) else { return };
+        if let Some(b) = self.bits.get_mut(i / 8) {
+            let m = 1u8 << (i % 8);
+            if alive { *b |= m } else { *b &= !m }
+        }
     }
 
     /// Live cells.
     pub fn population(&self) -> usize {
-        self.cells.iter().filter(|c| **c != 0).count()
+        self.bits.iter().map(|b| b.count_ones() as usize).sum()
     }
 }
 
@@ -73,18 +88,13 @@ impl World for Life {
                     .iter()
                     .filter(|(dx, dy)| b.alive(x + dx, y + dy))
                     .count();
-                let live = matches!((b.alive(x, y), n), (true, 2) | (_, 3));
-                let i = usize::try_from(y * i64::from(b.w) + x).unwrap_or(usize::MAX);
-                if let Some(c) = next.cells.get_mut(i) {
-                    *c = u8::from(live);
-                }
+                next.set(x, y, matches!((b.alive(x, y), n), (true, 2) | (_, 3)));
             }
         }
-        let pick = u32::from_le_bytes([seed[0], seed[1], seed[2], seed[3]]) as usize;
-        let len = next.cells.len().max(1);
-        if let Some(c) = next.cells.get_mut(pick % len) {
-            *c = 1;
-        }
+        let pick = i64::from(u32::from_le_bytes([seed[0], seed[1], seed[2], seed[3]]));
+        let cells = i64::from(b.w) * i64::from(b.h);
+        let at = pick % cells.max(1);
+        next.set(at % i64::from(b.w), at / i64::from(b.w), true);
         next
     }
 
@@ -96,9 +106,6 @@ impl World for Life {
     }
 
     fn apply(&self, b: &mut Board, _author: &[u8; 32], i: &SetCell) {
-        let idx = usize::from(i.y) * usize::from(b.w) + usize::from(i.x);
-        if let Some(c) = b.cells.get_mut(idx) {
-            *c = u8::from(i.alive);
-        }
+        b.set(i64::from(i.x), i64::from(i.y), i.alive);
     }
 }

@@ -296,7 +296,12 @@ impl<S: Serialize + serde::de::DeserializeOwned + Send + Sync + 'static> Mesh<S>
         if member {
             tokio::spawn(store_worker(node.clone(), genesis.clone(), watcher, counters.clone()));
         }
+        let fault = match (cfg.fault, &identity) {
+            (Some(f), Some(id)) if member => Some((f, Identity::from_seed(*id.seed()))),
+            _ => None,
+        };
         let driver = Driver {
+            fault,
             guard_file: if member { guard_file } else { None },
             node: node.clone(),
             topic,
@@ -308,6 +313,7 @@ impl<S: Serialize + serde::de::DeserializeOwned + Send + Sync + 'static> Mesh<S>
             member,
             cmd: cmd.clone(),
             fetching: false,
+            warned: Default::default(),
             last_fetch: None,
             caught_up: 0,
         };
@@ -400,7 +406,11 @@ struct Driver<W: World> {
     /// For catch-up reads to report back.
     cmd: mpsc::Sender<Cmd<W::State>>,
     guard_file: Option<std::path::PathBuf>,
+    /// The test-only fault switch, with the key an equivocator signs with.
+    fault: Option<(crate::core::Fault, Identity)>,
     fetching: bool,
+    /// Members whose equivocation was logged already.
+    warned: std::collections::BTreeSet<u16>,
     last_fetch: Option<Instant>,
     caught_up: u64,
 }
@@ -512,7 +522,30 @@ impl<W: World> Driver<W> {
     async fn flush(&mut self) {
         while let Some(o) = self.core.poll() {
             match o {
-                MeshOut::Send(m) => self.publish(&Wire::Agreement(m)).await,
+                MeshOut::Send(m) => match &self.fault {
+                    None => self.publish(&Wire::Agreement(m)).await,
+                    Some((crate::core::Fault::Silent, _)) => {}
+                    Some((crate::core::Fault::Equivocate, id)) => {
+                        let twin = match &m {
+                            Message::Vote { height, choice: Some(d), signer, .. } => {
+                                let mut other = *d;
+                                other[0] ^= 0xff;
+                                let bytes = simplex::vote_message(&self.core.mesh_id(), *height, &Some(other));
+                                Some(Message::Vote {
+                                    height: *height,
+                                    choice: Some(other),
+                                    signer: *signer,
+                                    sig: simplex::Sig(id.sign(&bytes)),
+                                })
+                            }
+                            _ => None,
+                        };
+                        self.publish(&Wire::Agreement(m)).await;
+                        if let Some(t) = twin {
+                            self.publish(&Wire::Agreement(t)).await;
+                        }
+                    }
+                },
                 MeshOut::Certified(c) => {
                     let c = Arc::new(c);
                     if self.member && c.certificate.is_some() {
@@ -524,7 +557,10 @@ impl<W: World> Driver<W> {
                     let _ = self.rounds.send(c);
                 }
                 MeshOut::Evidence(e) => {
-                    tracing::warn!(signer = e.signer, height = e.height, "mesh: a member equivocated");
+                    // Once per signer in the log; every piece of evidence is published and counted.
+                    if self.warned.insert(e.signer) {
+                        tracing::warn!(signer = e.signer, height = e.height, "mesh: a member equivocated");
+                    }
                     self.publish(&Wire::Evidence(e)).await;
                 }
                 MeshOut::Gap { from, to } => tracing::debug!(from, to, "mesh: final blocks missed; catching up"),

@@ -688,11 +688,10 @@ async fn mesh_create(st: &State, v: Value) -> Answer {
         let (Some(x), Some(y)) = (xy.first(), xy.get(1)) else {
             return Err(Fail::Bad(format!("cell {c} must be [x, y]")));
         };
-        let i = usize::try_from(*y * u64::from(w) + *x).ok().filter(|_| *x < u64::from(w) && *y < u64::from(h));
-        match i.and_then(|i| board.cells.get_mut(i)) {
-            Some(cell) => *cell = 1,
-            None => return Err(Fail::Bad(format!("cell {c} is outside the {w}×{h} board"))),
+        if *x >= u64::from(w) || *y >= u64::from(h) {
+            return Err(Fail::Bad(format!("cell {c} is outside the {w}×{h} board")));
         }
+        board.set(*x as i64, *y as i64, true);
     }
     let genesis = Genesis::for_world(&Life, &board, members, interval, Limits::default())
         .ok_or_else(|| Fail::Bad("too many members (at most 256)".into()))?;

@@ -180,6 +180,8 @@ pub struct Report {
     pub paced_broadcast: Broadcast,
     /// A blob from two providers.
     pub blob: Blob,
+    /// The mesh: 7 members (2 byzantine), certified rounds, get_state, spatial queries.
+    pub mesh: Option<super::devnet_mesh::MeshReport>,
     /// A third of the nodes stop.
     pub failure: Failure,
     /// Memory.
@@ -212,6 +214,10 @@ pub struct Options {
     pub messages: u64,
     /// Paced broadcasts (20 per second).
     pub paced: u64,
+    /// Rounds of the mesh phase (0: skip it).
+    pub mesh_rounds: u64,
+    /// Positioned agents of the mesh phase.
+    pub agents: usize,
     /// Print JSON instead of text.
     pub json: bool,
 }
@@ -296,15 +302,17 @@ pub async fn run(o: Options) -> Result<()> {
         cpus: std::thread::available_parallelism().map_or(1, |c| c.get()),
         ..Report::default()
     };
-    let mut bars = Bars { n: 10, i: 0 };
+    let mut bars = Bars { n: 11, i: 0 };
     if !o.json {
         eprintln!("devnet: {n} nodes on 127.0.0.1, one process");
     }
 
     let bar = bars.next("start nodes", n as u64);
     let mut full: Vec<suprnova_node::Node> = Vec::with_capacity(n);
+    let mut seeds: Vec<[u8; 32]> = Vec::with_capacity(n);
     for _ in 0..n {
-        let mut cfg = suprnova_node::NodeConfig::with_seed(random_seed()?, "127.0.0.1:0".parse()?);
+        seeds.push(random_seed()?);
+        let mut cfg = suprnova_node::NodeConfig::with_seed(*seeds.last().unwrap_or(&[0; 32]), "127.0.0.1:0".parse()?);
         cfg.dht = devnet_config();
         full.push(suprnova_node::Node::spawn(cfg).await?);
         bar.inc(1);
@@ -357,6 +365,39 @@ pub async fn run(o: Options) -> Result<()> {
     let bar = bars.next("blob 10 MiB", 1);
     report.blob = super::devnet_gossip::blob(&full, 10 << 20).await?;
     bar.finish();
+
+    if o.mesh_rounds > 0 && n > super::devnet_mesh::MEMBERS {
+        let bar = bars.next("mesh: 7 members, 2 byzantine", o.mesh_rounds);
+        let m = super::devnet_mesh::run(&full, &seeds, o.mesh_rounds, o.agents, &bar).await?;
+        bar.finish();
+        if m.rounds < o.mesh_rounds {
+            report.failures.push(format!("mesh: {} of {} rounds certified in time", m.rounds, o.mesh_rounds));
+        }
+        if !m.hash_agreement {
+            report.failures.push(format!("mesh: {} rounds with different state hashes", m.disagreements));
+        }
+        if m.inputs_applied < m.inputs_submitted || m.inputs_applied_twice > 0 {
+            report.failures.push(format!(
+                "mesh: {} of {} inputs applied, {} twice",
+                m.inputs_applied, m.inputs_submitted, m.inputs_applied_twice
+            ));
+        }
+        if m.get_state_ok < m.get_state_reads {
+            report.failures.push(format!(
+                "mesh: {} of {} get_state reads checked out ({})",
+                m.get_state_ok,
+                m.get_state_reads,
+                m.get_state_errors.first().map_or("", String::as_str)
+            ));
+        }
+        if m.spatial.exact < m.spatial.queries || m.spatial.agents < o.agents {
+            report.failures.push(format!(
+                "mesh: {} of {} spatial queries exact, {} of {} agents announced",
+                m.spatial.exact, m.spatial.queries, m.spatial.agents, o.agents
+            ));
+        }
+        report.mesh = Some(m);
+    }
 
     // A third of the nodes stop (never the seed or the publisher).
     let bar = bars.next("failure: a third stop", 0);
@@ -581,6 +622,48 @@ fn print_text(r: &Report, pairs: usize) {
         r.blob.fetch_ms,
         if r.blob.verified { "every 256 KiB chunk verified" } else { "NOT VERIFIED" }
     );
+    if let Some(m) = &r.mesh {
+        println!(
+            "  mesh                  {} members ({} byzantine: {}), {} observers: {} rounds in {:.1} s ({:.1} rounds/s, a round every {} ms asked); round gap p50 {:.1} ms, p99 {:.1} ms; {} timeouts, {} equivocations caught",
+            m.members,
+            m.byzantine.len(),
+            m.byzantine.join(", "),
+            m.observers,
+            m.rounds,
+            m.elapsed_s,
+            m.rounds_per_s,
+            m.round_interval_ms,
+            m.round_gap.p50_ms,
+            m.round_gap.p99_ms,
+            m.timeouts,
+            m.equivocations_detected
+        );
+        println!(
+            "  mesh inputs           {}/{} applied once, from 100 authors; submit to certified p50 {:.1} ms, p99 {:.1} ms; certificate {} bytes",
+            m.inputs_applied, m.inputs_submitted, m.input_finality.p50_ms, m.input_finality.p99_ms, m.certificate_bytes
+        );
+        println!(
+            "  mesh agreement        {} rounds compared across honest members and observers: {}",
+            m.rounds_compared,
+            if m.hash_agreement { "one state hash each".to_string() } else { format!("{} DISAGREE", m.disagreements) }
+        );
+        println!(
+            "  mesh get_state        {}/{} from non-members verified; p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms",
+            m.get_state_ok, m.get_state_reads, m.get_state.p50_ms, m.get_state.p95_ms, m.get_state.p99_ms
+        );
+        let sp = &m.spatial;
+        println!(
+            "  mesh spatial          {} agents announced in {:.2} s; {}/{} queries exact vs brute force ({} incomplete); p50 {:.2} ms, p99 {:.2} ms; {:.0} cells read (p50)",
+            sp.agents,
+            sp.announce_s,
+            sp.exact,
+            sp.queries,
+            sp.incomplete,
+            sp.query.p50_ms,
+            sp.query.p99_ms,
+            sp.cells_read_p50
+        );
+    }
     let f = &r.failure;
     println!(
         "  failure               {} of {} nodes stopped; topic repaired after {}; {}/{} records with a surviving replica read back (get p50 {:.2} ms, p99 {:.2} ms); {} lost every replica",

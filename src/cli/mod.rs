@@ -6,6 +6,7 @@ mod control;
 mod devnet;
 mod devnet_dht;
 mod devnet_gossip;
+mod devnet_mesh;
 mod http;
 mod mesh;
 mod node;
@@ -156,6 +157,12 @@ pub enum Cmd {
         /// Messages broadcast at 20 per second (latency without queueing).
         #[arg(long, default_value_t = 60)]
         paced: u64,
+        /// Rounds the mesh phase runs (7 members, 2 byzantine; 0 skips the phase).
+        #[arg(long, default_value_t = 200)]
+        mesh_rounds: u64,
+        /// Positioned agents the mesh phase announces and queries.
+        #[arg(long, default_value_t = 1000)]
+        agents: usize,
         /// Report format: text, or json (one object on stdout; progress stays on stderr).
         #[arg(long, default_value = "text", value_parser = ["text", "json"])]
         report: String,
@@ -212,8 +219,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Listen { json, count, via } => client::listen(&via, json, count).await,
         Cmd::Blob(cmd) => client::blob(cmd).await,
         Cmd::Mesh(cmd) => mesh::run(cmd).await,
-        Cmd::Devnet { nodes, sample, pings, records, messages, paced, report } => {
-            devnet::run(devnet::Options { nodes, sample, pings, records, messages, paced, json: report == "json" })
+        Cmd::Devnet { nodes, sample, pings, records, messages, paced, mesh_rounds, agents, report } => {
+            let json = report == "json";
+            devnet::run(devnet::Options { nodes, sample, pings, records, messages, paced, mesh_rounds, agents, json })
                 .await
         }
     }
