@@ -231,8 +231,10 @@ impl<S: Serialize + serde::de::DeserializeOwned + Send + Sync + 'static> Mesh<S>
         genesis: Genesis,
         s0: S,
         identity: Option<Identity>,
-        cfg: MeshConfig,
+        mut cfg: MeshConfig,
     ) -> Result<Mesh<S>, StartError> {
+        // The topic is a reliable broadcast: see `simplex::Config::forward_notarizations`.
+        cfg.simplex.forward_notarizations = false;
         let core = MeshCore::new(
             world,
             genesis,
@@ -253,8 +255,9 @@ impl<S: Serialize + serde::de::DeserializeOwned + Send + Sync + 'static> Mesh<S>
         world: W,
         mesh: Digest,
         identity: Option<Identity>,
-        cfg: MeshConfig,
+        mut cfg: MeshConfig,
     ) -> Result<Mesh<S>, StartError> {
+        cfg.simplex.forward_notarizations = false;
         let genesis = get_genesis(&node, mesh).await?;
         let f = get_state::<W>(&node, mesh).await?;
         let certified = (f.round, f.state, f.proposal, f.certificate);
@@ -522,6 +525,8 @@ impl<W: World> Driver<W> {
     async fn flush(&mut self) {
         while let Some(o) = self.core.poll() {
             match o {
+                // An observer has nothing to say: members send every vote and block.
+                MeshOut::Send(_) if !self.member => {}
                 MeshOut::Send(m) => match &self.fault {
                     None => self.publish(&Wire::Agreement(m)).await,
                     Some((crate::core::Fault::Silent, _)) => {}
@@ -557,11 +562,13 @@ impl<W: World> Driver<W> {
                     let _ = self.rounds.send(c);
                 }
                 MeshOut::Evidence(e) => {
-                    // Once per signer in the log; every piece of evidence is published and counted.
-                    if self.warned.insert(e.signer) {
+                    // Counted by the agreement each time; logged and published by members once
+                    // per equivocator (one proof convicts it; a copy per height from every node
+                    // would be a flood).
+                    if self.member && self.warned.insert(e.signer) {
                         tracing::warn!(signer = e.signer, height = e.height, "mesh: a member equivocated");
+                        self.publish(&Wire::Evidence(e)).await;
                     }
-                    self.publish(&Wire::Evidence(e)).await;
                 }
                 MeshOut::Gap { from, to } => tracing::debug!(from, to, "mesh: final blocks missed; catching up"),
                 MeshOut::Reserve { up_to } => match self.guard_file.as_deref().map(|p| write_guard(p, up_to)) {

@@ -315,11 +315,19 @@ pub struct Config {
     /// The paper's 3Δ: how long a member waits at a height before voting ⊥. Also the interval
     /// at which it re-sends its votes while stuck at a height.
     pub timeout: Duration,
+    /// Whether every member forwards each block notarisation it assembles (the paper's rule,
+    /// for point-to-point links where a member may have missed votes). Off, only the leader of
+    /// the next height forwards a block's notarisation (⊥ notarisations, signatures only, are
+    /// forwarded by all): the `net` driver runs this way, because over the mesh topic every
+    /// forward is a broadcast of the whole block to everyone, and n of them per height made
+    /// 16 members 4× slower. Re-sends at each timeout still carry the notarisation of the
+    /// height below.
+    pub forward_notarizations: bool,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { timeout: Duration::from_millis(500) }
+        Config { timeout: Duration::from_millis(500), forward_notarizations: true }
     }
 }
 
@@ -941,7 +949,12 @@ impl Simplex {
         let voted_dummy = slot.voted_dummy;
         // Forward: whoever missed votes catches up from the notarisation (a block notarisation
         // travels with its block, so a member that missed the proposal can still extend it).
-        if (choice.is_none() || proposal.is_some()) && votes.len() >= self.members.quorum() {
+        // Without full forwarding, a ⊥ notarisation (signatures only) is still forwarded by
+        // everyone, and a block's by the next height's leader alone: one copy of the block per
+        // height for whoever missed a vote.
+        let next_leader = self.my_index() == Some(self.members.leader(&self.mesh, height.saturating_add(1)));
+        let forward = self.cfg.forward_notarizations || choice.is_none() || next_leader;
+        if forward && (choice.is_none() || proposal.is_some()) && votes.len() >= self.members.quorum() {
             let votes = Signers::try_from(votes).unwrap_or_default();
             self.out.push_back(Out::Broadcast(Message::Notarization { height, proposal, votes }));
         }

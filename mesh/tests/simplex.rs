@@ -63,12 +63,21 @@ fn payload_valid(p: &[u8]) -> bool {
 
 impl Sim {
     fn new(roles: Vec<Role>, seed: u64, delay_ms: (u64, u64)) -> Sim {
+        Sim::build(roles, seed, delay_ms, true)
+    }
+
+    /// As the `net` driver runs it over the mesh topic: no notarisation forwarding.
+    fn without_forwarding(roles: Vec<Role>, seed: u64, delay_ms: (u64, u64)) -> Sim {
+        Sim::build(roles, seed, delay_ms, false)
+    }
+
+    fn build(roles: Vec<Role>, seed: u64, delay_ms: (u64, u64), forward: bool) -> Sim {
         let n = roles.len();
         let ids: Vec<Identity> = (0..n).map(|i| Identity::from_seed([i as u8 + 1; 32])).collect();
         let members = Members::new(ids.iter().map(|i| i.public_key()).collect()).unwrap();
         let mesh = *blake3::hash(format!("test mesh {n}").as_bytes()).as_bytes();
         let now = Instant::now();
-        let cfg = Config { timeout: Duration::from_millis(300) };
+        let cfg = Config { timeout: Duration::from_millis(300), forward_notarizations: forward };
         let nodes = ids
             .iter()
             .map(|id| Simplex::new(cfg.clone(), mesh, members.clone(), Some(Identity::from_seed(*id.seed())), now))
@@ -374,10 +383,33 @@ fn a_partition_of_the_honest_members_stalls_then_heals() {
 
 #[test]
 fn lost_messages_are_recovered_by_resends() {
-    let mut sim = Sim::new(roles(7, &[(2, Role::Silent)]), 21, (1, 30));
-    sim.loss = 0.2;
-    sim.run_for(Duration::from_secs(20));
-    assert!(sim.min_honest_finalized() >= 10, "20 % loss: {}", sim.min_honest_finalized());
+    for forward in [true, false] {
+        let mut sim = Sim::build(roles(7, &[(2, Role::Silent)]), 21, (1, 30), forward);
+        sim.loss = 0.2;
+        sim.run_for(Duration::from_secs(20));
+        assert!(sim.min_honest_finalized() >= 10, "20 % loss, forward {forward}: {}", sim.min_honest_finalized());
+    }
+}
+
+#[test]
+fn without_forwarding_a_partition_heals_and_equivocators_are_caught() {
+    let n = 10;
+    let mut sim = Sim::without_forwarding(roles(n, &[(8, Role::Equivocating), (9, Role::Silent)]), 13, (1, 10));
+    sim.run_for(Duration::from_secs(2));
+    let before = sim.min_honest_finalized();
+    assert!(before > 5, "{before}");
+    // 5 | 5: neither side has q = 7.
+    sim.group = vec![0, 0, 0, 0, 0, 1, 1, 1, 1, 1];
+    sim.run_for(Duration::from_secs(4));
+    let during = (0..n).filter(|i| sim.honest(*i)).map(|i| sim.finalized[i].len()).max().unwrap();
+    assert!(during <= before + 3, "no progress without a quorum ({before} → {during})");
+    sim.group = vec![0; n];
+    sim.run_for(Duration::from_secs(10));
+    let after = sim.min_honest_finalized();
+    assert!(after >= during + 10, "progress resumes after the heal ({during} → {after})");
+    // The harness' equivocator sends each member one of its two votes; whoever saw both (here
+    // or in a forwarded notarisation) holds the evidence.
+    assert!((0..8).any(|i| sim.nodes[i].stats().equivocations >= 1), "the equivocator was caught");
 }
 
 #[test]
@@ -400,8 +432,10 @@ proptest::proptest! {
         let byz: Vec<(usize, Role)> = (0..f)
             .map(|k| ((seed as usize + k * 5) % n, if k % 2 == 0 { Role::Equivocating } else { Role::Silent }))
             .collect();
-        eprintln!("seed {seed} n {n} delays 1..{hi} ms loss {loss} % byzantine {byz:?}");
-        let mut sim = Sim::new(roles(n, &byz), seed, (1, hi));
+        // Half the schedules run as the driver does (no notarisation forwarding).
+        let forward = seed % 2 == 0;
+        eprintln!("seed {seed} n {n} delays 1..{hi} ms loss {loss} % byzantine {byz:?} forward {forward}");
+        let mut sim = Sim::build(roles(n, &byz), seed, (1, hi), forward);
         sim.loss = f64::from(loss) / 100.0;
         sim.run_for(Duration::from_secs(8));
         // Safety is asserted on every finalisation inside the harness; liveness here:
@@ -421,7 +455,7 @@ fn a_restarted_member_with_the_guard_never_signs_where_it_may_have_signed() {
     let reserved = sim.reservations.iter().filter(|(i, _)| *i == 3).map(|(_, r)| *r).max().unwrap();
     assert!(reserved > sim.nodes[3].height(), "reservations stay ahead of the height");
     // Member 3 restarts with nothing but its guard file's value.
-    let cfg = Config { timeout: Duration::from_millis(300) };
+    let cfg = Config { timeout: Duration::from_millis(300), ..Config::default() };
     let id = Identity::from_seed(*sim.ids[3].seed());
     sim.nodes[3] = Simplex::new(cfg, sim.mesh, sim.members.clone(), Some(id), sim.now);
     sim.nodes[3].guard(reserved, 40);

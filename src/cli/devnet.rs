@@ -624,7 +624,7 @@ fn print_text(r: &Report, pairs: usize) {
     );
     if let Some(m) = &r.mesh {
         println!(
-            "  mesh                  {} members ({} byzantine: {}), {} observers: {} rounds in {:.1} s ({:.1} rounds/s, a round every {} ms asked); round gap p50 {:.1} ms, p99 {:.1} ms; {} timeouts, {} equivocations caught",
+            "  mesh                  {} members ({} byzantine: {}), {} observers: {} rounds in {:.1} s ({:.1} rounds/s, a round every {} ms asked); round gap p50 {:.1} ms, p99 {:.1} ms; {} timeouts of {} ms, {} equivocations caught",
             m.members,
             m.byzantine.len(),
             m.byzantine.join(", "),
@@ -636,6 +636,7 @@ fn print_text(r: &Report, pairs: usize) {
             m.round_gap.p50_ms,
             m.round_gap.p99_ms,
             m.timeouts,
+            m.timeout_ms,
             m.equivocations_detected
         );
         println!(

@@ -27,6 +27,10 @@ pub const MEMBERS: usize = 7;
 const OBSERVERS: usize = 8;
 const AUTHORS: usize = 100;
 const ROUND_INTERVAL_MS: u32 = 50;
+/// Inputs every 20 ms.
+const INPUTS_PER_TICK: usize = 2;
+/// Simplex's timeout (3Δ) on loopback: a silent leader's height costs this.
+const TIMEOUT_MS: u64 = 500;
 
 /// What the mesh phase measured.
 #[derive(Serialize, Default, Clone)]
@@ -39,6 +43,8 @@ pub struct MeshReport {
     pub observers: usize,
     /// Target time between rounds.
     pub round_interval_ms: u32,
+    /// Simplex's timeout (3Δ): what a silent leader's height costs.
+    pub timeout_ms: u64,
     /// Rounds certified by every honest member.
     pub rounds: u64,
     /// Wall time until then.
@@ -60,7 +66,7 @@ pub struct MeshReport {
     pub inputs_applied_twice: usize,
     /// ⊥ votes (timeouts) at honest member 0: the silent member's heights cost one each.
     pub timeouts: u64,
-    /// Equivocations detected by honest member 0.
+    /// Heights at which an honest member caught the equivocator (the most of any).
     pub equivocations_detected: u64,
     /// Rounds whose state hash was compared across the honest members and observers.
     pub rounds_compared: u64,
@@ -126,6 +132,10 @@ fn watch(mesh: &Mesh<Board>) -> Arc<Mutex<View>> {
     view
 }
 
+fn agreement() -> suprnova_mesh::simplex::Config {
+    suprnova_mesh::simplex::Config { timeout: Duration::from_millis(TIMEOUT_MS), ..Default::default() }
+}
+
 fn last_round(v: &Arc<Mutex<View>>) -> u64 {
     v.lock().ok().and_then(|v| v.keys().next_back().copied()).unwrap_or(0)
 }
@@ -152,7 +162,7 @@ pub async fn run(
     let mut meshes = Vec::new();
     for (i, m) in members.iter().enumerate() {
         let fault = faults.iter().find(|(j, _)| *j == i).map(|(_, f)| *f);
-        let cfg = MeshConfig { fault, ..MeshConfig::default() };
+        let cfg = MeshConfig { fault, simplex: agreement(), ..MeshConfig::default() };
         let node = nodes.get(i).context("node")?.clone();
         meshes.push(
             Mesh::start(node, world.clone(), genesis.clone(), s0.clone(), Some(Identity::from_seed(*m.seed())), cfg)
@@ -193,8 +203,8 @@ pub async fn run(
             break;
         }
         if honest_min + 20 < rounds && !obs_meshes.is_empty() {
-            // Four inputs per tick, from random authors through their observer.
-            for _ in 0..4 {
+            // Inputs from random authors through their observer: 100 a second in all.
+            for _ in 0..INPUTS_PER_TICK {
                 let a = pick(authors.len());
                 let k = a % obs_meshes.len();
                 let (Some(author), Some(mesh), Some(view)) = (authors.get(a), obs_meshes.get(k), views.get(honest + k))
@@ -222,6 +232,7 @@ pub async fn run(
         byzantine: vec!["silent".into(), "equivocating".into()],
         observers: observers.len(),
         round_interval_ms: ROUND_INTERVAL_MS,
+        timeout_ms: TIMEOUT_MS,
         rounds: views.iter().take(honest).map(last_round).min().unwrap_or(0),
         elapsed_s: elapsed.as_secs_f64(),
         ..MeshReport::default()
@@ -272,7 +283,11 @@ pub async fn run(
         && let Some(st) = st.await
     {
         r.timeouts = st.agreement.timeouts;
-        r.equivocations_detected = st.agreement.equivocations;
+    }
+    for m in meshes.iter().take(honest) {
+        if let Some(st) = m.status().await {
+            r.equivocations_detected = r.equivocations_detected.max(st.agreement.equivocations);
+        }
     }
     r.certificate_bytes = certificate_bytes(meshes.first()).await;
 
