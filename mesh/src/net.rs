@@ -601,13 +601,31 @@ async fn store_worker<S: serde::Serialize + Send + Sync + 'static>(
         tracing::warn!(error = %e, "mesh: could not store the genesis");
     }
     let mesh = genesis.mesh_id();
+    // Blobs served for the newest rounds (state or record too large for one DHT value): the
+    // last two are kept (a reader may be fetching the one before the newest), older ones
+    // dropped, so a long-running mesh with a large state does not grow without bound.
+    let mut served: std::collections::VecDeque<Vec<BlobHash>> = std::collections::VecDeque::new();
     loop {
         let changed = tokio::time::timeout(Duration::from_secs(100), rx.changed()).await;
         if matches!(changed, Ok(Err(_))) {
+            for b in served.iter().flatten() {
+                node.remove_blob(b);
+            }
             return;
         }
         let Some(c) = rx.borrow_and_update().clone() else { continue };
-        match store_round(&node, &mesh, &c).await {
+        let mut blobs = Vec::new();
+        let stored = store_round(&node, &mesh, &c, &mut blobs).await;
+        served.push_back(blobs);
+        while served.len() > 2 {
+            for b in served.pop_front().unwrap_or_default() {
+                // The same state (a world at rest) gives the same blob: keep it while it is newer.
+                if !served.iter().flatten().any(|k| *k == b) {
+                    node.remove_blob(&b);
+                }
+            }
+        }
+        match stored {
             Ok(()) => counters.stored.fetch_add(1, Ordering::Relaxed),
             Err(e) => {
                 tracing::debug!(error = %e, round = c.round, "mesh: storing a round failed");
@@ -620,7 +638,12 @@ async fn store_worker<S: serde::Serialize + Send + Sync + 'static>(
     }
 }
 
-async fn store_round<S: serde::Serialize>(node: &Node, mesh: &Digest, c: &Certified<S>) -> Result<(), NodeError> {
+async fn store_round<S: serde::Serialize>(
+    node: &Node,
+    mesh: &Digest,
+    c: &Certified<S>,
+    blobs: &mut Vec<BlobHash>,
+) -> Result<(), NodeError> {
     let Some(certificate) = c.certificate.clone() else { return Ok(()) };
     let bytes = postcard::to_allocvec(&*c.state).map_err(|e| NodeError::Stream(e.to_string()))?;
     let base = RoundRecord {
@@ -639,6 +662,7 @@ async fn store_round<S: serde::Serialize>(node: &Node, mesh: &Digest, c: &Certif
         Some(v) => v,
         None => {
             let hash = node.add_blob(bytes);
+            blobs.push(hash);
             node.provide_blob(hash).await?;
             postcard::to_allocvec(&RoundRecord { state: StateRef::Blob(hash.0), ..base })
                 .map_err(|e| NodeError::Stream(e.to_string()))?
@@ -652,6 +676,7 @@ async fn store_round<S: serde::Serialize>(node: &Node, mesh: &Digest, c: &Certif
         Ref::Immutable(key.0)
     } else {
         let hash = node.add_blob(record);
+        blobs.push(hash);
         node.provide_blob(hash).await?;
         Ref::Blob(hash.0)
     };

@@ -262,3 +262,45 @@ async fn a_late_observer_and_a_restarted_member_catch_up_from_the_dht() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_too_large_for_a_record_is_served_as_a_blob_and_old_blobs_are_dropped() {
+    let nodes = nodes(4).await;
+    let members: Vec<Identity> = (0..3).map(|i| Identity::from_seed(seed(i))).collect();
+    // 128 × 128 cells: 2 KiB of state, more than one DHT value holds.
+    let board = Board::empty(128, 128);
+    let genesis =
+        Genesis::for_world(&Life, &board, members.iter().map(Identity::public_key).collect(), 50, Limits::default())
+            .unwrap();
+    let mut meshes = Vec::new();
+    for (i, node) in nodes.iter().enumerate().take(3) {
+        let id = Some(Identity::from_seed(seed(i)));
+        meshes.push(
+            Mesh::start(node.clone(), Life, genesis.clone(), board.clone(), id, MeshConfig::default()).await.unwrap(),
+        );
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = meshes[0].status().await.unwrap();
+        if st.round >= 30 && st.stored >= 10 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "stuck at round {}", st.round);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A non-member reads it (the record points at a blob the members serve).
+    let got = get_state::<Life>(&nodes[3], genesis.mesh_id()).await.unwrap();
+    assert!(got.round >= 10);
+    assert_eq!(got.state.w, 128);
+    // Each member serves the blobs of its last two stored rounds, not one per round.
+    for n in &nodes[..3] {
+        let held = n.metrics().await.unwrap().blobs;
+        assert!((1..=4).contains(&held), "{held} blobs held after 30 rounds");
+    }
+    for m in &meshes {
+        m.stop();
+    }
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}

@@ -133,6 +133,11 @@ impl BlobStore {
         self.complete.lock().ok()?.get(hash).cloned()
     }
 
+    /// Drops a complete blob; whether it was held.
+    pub fn remove(&self, hash: &BlobHash) -> bool {
+        self.complete.lock().is_ok_and(|mut m| m.remove(hash).is_some())
+    }
+
     /// Bytes held by partial downloads.
     pub fn partial_bytes(&self) -> u64 {
         self.partial

@@ -449,16 +449,29 @@ impl Node {
             .ok_or(NodeError::Dht(dht_net::NodeError::Request(suprnova_dht::proto::RequestError::NotFound)))
     }
 
-    /// Adds our signed entry to the multi-writer set under `key`.
+    /// Adds our signed entry to the multi-writer set under `key` (republished by the DHT while
+    /// the node runs).
     pub async fn put_set_entry(&self, key: Key, value: &[u8], ttl: Duration) -> Result<PutOutcome, NodeError> {
+        let e = self.sign_set_entry(&key, value, ttl)?;
+        self.put(key, Record::SetEntry(e), ttl, None).await
+    }
+
+    /// Like [`Node::put_set_entry`], but not republished: the entry lapses after `ttl` unless
+    /// the caller writes it again (for entries the caller refreshes itself, and stops).
+    pub async fn put_set_entry_once(&self, key: Key, value: &[u8], ttl: Duration) -> Result<PutOutcome, NodeError> {
+        let e = self.sign_set_entry(&key, value, ttl)?;
+        Ok(self.inner.dht.put_once(key, Record::SetEntry(e), ttl, None).await?)
+    }
+
+    /// Our entry for the set under `key`, with a seq above every one we signed before.
+    fn sign_set_entry(&self, key: &Key, value: &[u8], ttl: Duration) -> Result<SetEntry, NodeError> {
         let ttl_s = u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX);
         let now = unix_ms();
         let prev =
             self.inner.set_seq.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| Some(now.max(last + 1)));
         let seq = now.max(prev.unwrap_or(0) + 1);
-        let e = SetEntry::sign(&self.inner.identity, &key, seq, ttl_s, value)
-            .map_err(|_| NodeError::TooLarge(value.len(), suprnova_dht::wire::limits::MAX_SET_VALUE_LEN))?;
-        self.put(key, Record::SetEntry(e), ttl, None).await
+        SetEntry::sign(&self.inner.identity, key, seq, ttl_s, value)
+            .map_err(|_| NodeError::TooLarge(value.len(), suprnova_dht::wire::limits::MAX_SET_VALUE_LEN))
     }
 
     /// The entries of the set under `key` found by a full lookup (one per writer, newest).
@@ -701,7 +714,7 @@ impl Node {
         }
         let ttl = self.inner.cfg.topic_entry_ttl;
         let contact = encode_contact(&self.contact_addrs());
-        let outcome = self.put_set_entry(hash.providers_key(), &contact, ttl).await?;
+        let outcome = self.put_set_entry_once(hash.providers_key(), &contact, ttl).await?;
         let fresh = self.inner.providing.lock().map(|p| !p.contains_key(&hash)).unwrap_or(false);
         if fresh {
             let node = self.clone();
@@ -712,7 +725,7 @@ impl Node {
                 loop {
                     interval.tick().await;
                     let contact = encode_contact(&node.contact_addrs());
-                    let _ = node.put_set_entry(hash.providers_key(), &contact, ttl).await;
+                    let _ = node.put_set_entry_once(hash.providers_key(), &contact, ttl).await;
                 }
             });
             if let Ok(mut p) = self.inner.providing.lock() {
@@ -720,6 +733,15 @@ impl Node {
             }
         }
         Ok(outcome.stored)
+    }
+
+    /// Stops serving blob `hash`: drops it from memory and stops refreshing our provider entry,
+    /// which lapses within its lifetime. Returns whether it was held.
+    pub fn remove_blob(&self, hash: &BlobHash) -> bool {
+        if let Some(task) = self.inner.providing.lock().ok().and_then(|mut p| p.remove(hash)) {
+            task.abort();
+        }
+        self.inner.blobs.remove(hash)
     }
 
     /// Providers of blob `hash` announced in the DHT (other than this node). Their contact data
