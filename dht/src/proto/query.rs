@@ -12,7 +12,7 @@ use rand_core::Rng;
 use super::{Dht, DhtEvent, PingPurpose, QueryId, RequestError, Target, Waiting};
 use crate::channel::PeerInfo;
 use crate::identity::{NodeId, NodeRecord};
-use crate::lookup::Lookup;
+use crate::lookup::{Lookup, LookupConfig};
 use crate::stats::DropReason;
 use crate::store::{self, Stored};
 use crate::wire::{Body, Key, Record};
@@ -99,15 +99,21 @@ impl Dht {
         }
         let id = self.next_query;
         self.next_query += 1;
-        let lookup = target.map(|t| self.start_lookup(t));
+        // A set lives on the r closest nodes: its read ends when the 2r closest known have
+        // answered rather than k (20), a third of the requests for the same replicas.
+        let k = match &kind {
+            Kind::Get { mode: GetMode::Set, .. } => (2 * self.cfg.replication).clamp(1, self.cfg.lookup.k),
+            _ => self.cfg.lookup.k,
+        };
+        let lookup = target.map(|t| self.start_lookup(t, k));
         self.queries.insert(id, Query { kind, lookup, deadline: now + self.cfg.query_timeout, started: now });
         Ok(id)
     }
 
-    fn start_lookup(&mut self, target: NodeId) -> Lookup {
+    fn start_lookup(&mut self, target: NodeId, k: usize) -> Lookup {
         self.stats.lookups += 1;
         let seeds = self.table.closest(&target, self.cfg.lookup.k).into_iter().map(|e| (e.record, e.addr)).collect();
-        Lookup::new(target, self.id(), self.cfg.lookup, seeds)
+        Lookup::new(target, self.id(), LookupConfig { k, ..self.cfg.lookup }, seeds)
     }
 
     /// Joins the network through `seeds` (records, `NODEID@addr` or bare addresses), then looks up
@@ -149,7 +155,7 @@ impl Dht {
 
     fn bootstrap_lookup(&mut self, now: Instant, q: QueryId) {
         let me = self.id();
-        let lookup = self.start_lookup(me);
+        let lookup = self.start_lookup(me, self.cfg.lookup.k);
         if let Some(query) = self.queries.get_mut(&q) {
             query.lookup = Some(lookup);
         }
