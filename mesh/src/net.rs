@@ -210,9 +210,27 @@ impl<S> Clone for Mesh<S> {
     }
 }
 
-/// Reads mesh `mesh`'s genesis from the DHT and checks that it hashes to the id.
+/// Reads mesh `mesh`'s genesis from the DHT and checks that it hashes to the id: the immutable
+/// record under the id, or, for a genesis too large for one, a blob named in the locator set
+/// (at most 4 entries tried).
 pub async fn get_genesis(node: &Node, mesh: Digest) -> Result<Genesis, GetStateError> {
-    let bytes = node.get_immutable(Key(mesh)).await.map_err(GetStateError::NoGenesis)?;
+    let bytes = match node.get_immutable(Key(mesh)).await {
+        Ok(b) => b,
+        Err(e) => {
+            let located = node.get_set(Key(store::genesis_locator_key(&mesh))).await.unwrap_or_default();
+            let mut found = None;
+            for entry in located.iter().take(4) {
+                let Ok(h) = <[u8; 32]>::try_from(entry.value.as_slice()) else { continue };
+                if let Ok(b) = fetch(node, Ref::Blob(h)).await
+                    && *blake3::hash(&b).as_bytes() == mesh
+                {
+                    found = Some(b);
+                    break;
+                }
+            }
+            found.ok_or(GetStateError::NoGenesis(e))?
+        }
+    };
     let genesis: Genesis = postcard::from_bytes(&bytes).map_err(|_| GetStateError::BadGenesis)?;
     if genesis.mesh_id() != mesh {
         return Err(GetStateError::BadGenesis);
@@ -595,12 +613,10 @@ async fn store_worker<S: serde::Serialize + Send + Sync + 'static>(
     mut rx: watch::Receiver<Latest<S>>,
     counters: Arc<StoreCounters>,
 ) {
-    if let Ok(bytes) = postcard::to_allocvec(&genesis)
-        && let Err(e) = node.put_immutable(bytes).await
-    {
+    let mesh = genesis.mesh_id();
+    if let Err(e) = store_genesis(&node, &genesis).await {
         tracing::warn!(error = %e, "mesh: could not store the genesis");
     }
-    let mesh = genesis.mesh_id();
     // Blobs served for the newest rounds (state or record too large for one DHT value): the
     // last two are kept (a reader may be fetching the one before the newest), older ones
     // dropped, so a long-running mesh with a large state does not grow without bound.
@@ -636,6 +652,21 @@ async fn store_worker<S: serde::Serialize + Send + Sync + 'static>(
             }
         };
     }
+}
+
+/// The genesis as an immutable record under the mesh id when it fits one DHT value (up to
+/// about 25 members); else as a blob this member serves, located through the set under
+/// `store::genesis_locator_key` (wire-spec §13.8).
+async fn store_genesis(node: &Node, genesis: &Genesis) -> Result<(), NodeError> {
+    let bytes = postcard::to_allocvec(genesis).map_err(|e| NodeError::Stream(e.to_string()))?;
+    if bytes.len() <= MAX_IMMUTABLE {
+        node.put_immutable(bytes).await?;
+        return Ok(());
+    }
+    let hash = node.add_blob(bytes);
+    node.provide_blob(hash).await?;
+    node.put_set_entry(Key(store::genesis_locator_key(&genesis.mesh_id())), &hash.0, RECORD_TTL).await?;
+    Ok(())
 }
 
 async fn store_round<S: serde::Serialize>(

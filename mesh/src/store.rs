@@ -24,6 +24,14 @@ const HEADS_DOMAIN: &str = "suprnova mesh v1 heads";
 /// Largest immutable DHT value (wire-spec §7.1).
 pub const MAX_IMMUTABLE: usize = suprnova_dht::wire::limits::MAX_VALUE_LEN;
 
+/// The key of the set that locates a genesis too large for one immutable record:
+/// BLAKE3-derive_key("suprnova mesh v1 genesis", mesh id). Each member's entry is the 32-byte
+/// hash of a blob holding `postcard(Genesis)`; a reader checks BLAKE3 of what it fetches against
+/// the mesh id, so a planted entry costs one failed fetch.
+pub fn genesis_locator_key(mesh: &Digest) -> [u8; 32] {
+    blake3::derive_key("suprnova mesh v1 genesis", mesh)
+}
+
 /// The key of mesh `mesh`'s heads set: BLAKE3-derive_key("suprnova mesh v1 heads", mesh id).
 pub fn heads_key(mesh: &Digest) -> [u8; 32] {
     blake3::derive_key(HEADS_DOMAIN, mesh)

@@ -304,3 +304,36 @@ async fn a_state_too_large_for_a_record_is_served_as_a_blob_and_old_blobs_are_dr
         n.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_genesis_too_large_for_a_record_is_found_through_its_locator() {
+    let nodes = nodes(3).await;
+    // 40 members: the genesis is over 1,200 bytes, too large for one immutable record.
+    let members: Vec<Identity> = (0..40).map(|i| Identity::from_seed(seed(i))).collect();
+    let board = Board::empty(8, 8);
+    let genesis =
+        Genesis::for_world(&Life, &board, members.iter().map(Identity::public_key).collect(), 100, Limits::default())
+            .unwrap();
+    assert!(postcard::to_allocvec(&genesis).unwrap().len() > suprnova_mesh::store::MAX_IMMUTABLE);
+    let id = Some(Identity::from_seed(seed(0)));
+    let m = Mesh::start(nodes[0].clone(), Life, genesis.clone(), board, id, MeshConfig::default()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let got = loop {
+        match suprnova_mesh::net::get_genesis(&nodes[2], genesis.mesh_id()).await {
+            Ok(g) => break g,
+            Err(e) => assert!(tokio::time::Instant::now() < deadline, "genesis not found: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(got, genesis);
+    // A planted locator entry pointing at some other blob is skipped.
+    let bogus = nodes[1].add_blob(b"not a genesis".to_vec());
+    nodes[1].provide_blob(bogus).await.unwrap();
+    let key = Key(suprnova_mesh::store::genesis_locator_key(&genesis.mesh_id()));
+    nodes[1].put_set_entry(key, &bogus.0, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(suprnova_mesh::net::get_genesis(&nodes[2], genesis.mesh_id()).await.unwrap(), genesis);
+    m.stop();
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
