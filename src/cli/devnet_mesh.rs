@@ -304,11 +304,25 @@ pub async fn run(
         let held = |round: u64| -> HashSet<[u8; 32]> {
             views.iter().filter_map(|v| v.lock().ok().and_then(|v| v.get(&round).map(|e| e.0))).collect()
         };
+        // A member stores a round as soon as it certifies it; give the watchers a moment to
+        // see it too before comparing.
+        if let Ok(f) = &got {
+            for _ in 0..40 {
+                if !held(f.round).is_empty() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        }
         match got {
             Ok(f) if held(f.round).len() == 1 && held(f.round).contains(&f.state_hash) => {
                 r.get_state_ok += 1;
             }
-            Ok(f) => r.get_state_errors.push(format!("round {}: hash not the certified one", f.round)),
+            Ok(f) => {
+                let h = held(f.round);
+                let why = if h.is_empty() { "no watcher saw that round" } else { "hash not the certified one" };
+                r.get_state_errors.push(format!("round {}: {why}", f.round));
+            }
             Err(e) => r.get_state_errors.push(e.to_string()),
         }
     }
