@@ -50,9 +50,9 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            graft_timeout_1: Duration::from_millis(80),
+            graft_timeout_1: Duration::from_millis(40),
             graft_timeout_2: Duration::from_millis(40),
-            dispatch_timeout: Duration::from_millis(50),
+            dispatch_timeout: Duration::from_millis(10),
             optimization_threshold: 7,
             message_ttl: Duration::from_secs(300),
             max_remembered: 100_000,
