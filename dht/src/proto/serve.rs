@@ -36,33 +36,19 @@ pub(super) fn pack_nodes(recs: Vec<NodeRecord>) -> Vec<Vec<NodeRecord>> {
     parts
 }
 
-/// As many records as fit one `Value` message (a large set is sampled, first entries first).
-fn pack_values(recs: Vec<Record>) -> Vec<Record> {
+/// As many of `items` as fit one `Value` or `SetPage` message (at most 8, within a datagram),
+/// first ones first, and whether any were left out.
+fn pack<T: serde::Serialize>(items: Vec<T>) -> (Vec<T>, bool) {
+    let total = items.len();
     let mut out = Vec::new();
     let mut size = 0;
-    for r in recs {
+    for r in items {
         let len = wire::encode(&r).map(|v| v.len()).unwrap_or(MAX_PLAINTEXT);
         if size + len + MESSAGE_OVERHEAD > MAX_PLAINTEXT || out.len() >= MAX_RECORDS_PER_VALUE {
             break;
         }
         size += len;
         out.push(r);
-    }
-    out
-}
-
-/// As many set entries as fit one `SetPage` message, and whether any are left over.
-fn pack_entries(entries: Vec<SetEntry>) -> (Vec<SetEntry>, bool) {
-    let total = entries.len();
-    let mut out = Vec::new();
-    let mut size = 0;
-    for e in entries {
-        let len = wire::encode(&e).map(|v| v.len()).unwrap_or(MAX_PLAINTEXT);
-        if size + len + MESSAGE_OVERHEAD > MAX_PLAINTEXT || out.len() >= MAX_RECORDS_PER_VALUE {
-            break;
-        }
-        size += len;
-        out.push(e);
     }
     let more = out.len() < total;
     (out, more)
@@ -82,7 +68,7 @@ impl Dht {
                 if recs.is_empty() {
                     self.send_nodes(now, peer, msg.id, &NodeId(key.0));
                 } else {
-                    let records = BoundedVec::try_from(pack_values(recs)).unwrap_or_default();
+                    let records = BoundedVec::try_from(pack(recs).0).unwrap_or_default();
                     self.reply(now, peer, msg.id, Body::Value { key, records });
                 }
             }
@@ -93,7 +79,7 @@ impl Dht {
                         .into_iter()
                         .filter_map(|r| if let Record::SetEntry(e) = r { Some(e) } else { None })
                         .collect();
-                    let entries = BoundedVec::try_from(pack_entries(page).0).unwrap_or_default();
+                    let entries = BoundedVec::try_from(pack(page).0).unwrap_or_default();
                     self.reply(now, peer, msg.id, Body::SetPage { key, entries, more: true });
                     return;
                 }
@@ -111,7 +97,7 @@ impl Dht {
                     self.send_nodes(now, peer, msg.id, &NodeId(key.0));
                 } else {
                     entries.sort_by_key(|e| e.public_key);
-                    let (page, more) = pack_entries(entries);
+                    let (page, more) = pack(entries);
                     let entries = BoundedVec::try_from(page).unwrap_or_default();
                     self.reply(now, peer, msg.id, Body::SetPage { key, entries, more });
                 }
