@@ -221,7 +221,7 @@ pub async fn get_genesis(node: &Node, mesh: Digest) -> Result<Genesis, GetStateE
             let mut found = None;
             for entry in located.iter().take(4) {
                 let Ok(h) = <[u8; 32]>::try_from(entry.value.as_slice()) else { continue };
-                if let Ok(b) = fetch(node, Ref::Blob(h)).await
+                if let Ok(b) = fetch(node, Ref::Blob(h), Some(MAX_GENESIS_BLOB)).await
                     && *blake3::hash(&b).as_bytes() == mesh
                 {
                     found = Some(b);
@@ -756,13 +756,36 @@ pub enum GetStateError {
     NoValidHead(Vec<([u8; 32], String)>),
 }
 
-async fn fetch(node: &Node, r: Ref) -> Result<Vec<u8>, String> {
+/// Largest genesis blob a reader fetches (256 members need about 8.3 KiB).
+const MAX_GENESIS_BLOB: u64 = 16 << 10;
+/// Largest round-record blob (a certificate of 256 signatures and a header: about 17 KiB).
+const MAX_RECORD_BLOB: u64 = 64 << 10;
+
+/// Reads `r`; a blob only if its manifest says it is at most `max` bytes (None: any size),
+/// so a planted reference cannot make the reader download something large.
+async fn fetch(node: &Node, r: Ref, max: Option<u64>) -> Result<Vec<u8>, String> {
     match r {
         Ref::Immutable(k) => node.get_immutable(Key(k)).await.map_err(|e| e.to_string()),
         Ref::Blob(h) => {
             let hash = BlobHash(h);
             let providers = node.find_blob_providers(hash).await.map_err(|e| e.to_string())?;
-            let (data, _) = node.fetch_blob(hash, &providers, None).await.map_err(|e| e.to_string())?;
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let fetching = {
+                let node = node.clone();
+                tokio::spawn(async move { node.fetch_blob(hash, &providers, Some(tx)).await })
+            };
+            if let Some(max) = max {
+                while let Some(p) = rx.recv().await {
+                    if let suprnova_node::BlobProgress::Started { size, .. } = p {
+                        if size > max {
+                            fetching.abort();
+                            return Err(format!("blob of {size} bytes, over the {max} allowed here"));
+                        }
+                        break;
+                    }
+                }
+            }
+            let (data, _) = fetching.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
             Ok(data.to_vec())
         }
     }
@@ -802,7 +825,7 @@ pub async fn read_state<S: Serialize + serde::de::DeserializeOwned>(
             if !member && matches!(head.record, Ref::Blob(_)) {
                 return Err("a non-member's head points at a blob".to_string());
             }
-            let rec: RoundRecord = postcard::from_bytes(&fetch(node, head.record).await?)
+            let rec: RoundRecord = postcard::from_bytes(&fetch(node, head.record, Some(MAX_RECORD_BLOB)).await?)
                 .map_err(|_| RecordError::Malformed.to_string())?;
             // The round is checked before any signature.
             let header: crate::world::BatchHeader =
@@ -814,7 +837,7 @@ pub async fn read_state<S: Serialize + serde::de::DeserializeOwned>(
             let state_bytes = match &rec.state {
                 StateRef::Inline(b) => b.to_vec(),
                 StateRef::Blob(_) if !member => return Err("a non-member's record points at a blob".to_string()),
-                StateRef::Blob(h) => fetch(node, Ref::Blob(*h)).await?,
+                StateRef::Blob(h) => fetch(node, Ref::Blob(*h), None).await?,
             };
             let state = store::verify_state::<S>(&header, &state_bytes).map_err(|e| e.to_string())?;
             let proposal = simplex::Proposal {

@@ -332,6 +332,19 @@ async fn a_genesis_too_large_for_a_record_is_found_through_its_locator() {
     let key = Key(suprnova_mesh::store::genesis_locator_key(&genesis.mesh_id()));
     nodes[1].put_set_entry(key, &bogus.0, Duration::from_secs(60)).await.unwrap();
     assert_eq!(suprnova_mesh::net::get_genesis(&nodes[2], genesis.mesh_id()).await.unwrap(), genesis);
+    // A locator pointing at a 1 MiB blob (for an id with no genesis at all) is refused from the
+    // blob's manifest, not downloaded.
+    let fake = [0x3c; 32];
+    let big = nodes[1].add_blob(vec![7; 1 << 20]);
+    nodes[1].provide_blob(big).await.unwrap();
+    nodes[1]
+        .put_set_entry(Key(suprnova_mesh::store::genesis_locator_key(&fake)), &big.0, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let before = nodes[2].metrics().await.unwrap().blob_bytes_fetched;
+    assert!(suprnova_mesh::net::get_genesis(&nodes[2], fake).await.is_err());
+    let fetched = nodes[2].metrics().await.unwrap().blob_bytes_fetched - before;
+    assert!(fetched < 64 << 10, "{fetched} blob bytes fetched for a planted locator");
     m.stop();
     for n in &nodes {
         n.shutdown().await;
