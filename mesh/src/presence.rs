@@ -183,6 +183,9 @@ struct Counters {
     misplaced: AtomicU64,
 }
 
+/// One entry to write: the level slot it reports to (None for `Gone`), key, entry, lifetime.
+type Job = (Option<usize>, Key, SetEntry, Duration);
+
 struct Agent {
     seed: [u8; 32],
     position: Position,
@@ -325,41 +328,19 @@ impl Spatial {
             info: BoundedBytes::try_from(info).map_err(|_| PresenceError::InfoTooLong(info.len()))?,
         };
         let here = postcard::to_allocvec(&here).unwrap_or_default();
-        let gone = postcard::to_allocvec(&Presence::Gone).unwrap_or_default();
-        let mut jobs: Vec<(Option<usize>, Key, SetEntry, Duration)> = Vec::new();
+        let ttl_s = u32::try_from(inner.cfg.ttl.as_secs()).unwrap_or(u32::MAX);
+        let mut jobs: Vec<Job> = Vec::new();
         for (i, c) in cells.iter().enumerate() {
             let key = Key(inner.space.cell_key(&inner.mesh, *c));
-            let ttl_s = u32::try_from(inner.cfg.ttl.as_secs()).unwrap_or(u32::MAX);
             if let Ok(e) = SetEntry::sign(agent, &key, seq, ttl_s, &here) {
                 jobs.push((Some(i), key, e, inner.cfg.ttl));
             }
         }
         let left: Vec<Cell> = old.iter().filter(|c| !cells.contains(c)).copied().collect();
-        for c in &left {
-            let key = Key(inner.space.cell_key(&inner.mesh, *c));
-            let ttl_s = u32::try_from(inner.cfg.gone_ttl.as_secs()).unwrap_or(u32::MAX);
-            if let Ok(e) = SetEntry::sign(agent, &key, seq, ttl_s, &gone) {
-                jobs.push((None, key, e, inner.cfg.gone_ttl));
-            }
-        }
+        jobs.extend(self.gone_jobs(agent, seq, &left));
         inner.counters.announces.fetch_add(1, Ordering::Relaxed);
-        inner.counters.writes.fetch_add(jobs.len() as u64, Ordering::Relaxed);
         let mut results: Vec<Option<LevelWrite>> = vec![None; cells.len()];
-        let mut set = JoinSet::new();
-        let mut jobs = jobs.into_iter();
-        loop {
-            while set.len() < inner.cfg.parallel.max(1) {
-                let Some((slot, key, e, ttl)) = jobs.next() else { break };
-                let node = inner.node.clone();
-                set.spawn(async move { (slot, write_entry(node, key, e, ttl).await) });
-            }
-            let Some(done) = set.join_next().await else { break };
-            let Ok((slot, w)) = done else { continue };
-            match &w {
-                LevelWrite::Full => inner.counters.cells_full.fetch_add(1, Ordering::Relaxed),
-                LevelWrite::Failed(_) => inner.counters.write_failures.fetch_add(1, Ordering::Relaxed),
-                LevelWrite::Stored(_) => 0,
-            };
+        for (slot, w) in self.run(jobs).await {
             if let Some(r) = slot.and_then(|i| results.get_mut(i)) {
                 *r = Some(w);
             }
@@ -388,25 +369,48 @@ impl Spatial {
     }
 
     async fn write_gone(&self, agent: &Identity, seq: u64, cells: &[Cell]) -> usize {
+        let done = self.run(self.gone_jobs(agent, seq, cells)).await;
+        done.iter().filter(|(_, w)| matches!(w, LevelWrite::Stored(_))).count()
+    }
+
+    /// `Gone` entries over `cells`.
+    fn gone_jobs(&self, agent: &Identity, seq: u64, cells: &[Cell]) -> Vec<Job> {
         let inner = &self.inner;
         let gone = postcard::to_allocvec(&Presence::Gone).unwrap_or_default();
         let ttl_s = u32::try_from(inner.cfg.gone_ttl.as_secs()).unwrap_or(u32::MAX);
+        cells
+            .iter()
+            .filter_map(|c| {
+                let key = Key(inner.space.cell_key(&inner.mesh, *c));
+                let e = SetEntry::sign(agent, &key, seq, ttl_s, &gone).ok()?;
+                Some((None, key, e, inner.cfg.gone_ttl))
+            })
+            .collect()
+    }
+
+    /// Writes `jobs`, at most `parallel` at once, counting refusals; each job's slot and outcome.
+    async fn run(&self, jobs: Vec<Job>) -> Vec<(Option<usize>, LevelWrite)> {
+        let inner = &self.inner;
+        inner.counters.writes.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        let mut out = Vec::with_capacity(jobs.len());
         let mut set = JoinSet::new();
-        for c in cells {
-            let key = Key(inner.space.cell_key(&inner.mesh, *c));
-            if let Ok(e) = SetEntry::sign(agent, &key, seq, ttl_s, &gone) {
-                let (node, ttl) = (inner.node.clone(), inner.cfg.gone_ttl);
-                set.spawn(async move { write_entry(node, key, e, ttl).await });
+        let mut jobs = jobs.into_iter();
+        loop {
+            while set.len() < inner.cfg.parallel.max(1) {
+                let Some((slot, key, e, ttl)) = jobs.next() else { break };
+                let node = inner.node.clone();
+                set.spawn(async move { (slot, write_entry(node, key, e, ttl).await) });
             }
+            let Some(done) = set.join_next().await else { break };
+            let Ok((slot, w)) = done else { continue };
+            match &w {
+                LevelWrite::Full => inner.counters.cells_full.fetch_add(1, Ordering::Relaxed),
+                LevelWrite::Failed(_) => inner.counters.write_failures.fetch_add(1, Ordering::Relaxed),
+                LevelWrite::Stored(_) => 0,
+            };
+            out.push((slot, w));
         }
-        inner.counters.writes.fetch_add(set.len() as u64, Ordering::Relaxed);
-        let mut stored = 0;
-        while let Some(r) = set.join_next().await {
-            if matches!(r, Ok(LevelWrite::Stored(_))) {
-                stored += 1;
-            }
-        }
-        stored
+        out
     }
 
     /// The agents within distance `radius` of `centre`, read from the DHT: the cells covering

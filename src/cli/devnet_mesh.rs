@@ -315,13 +315,14 @@ pub async fn run(
             }
         }
         match got {
-            Ok(f) if held(f.round).len() == 1 && held(f.round).contains(&f.state_hash) => {
-                r.get_state_ok += 1;
-            }
             Ok(f) => {
                 let h = held(f.round);
-                let why = if h.is_empty() { "no watcher saw that round" } else { "hash not the certified one" };
-                r.get_state_errors.push(format!("round {}: {why}", f.round));
+                if h.len() == 1 && h.contains(&f.state_hash) {
+                    r.get_state_ok += 1;
+                } else {
+                    let why = if h.is_empty() { "no watcher saw that round" } else { "hash not the certified one" };
+                    r.get_state_errors.push(format!("round {}: {why}", f.round));
+                }
             }
             Err(e) => r.get_state_errors.push(e.to_string()),
         }
