@@ -90,6 +90,11 @@ pub struct DiscoveryDrops {
 }
 
 impl DiscoveryDrops {
+    /// Drops of bad entries (withdrawals are not bad).
+    pub fn total_bad(&self) -> u64 {
+        self.malformed + self.stale + self.misplaced
+    }
+
     /// Adds `o`.
     pub fn add(&mut self, o: &DiscoveryDrops) {
         self.malformed += o.malformed;

@@ -1224,11 +1224,13 @@ impl Runtime {
     /// Publishes proposal `p` (signed by hosted agent `proposer`) and opens its ballot here.
     async fn propose(&self, proposer: AgentId, p: Proposal) {
         let id = p.id();
+        let local = self.register_interest(id, &p, Some(proposer));
         let opened = lock(&self.inner.ballots).on_proposal(unix_ms(), p.clone());
         if opened.is_err() {
+            lock(&self.inner.interest).remove(&id);
             return;
         }
-        self.note_interest(id, &p, Some(proposer));
+        self.notify_proposal(&local, &p);
         let _ = self.inner.node.publish(VOTES_TOPIC, wire::encode(&VoteWire::Proposal(p))).await;
     }
 
@@ -1271,7 +1273,9 @@ impl Runtime {
         self.vote(vote).await;
     }
 
-    fn note_interest(&self, id: Digest, p: &Proposal, proposer: Option<AgentId>) {
+    /// Records which local agents care about proposal `p` (before its ballot opens, so no
+    /// outcome can come before the interest) and returns them.
+    fn register_interest(&self, id: Digest, p: &Proposal, proposer: Option<AgentId>) -> Vec<AgentId> {
         let agents = lock(&self.inner.agents);
         let mut local: Vec<AgentId> = p.voters.iter().filter(|v| agents.contains_key(*v)).copied().collect();
         if let Some(x) = proposer.or_else(|| agents.contains_key(&p.proposer).then_some(p.proposer))
@@ -1279,17 +1283,22 @@ impl Runtime {
         {
             local.push(x);
         }
-        let proposal = Arc::new(p.clone());
-        for a in &local {
-            if let Some(h) = agents.get(a) {
-                let _ = h.tx.try_send(Event::Proposal { proposal: proposal.clone() });
-            }
-        }
         drop(agents);
         if !local.is_empty() {
             let mut i = lock(&self.inner.interest);
-            if i.len() < self.inner.cfg.ballots.max_open * 2 {
-                i.insert(id, local);
+            if i.len() < self.inner.cfg.ballots.max_open * 2 && !i.contains_key(&id) {
+                i.insert(id, local.clone());
+            }
+        }
+        local
+    }
+
+    /// Hands proposal `p` to the local agents that may vote on it (and its proposer).
+    fn notify_proposal(&self, local: &[AgentId], p: &Proposal) {
+        let proposal = Arc::new(p.clone());
+        for a in local {
+            if let Some(h) = self.hosted(a) {
+                let _ = h.tx.try_send(Event::Proposal { proposal: proposal.clone() });
             }
         }
     }
@@ -1305,10 +1314,19 @@ impl Runtime {
             match w {
                 VoteWire::Proposal(p) => {
                     let id = p.id();
+                    let known = lock(&self.inner.interest).contains_key(&id);
+                    let local = self.register_interest(id, &p, None);
                     let opened = lock(&self.inner.ballots).on_proposal(now, p.clone());
-                    if opened == Ok(true) {
-                        self.note_interest(id, &p, None);
-                        self.inner.ballot_wake.notify_one();
+                    match opened {
+                        Ok(true) => {
+                            self.notify_proposal(&local, &p);
+                            self.inner.ballot_wake.notify_one();
+                        }
+                        Ok(false) => {}
+                        Err(_) if !known => {
+                            lock(&self.inner.interest).remove(&id);
+                        }
+                        Err(_) => {}
                     }
                 }
                 VoteWire::Vote(v) => {
@@ -1342,6 +1360,12 @@ impl Runtime {
                 while let Some(o) = b.next_output() {
                     out.push(o);
                 }
+                // Interest lasts while the ballot is held (certified ones until their deadline,
+                // so late equivocation still reaches the proposer).
+                lock(&self.inner.interest).retain(|id, _| {
+                    b.proposal(id).is_some()
+                        || out.iter().any(|o| matches!(o, Output::Decided { id: d, .. } if d == id))
+                });
                 out
             };
             for o in outputs {
@@ -1354,7 +1378,7 @@ impl Runtime {
                                 .publish(VOTES_TOPIC, wire::encode(&VoteWire::Certificate((**c).clone())))
                                 .await;
                         }
-                        let local = lock(&self.inner.interest).remove(&id).unwrap_or_default();
+                        let local = lock(&self.inner.interest).get(&id).cloned().unwrap_or_default();
                         let decision = Arc::new(decision);
                         for a in local {
                             if let Some(h) = self.hosted(&a) {

@@ -56,7 +56,7 @@ pub struct VoteDrops {
     pub duplicate: u64,
     /// A vote from a voter excluded for equivocating.
     pub excluded: u64,
-    /// A vote after the proposal's deadline, or after it was decided.
+    /// A vote after the proposal's deadline (or for a decided proposal no longer held).
     pub late: u64,
     /// A vote for a proposal not seen, with the early-vote buffer full.
     pub unknown_proposal: u64,
@@ -129,6 +129,8 @@ pub struct BallotStats {
     pub certificates_received: u64,
     /// Equivocations found here.
     pub equivocations: u64,
+    /// Evidence received that excluded a voter here.
+    pub evidence_received: u64,
     /// Proposals that expired.
     pub expired: u64,
     /// Open now.
@@ -145,6 +147,8 @@ struct Ballot {
     /// Voters per choice.
     tally: HashMap<Vec<u8>, usize>,
     excluded: Vec<u16>,
+    /// Certified already: kept until the deadline only to catch equivocation in late votes.
+    decided: bool,
 }
 
 /// Many proposals' ballots.
@@ -174,10 +178,10 @@ impl Ballots {
 
     /// Counters.
     pub fn stats(&self) -> BallotStats {
-        BallotStats { open: self.open.len() as u64, ..self.stats }
+        BallotStats { open: self.open.values().filter(|b| !b.decided).count() as u64, ..self.stats }
     }
 
-    /// The proposal `id`, if it is open.
+    /// The proposal `id`, if it is held (open, or certified and before its deadline).
     pub fn proposal(&self, id: &Digest) -> Option<&Proposal> {
         self.open.get(id).map(|b| &b.proposal)
     }
@@ -210,8 +214,14 @@ impl Ballots {
             return Err("too many open proposals");
         }
         self.stats.proposals += 1;
-        let mut b =
-            Ballot { proposal: p, queued: Vec::new(), votes: BTreeMap::new(), tally: HashMap::new(), excluded: vec![] };
+        let mut b = Ballot {
+            proposal: p,
+            queued: Vec::new(),
+            votes: BTreeMap::new(),
+            tally: HashMap::new(),
+            excluded: vec![],
+            decided: false,
+        };
         // Votes that came first.
         let mut keep = VecDeque::with_capacity(self.early.len());
         for v in self.early.drain(..) {
@@ -224,12 +234,10 @@ impl Ballots {
 
     /// A vote arrived (checked when polled).
     pub fn on_vote(&mut self, now_ms: u64, v: Vote) {
-        if self.decided.contains_key(&v.proposal) {
-            self.stats.drops.late += 1;
-            return;
-        }
         let Some(b) = self.open.get_mut(&v.proposal) else {
-            if self.early.len() >= self.cfg.max_early {
+            if self.decided.contains_key(&v.proposal) {
+                self.stats.drops.late += 1;
+            } else if self.early.len() >= self.cfg.max_early {
                 self.stats.drops.unknown_proposal += 1;
             } else {
                 self.early.push_back(v);
@@ -271,7 +279,10 @@ impl Ballots {
             return;
         }
         self.stats.certificates_received += 1;
-        self.open.remove(&id);
+        // An open ballot stays until its deadline to catch equivocation in late votes.
+        if let Some(b) = self.open.get_mut(&id) {
+            b.decided = true;
+        }
         self.decide(id, Decision::Certified(Box::new(c)), false);
     }
 
@@ -288,6 +299,7 @@ impl Ballots {
             return;
         };
         if !b.excluded.contains(&i) {
+            self.stats.evidence_received += 1;
             Self::exclude(b, i);
             self.out.push_back(Output::Evidence { evidence: e, found: false });
         }
@@ -326,9 +338,18 @@ impl Ballots {
             if !queued.is_empty() {
                 self.count(&id, &mut b, queued);
             }
-            if let Some(cert) = Self::certificate(&b) {
+            if b.decided {
+                // Certified: kept only to catch equivocation until the deadline.
+                if now_ms <= b.proposal.deadline_ms {
+                    self.open.insert(id, b);
+                }
+            } else if let Some(cert) = Self::certificate(&b) {
                 self.stats.certificates_formed += 1;
                 self.decide(id, Decision::Certified(Box::new(cert)), true);
+                b.decided = true;
+                if now_ms <= b.proposal.deadline_ms {
+                    self.open.insert(id, b);
+                }
             } else if now_ms > b.proposal.deadline_ms {
                 self.decide(id, Decision::Expired, false);
             } else {
@@ -398,9 +419,9 @@ impl Ballots {
         self.out.pop_front()
     }
 
-    /// The earliest deadline among open proposals (when to poll next at the latest).
+    /// The earliest deadline among undecided proposals (when to poll next at the latest).
     pub fn next_deadline(&self) -> Option<u64> {
-        self.open.values().map(|b| b.proposal.deadline_ms.saturating_add(1)).min()
+        self.open.values().filter(|b| !b.decided).map(|b| b.proposal.deadline_ms.saturating_add(1)).min()
     }
 
     /// Current tally of an open proposal: `(choice, votes)`, most votes first.

@@ -92,6 +92,34 @@ fn thirty_voters_nine_malicious_certify_and_each_equivocator_leaves_evidence() {
 }
 
 #[test]
+fn equivocation_after_the_certificate_is_still_caught_until_the_deadline() {
+    let voters = ids(4, 7);
+    let p = proposal(&voters, NOW + 30_000);
+    let mut b = Ballots::new(BallotConfig::default());
+    b.on_proposal(NOW, p.clone()).unwrap();
+    for v in &voters[..3] {
+        b.on_vote(NOW, Vote::sign(v, &p, b"yes").unwrap());
+    }
+    b.poll(NOW + 1);
+    assert!(matches!(
+        drain(&mut b).as_slice(),
+        [Output::Decided { decision: Decision::Certified(_), formed: true, .. }]
+    ));
+    assert_eq!(b.stats().open, 0);
+    b.on_vote(NOW + 2, Vote::sign(&voters[1], &p, b"no").unwrap());
+    b.poll(NOW + 3);
+    let out = drain(&mut b);
+    assert!(
+        matches!(out.as_slice(), [Output::Evidence { found: true, evidence }] if evidence.voter == voters[1].public_key())
+    );
+    // After the deadline the ballot is gone; later votes are late.
+    b.poll(NOW + 30_001);
+    b.on_vote(NOW + 30_002, Vote::sign(&voters[3], &p, b"yes").unwrap());
+    assert_eq!(b.stats().drops.late, 1);
+    assert!(b.proposal(&p.id()).is_none());
+}
+
+#[test]
 fn one_vote_short_of_the_quorum_expires_at_the_deadline() {
     let voters = ids(30, 2);
     let p = proposal(&voters, NOW + 30_000);
