@@ -78,4 +78,16 @@ write("simplex_decode", mesh)
 write("presence_ops", presence)
 write("simplex_ops", [bytes([0, 1, 2, 0, 0, 1, 2, 2, 0, 0, 4, 1, 2, 0, 2, 3, 1, 2, 0, 0] * 6), bytes(range(200))])
 write("store_ops", [bytes(range(120)), bytes([0, 5, 1, 3, 2, 7, 2, 2, 3, 9, 1, 1] * 10)])
+# Agents: every encoding in agents.json, with its type byte (see agents::fuzzing::agents_decode).
+agents = []
+path = os.path.join(VECTORS, "agents.json")
+if os.path.exists(path):
+    with open(path) as f:
+        doc = json.load(f)
+    for v in doc["encodings"]:
+        agents.append(bytes([v["fuzz_type"]]) + bytes.fromhex(v["encoding"]))
+    sift = [bytes([(b % 16) | (b << 4 & 0xf0)]) + bytes.fromhex(v["encoding"]) for b, v in enumerate(doc["encodings"]) if v["fuzz_type"] == 0]
+    write("discovery_sift", [b"\xff".join(sift)] + sift)
+write("agents_decode", agents)
+write("ballots_ops", [bytes([0, 3, 6, 1, 0, 0x10, 1, 0, 0x20, 1, 0, 0x30, 2, 0, 0x41, 7, 0, 0, 3, 0, 1, 5, 0, 0, 6, 0, 1, 7, 0, 0] * 4), bytes(range(240))])
 print("seed corpus: %d blobs from %s" % (len(blobs), VECTORS))

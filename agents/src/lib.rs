@@ -28,12 +28,17 @@
 pub mod agent;
 pub mod batch;
 pub mod discovery;
+#[doc(hidden)]
+pub mod fuzzing;
+#[cfg(feature = "net")]
 pub mod knowledge;
+#[cfg(feature = "net")]
 pub mod runtime;
 pub mod vote;
 pub mod wire;
 
 pub use agent::{Agent, AgentAddr, Ctx, Event, Profile};
 pub use discovery::{Criteria, Found};
+#[cfg(feature = "net")]
 pub use runtime::{Runtime, RuntimeConfig};
 pub use wire::AgentId;
