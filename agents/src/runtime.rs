@@ -655,8 +655,11 @@ impl Runtime {
             Action::Vote(v) => self.vote(v).await,
             Action::Announce(profile) => match normalise(profile) {
                 Ok(p) => {
-                    *lock(&me.profile) = p.clone();
-                    tokio::spawn(async move { rt.announce(&me.identity, &p).await });
+                    let old = std::mem::replace(&mut *lock(&me.profile), p.clone());
+                    tokio::spawn(async move {
+                        rt.withdraw_from(&me.identity, &old, &p).await;
+                        rt.announce(&me.identity, &p).await
+                    });
                 }
                 Err(e) => tracing::debug!(error = %e, "agent announced a bad profile"),
             },
@@ -757,6 +760,45 @@ impl Runtime {
             let _ = self.inner.node.publish(ANNOUNCE_TOPIC, wire::encode(&signed)).await;
         }
         stored
+    }
+
+    /// Re-announces hosted agent `agent` with `profile` (as [`Ctx::announce`] does), withdrawing
+    /// it from the sets it no longer belongs to; returns the set entries stored.
+    pub async fn reannounce(&self, agent: &AgentId, profile: Profile) -> Result<usize, RuntimeError> {
+        let h = self.hosted(agent).ok_or(RuntimeError::Stopped)?;
+        let p = normalise(profile)?;
+        let old = std::mem::replace(&mut *lock(&h.profile), p.clone());
+        self.withdraw_from(&h.identity, &old, &p).await;
+        Ok(if p.announce { self.announce(&h.identity, &p).await } else { 0 })
+    }
+
+    /// Writes withdrawals (empty values) over the agent's entries in the sets of `old` that
+    /// `new` no longer names (a kind or capabilities it dropped, or all when it stops
+    /// announcing).
+    async fn withdraw_from(&self, agent: &Identity, old: &Profile, new: &Profile) {
+        if !old.announce {
+            return;
+        }
+        let b = bucket(&agent.public_key());
+        let mut keys = Vec::new();
+        if !new.announce || old.kind != new.kind {
+            keys.push(kind_key(&old.kind, b));
+        }
+        for c in &old.capabilities {
+            if !new.announce || !new.capabilities.contains(c) {
+                keys.push(capability_key(c, b));
+            }
+        }
+        let ttl = self.inner.cfg.announce_ttl;
+        let ttl_s = u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX);
+        let seq = unix_ms();
+        let mut set = JoinSet::new();
+        for k in keys {
+            let Ok(entry) = SetEntry::sign(agent, &Key(k), seq, ttl_s, &[]) else { continue };
+            let node = self.inner.node.clone();
+            set.spawn(async move { node.dht().put_once(Key(k), Record::SetEntry(entry), ttl, None).await });
+        }
+        while set.join_next().await.is_some() {}
     }
 
     async fn refresher(self) {

@@ -170,6 +170,17 @@ async fn discovery_finds_exactly_the_matching_agents_in_one_round_and_messages_r
             assert_eq!(d.drops.total_bad(), 0);
         }
     }
+    // An agent that drops a capability is withdrawn from its set: the next query misses it.
+    let (addr, p) = truth.iter().find(|(_, p)| p.capabilities.contains(&"vision".to_string())).unwrap();
+    let mut dropped = p.clone();
+    dropped.capabilities.retain(|c| c != "vision");
+    let owner = rts.iter().find(|r| r.node().id() == addr.node).unwrap();
+    owner.reannounce(&addr.agent, dropped).await.unwrap();
+    let d = rts[1].discover(&Criteria::capability("vision")).await.unwrap();
+    let mut want = check(&Criteria::capability("vision"));
+    want.remove(&addr.agent);
+    assert_eq!(d.agents.iter().map(|f| f.agent).collect::<BTreeSet<_>>(), want);
+    assert_eq!(d.drops.withdrawn, 1);
     // Found agents are reachable: a request from node 0's first agent to each vision agent on
     // other nodes comes back reversed and signed by the recipient.
     let d = rts[0].discover(&Criteria::capability("vision")).await.unwrap();
