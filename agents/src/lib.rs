@@ -36,6 +36,7 @@ pub mod knowledge;
 pub mod runtime;
 pub mod vote;
 pub mod wire;
+pub mod worlds;
 
 pub use agent::{Agent, AgentAddr, Ctx, Event, Profile};
 pub use discovery::{Criteria, Found};
