@@ -10,6 +10,7 @@ mod devnet_mesh;
 mod http;
 mod mesh;
 mod node;
+mod world;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -133,6 +134,9 @@ pub enum Cmd {
     /// Run and read meshes (replicated, certified state; the built-in world is Game of Life).
     #[command(subcommand)]
     Mesh(mesh::MeshCmd),
+    /// Example worlds where agents organise themselves on a mesh (chess, universe, layout).
+    #[command(subcommand)]
+    World(world::WorldCmd),
     /// The main job: start N nodes on 127.0.0.1 in one process, exercise every layer, and
     /// report figures (bootstrap, puts/gets, broadcast, blob, a third of the nodes failing, memory).
     #[command(
@@ -219,6 +223,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Listen { json, count, via } => client::listen(&via, json, count).await,
         Cmd::Blob(cmd) => client::blob(cmd).await,
         Cmd::Mesh(cmd) => mesh::run(cmd).await,
+        Cmd::World(cmd) => world::run(cmd).await,
         Cmd::Devnet { nodes, sample, pings, records, messages, paced, mesh_rounds, agents, report } => {
             let json = report == "json";
             devnet::run(devnet::Options { nodes, sample, pings, records, messages, paced, mesh_rounds, agents, json })
