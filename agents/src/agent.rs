@@ -281,6 +281,13 @@ pub enum Action {
     Vote(Vote),
     /// Re-announce with a new profile.
     Announce(Profile),
+    /// Announce a new position in the mesh's spatial index only (with `info`, ≤ 96 bytes).
+    MoveTo {
+        /// Where.
+        position: [f64; 3],
+        /// Application data stored with it.
+        info: Vec<u8>,
+    },
     /// Share knowledge.
     Share {
         /// Its ticket.
@@ -405,6 +412,12 @@ impl Ctx {
     /// Re-announces the agent with `profile` (new position, capabilities, resources).
     pub fn announce(&mut self, profile: Profile) {
         self.actions.push(Action::Announce(profile));
+    }
+
+    /// Announces that the agent is now at `position` in the mesh's spatial index (only there:
+    /// the capability sets keep the profile's position until the next refresh), with `info`.
+    pub fn move_to(&mut self, position: [f64; 3], info: Vec<u8>) {
+        self.actions.push(Action::MoveTo { position, info });
     }
 
     /// Shares `items` of `domain` with `peers`: they fetch what they do not hold and verify it;

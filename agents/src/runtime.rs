@@ -663,6 +663,17 @@ impl Runtime {
                 }
                 Err(e) => tracing::debug!(error = %e, "agent announced a bad profile"),
             },
+            Action::MoveTo { position, info } => {
+                lock(&me.profile).position = Some(position);
+                let spatial = lock(&self.inner.spatial).clone();
+                if let Some(s) = spatial {
+                    tokio::spawn(async move {
+                        if let Err(e) = s.announce_position(&me.identity, position, &info).await {
+                            tracing::debug!(error = %e, "position not announced");
+                        }
+                    });
+                }
+            }
             Action::Share { ticket, peers, domain, items } => {
                 tokio::spawn(async move {
                     let results = match rt.share_knowledge(&me.identity, &peers, &domain, items).await {

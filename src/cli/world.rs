@@ -8,6 +8,7 @@ use anyhow::{Result, anyhow};
 use clap::Subcommand;
 use suprnova_agents::worlds::chess::Status;
 use suprnova_agents::worlds::chess_game::{self, GameConfig};
+use suprnova_agents::worlds::universe_game::{self, UniverseConfig};
 
 /// The worlds.
 #[derive(Subcommand, Debug)]
@@ -33,11 +34,89 @@ pub enum WorldCmd {
         #[arg(long, default_value_t = 0)]
         cheaters: usize,
     },
+    /// A particle universe: gravity and elastic collisions integrated by F with a fixed step in
+    /// IEEE-exact f64 (every node certifies the same state hash); particle agents announce their
+    /// positions and find neighbours with spatial queries. Writes frames/, universe.svg
+    /// (animated), final.svg, energy.csv and report.json.
+    #[command(
+        after_help = "Example:\n  suprnova world universe --nodes 5 --particles 1000 --rounds 200 --out universe-out"
+    )]
+    Universe {
+        /// Nodes (mesh members).
+        #[arg(long, default_value_t = 5)]
+        nodes: usize,
+        /// Seed of the keys and initial conditions.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Where to write the results.
+        #[arg(long, default_value = "universe-out")]
+        out: PathBuf,
+        /// Particles.
+        #[arg(long, default_value_t = 1000)]
+        particles: usize,
+        /// Particle agents (the first particles get one).
+        #[arg(long, default_value_t = 200)]
+        agents: usize,
+        /// Rounds (steps) to run.
+        #[arg(long, default_value_t = 200)]
+        rounds: u64,
+        /// A frame every this many rounds.
+        #[arg(long, default_value_t = 10)]
+        frame_every: u64,
+    },
 }
 
 /// Runs a world.
 pub async fn run(cmd: WorldCmd) -> Result<()> {
     match cmd {
+        WorldCmd::Universe { nodes, seed, out, particles, agents, rounds, frame_every } => {
+            if nodes == 0 || nodes > 64 {
+                return Err(anyhow!("--nodes must be 1 ..= 64"));
+            }
+            if particles == 0 || particles > 100_000 {
+                return Err(anyhow!("--particles must be 1 ..= 100000"));
+            }
+            eprintln!("universe: {nodes} nodes, {particles} particles, {agents} particle agents, {rounds} rounds");
+            let cfg = UniverseConfig {
+                nodes,
+                seed,
+                particles,
+                agents,
+                rounds,
+                frame_every,
+                out: Some(out.clone()),
+                ..UniverseConfig::default()
+            };
+            let bar = indicatif::ProgressBar::new(rounds);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} rounds ({per_sec})")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let r =
+                universe_game::run(cfg, |round| bar.set_position(round.min(rounds))).await.map_err(|e| anyhow!(e))?;
+            bar.finish_and_clear();
+            println!(
+                "rounds        {} at {:.1} rounds/s ({:.1} ms per F step on one core)",
+                r.rounds, r.rounds_per_s, r.step_ms
+            );
+            println!(
+                "agreement     {} rounds with one state hash on all {} nodes, {} disagreeing",
+                r.rounds_agreed, r.nodes, r.rounds_disagreed
+            );
+            println!(
+                "energy        {:.6} -> {:.6} (drift {:.2e}); momentum change {:.2e}; {} collisions",
+                r.energy_start, r.energy_end, r.energy_drift, r.momentum_change, r.collisions
+            );
+            println!(
+                "neighbours    {} queries, {:.1} found per query, latency p50 {} ms, p99 {} ms",
+                r.queries, r.neighbours_mean, r.query_p50_ms, r.query_p99_ms
+            );
+            println!("written       {}/{{frames/,universe.svg,final.svg,energy.csv,report.json}}", out.display());
+            if r.rounds_disagreed > 0 {
+                return Err(anyhow!("nodes disagreed on {} rounds", r.rounds_disagreed));
+            }
+            Ok(())
+        }
         WorldCmd::Chess { nodes, seed, out, moves, cheaters } => {
             if nodes == 0 || nodes > 64 {
                 return Err(anyhow!("--nodes must be 1 ..= 64"));

@@ -10,6 +10,9 @@
 pub mod chess;
 #[cfg(feature = "net")]
 pub mod chess_game;
+pub mod universe;
+#[cfg(feature = "net")]
+pub mod universe_game;
 
 #[cfg(feature = "net")]
 pub use cluster::{Cluster, follow, identity};
