@@ -8,6 +8,7 @@ use anyhow::{Result, anyhow};
 use clap::Subcommand;
 use suprnova_agents::worlds::chess::Status;
 use suprnova_agents::worlds::chess_game::{self, GameConfig};
+use suprnova_agents::worlds::layout_game::{self, LayoutConfig};
 use suprnova_agents::worlds::universe_game::{self, UniverseConfig};
 
 /// The worlds.
@@ -64,11 +65,77 @@ pub enum WorldCmd {
         #[arg(long, default_value_t = 10)]
         frame_every: u64,
     },
+    /// SVG layout: boxes with sizes and links are agents that negotiate positions (the box of
+    /// lower priority yields when asked) until nothing overlaps and linked boxes sit close.
+    /// Writes initial.svg, final.svg and report.json.
+    #[command(after_help = "Example:\n  suprnova world layout --nodes 5 --boxes 24 --out layout-out")]
+    Layout {
+        /// Nodes (mesh members hosting the boxes).
+        #[arg(long, default_value_t = 5)]
+        nodes: usize,
+        /// Seed of the keys, sizes, starting places and links.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Where to write the results.
+        #[arg(long, default_value = "layout-out")]
+        out: PathBuf,
+        /// Boxes.
+        #[arg(long, default_value_t = 24)]
+        boxes: usize,
+        /// Rounds at most.
+        #[arg(long, default_value_t = 400)]
+        max_rounds: u64,
+    },
 }
 
 /// Runs a world.
 pub async fn run(cmd: WorldCmd) -> Result<()> {
     match cmd {
+        WorldCmd::Layout { nodes, seed, out, boxes, max_rounds } => {
+            if nodes == 0 || nodes > 64 {
+                return Err(anyhow!("--nodes must be 1 ..= 64"));
+            }
+            if !(2..=200).contains(&boxes) {
+                return Err(anyhow!("--boxes must be 2 ..= 200"));
+            }
+            eprintln!("layout: {nodes} nodes, {boxes} box agents, at most {max_rounds} rounds");
+            let cfg =
+                LayoutConfig { nodes, seed, boxes, max_rounds, out: Some(out.clone()), ..LayoutConfig::default() };
+            let r = layout_game::run(cfg, |st| {
+                if st.round % 10 == 0 {
+                    eprintln!(
+                        "round {:>4}: {} overlapping pairs, {} stretched links",
+                        st.round,
+                        st.overlaps(),
+                        st.stretched()
+                    );
+                }
+            })
+            .await
+            .map_err(|e| anyhow!(e))?;
+            match r.converged_round {
+                Some(round) => println!("converged     at round {round}: no overlaps, every link close"),
+                None => println!(
+                    "not converged ({} overlapping pairs, {} stretched links left)",
+                    r.overlaps_end, r.stretched_end
+                ),
+            }
+            println!(
+                "boxes         {} with {} links; {} overlapping pairs at the start",
+                r.boxes, r.links, r.overlaps_start
+            );
+            println!(
+                "moves         {} applied after {} negotiations; wall {:.1} s",
+                r.moves,
+                r.negotiations,
+                r.wall_ms as f64 / 1000.0
+            );
+            println!("written       {}/{{initial.svg,final.svg,report.json}}", out.display());
+            if r.converged_round.is_none() {
+                return Err(anyhow!("the layout did not converge"));
+            }
+            Ok(())
+        }
         WorldCmd::Universe { nodes, seed, out, particles, agents, rounds, frame_every } => {
             if nodes == 0 || nodes > 64 {
                 return Err(anyhow!("--nodes must be 1 ..= 64"));

@@ -10,6 +10,9 @@
 pub mod chess;
 #[cfg(feature = "net")]
 pub mod chess_game;
+pub mod layout;
+#[cfg(feature = "net")]
+pub mod layout_game;
 pub mod universe;
 #[cfg(feature = "net")]
 pub mod universe_game;

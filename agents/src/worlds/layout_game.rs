@@ -1,0 +1,267 @@
+//! An SVG layout negotiated by its boxes on N nodes: the runner and the box agent (see
+//! [`super::layout`]). For its first 80 rounds each box also takes a force-directed step of its
+//! own (links attract, boxes repel, cooling), which spreads the crowd; then only negotiated
+//! yields and pulls along links remain.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use suprnova_dht::NodeId;
+use suprnova_mesh::core::MeshConfig;
+use suprnova_mesh::net::Mesh;
+use suprnova_mesh::world::{Genesis, Limits};
+
+use super::cluster::View;
+use super::layout::{Layout, LayoutMove, LayoutState, overlap, svg};
+use super::{Cluster, follow, identity};
+use crate::agent::{Agent, AgentAddr, Ctx, Event, Profile};
+use crate::runtime::RuntimeConfig;
+use crate::wire;
+
+/// How to lay out.
+#[derive(Clone, Debug)]
+pub struct LayoutConfig {
+    /// Nodes.
+    pub nodes: usize,
+    /// Seed of the keys, sizes, starting places and links.
+    pub seed: u64,
+    /// Boxes.
+    pub boxes: usize,
+    /// Rounds at most.
+    pub max_rounds: u64,
+    /// Where to write initial.svg, final.svg and report.json.
+    pub out: Option<PathBuf>,
+    /// Mesh round interval, ms.
+    pub round_interval_ms: u32,
+}
+
+impl Default for LayoutConfig {
+    fn default() -> Self {
+        LayoutConfig { nodes: 5, seed: 1, boxes: 24, max_rounds: 400, out: None, round_interval_ms: 100 }
+    }
+}
+
+/// How it went.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LayoutReport {
+    /// Boxes.
+    pub boxes: usize,
+    /// Links.
+    pub links: usize,
+    /// Overlapping pairs at the start.
+    pub overlaps_start: usize,
+    /// Overlapping pairs at the end.
+    pub overlaps_end: usize,
+    /// Stretched links at the end.
+    pub stretched_end: usize,
+    /// The round from which nothing overlapped and no link was stretched (`None`: not reached).
+    pub converged_round: Option<u64>,
+    /// Moves applied.
+    pub moves: u64,
+    /// Negotiations (yield requests answered).
+    pub negotiations: u64,
+    /// Wall time, ms.
+    pub wall_ms: u64,
+}
+
+/// Rounds of the force-directed phase.
+const COOLING: u64 = 80;
+
+/// A yield request: "your box overlaps mine; step by (dx, dy)".
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Ask {
+    round: u64,
+    stayer: u16,
+    dx: i32,
+    dy: i32,
+}
+
+/// The answer: the step the yielder will make (0, 0 if it sees no overlap any more).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Agreed {
+    dx: i32,
+    dy: i32,
+}
+
+/// A box, as an agent.
+pub struct BoxAgent {
+    index: usize,
+    view: View<LayoutState>,
+    seen_round: u64,
+    owed: (i32, i32),
+    /// Last round this box asked (as stayer) or yielded to (as yielder) each other box.
+    last: HashMap<usize, u64>,
+    negotiations: Arc<AtomicU64>,
+}
+
+impl Agent for BoxAgent {
+    fn step(&mut self, ctx: &mut Ctx) {
+        let Some((_, st)) = self.view.borrow().clone() else { return };
+        let me = self.index;
+        for e in ctx.take_events() {
+            match e {
+                Event::Request { id, from, body } => {
+                    let Ok(ask) = wire::decode::<Ask>(&body) else { continue };
+                    let stayer = usize::from(ask.stayer);
+                    let legit = st.elems.get(stayer).is_some_and(|s| s.agent == from) && st.outranks(stayer, me);
+                    let recent = self.last.get(&stayer).is_some_and(|r| st.round < r + 3);
+                    // Agree to the step the current state calls for (the asker's may be stale).
+                    let step = if legit && !recent { st.separation(stayer, me) } else { None };
+                    let (dx, dy) = step.unwrap_or((0, 0));
+                    if step.is_some() {
+                        self.last.insert(stayer, st.round);
+                        self.owed.0 += dx;
+                        self.owed.1 += dy;
+                    }
+                    ctx.respond(id, wire::encode(&Agreed { dx, dy }));
+                }
+                Event::Response { result: Ok(_), .. } => {
+                    self.negotiations.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {}
+            }
+        }
+        if st.round <= self.seen_round {
+            return;
+        }
+        self.seen_round = st.round;
+        let Some(mine) = st.elems.get(me) else { return };
+        // Check conflicts; negotiate with the boxes that must yield to this one.
+        for (j, other) in st.elems.iter().enumerate() {
+            if j == me {
+                continue;
+            }
+            let (ox, oy) = overlap(mine, other);
+            if ox <= 0 || oy <= 0 || !st.outranks(me, j) {
+                continue;
+            }
+            if self.last.get(&j).is_some_and(|r| st.round < r + 3) {
+                continue;
+            }
+            if let Some((dx, dy)) = st.separation(me, j) {
+                self.last.insert(j, st.round);
+                let ask = Ask { round: st.round, stayer: me as u16, dx, dy };
+                ctx.request(AgentAddr { agent: other.agent, node: NodeId(other.node) }, wire::encode(&ask));
+            }
+        }
+        // Apply: what this box agreed to yield, plus its pull towards linked boxes.
+        // A box that agreed to yield makes that step; otherwise it follows its links, unless that
+        // would push it into a box that outranks it.
+        let owed = st.clamp_step(me, self.owed.0, self.owed.1);
+        self.owed = (0, 0);
+        let (dx, dy) = if owed != (0, 0) {
+            owed
+        } else if st.round < COOLING {
+            // First spread out by forces (every box at once, cooling), then settle.
+            let (fx, fy) = st.force(me, st.round, COOLING);
+            st.clamp_step(me, fx, fy)
+        } else {
+            let (px, py) = st.pull(me);
+            let pull = st.clamp_step(me, px, py);
+            if st.only_overlaps_lesser(me, pull.0, pull.1) { pull } else { (0, 0) }
+        };
+        if dx != 0 || dy != 0 {
+            ctx.submit(st.round + 1, &LayoutMove { elem: me as u16, dx, dy });
+        }
+    }
+}
+
+/// Lays out `cfg.boxes` boxes on `cfg.nodes` nodes; `progress` gets each round's state at node 0.
+pub async fn run(cfg: LayoutConfig, mut progress: impl FnMut(&LayoutState)) -> Result<LayoutReport, String> {
+    let started = Instant::now();
+    let n = cfg.nodes.max(1);
+    let cluster =
+        Cluster::start(n, cfg.seed, RuntimeConfig { announce_topic: false, votes: false, ..RuntimeConfig::default() })
+            .await?;
+    let agents: Vec<_> = (0..cfg.boxes)
+        .map(|i| {
+            let node = cluster.nodes.get(i % n).map(|x| x.id().0).unwrap_or_default();
+            (identity("layout box", cfg.seed, i as u64).public_key(), node)
+        })
+        .collect();
+    let s0 = LayoutState::crowded(cfg.boxes, cfg.seed, &agents, 960, 640);
+    let members: Vec<_> = (0..n).map(|i| identity("layout member", cfg.seed, i as u64).public_key()).collect();
+    let limits = Limits { max_inputs_per_author: 8, ..Limits::default() };
+    let genesis = Genesis::for_world(&Layout, &s0, members, cfg.round_interval_ms, limits).ok_or("genesis")?;
+    let mut meshes = Vec::new();
+    let mut views = Vec::new();
+    for (i, (node, rt)) in cluster.nodes.iter().zip(&cluster.runtimes).enumerate() {
+        let id = identity("layout member", cfg.seed, i as u64);
+        let mesh = Mesh::start(node.clone(), Layout, genesis.clone(), s0.clone(), Some(id), MeshConfig::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        rt.attach_mesh(&mesh);
+        views.push(follow(&mesh));
+        meshes.push(mesh);
+    }
+    let negotiations = Arc::new(AtomicU64::new(0));
+    for i in 0..cfg.boxes {
+        let view = views.get(i % n).cloned().ok_or("no view")?;
+        let agent = BoxAgent {
+            index: i,
+            view,
+            seen_round: 0,
+            owed: (0, 0),
+            last: HashMap::new(),
+            negotiations: negotiations.clone(),
+        };
+        let profile = Profile { kind: "box".into(), tick: Some(Duration::from_millis(20)), ..Profile::default() };
+        let rt = cluster.runtimes.get(i % n).ok_or("no runtime")?;
+        rt.spawn_with(identity("layout box", cfg.seed, i as u64), profile, agent).await.map_err(|e| e.to_string())?;
+    }
+    let mut view = views.first().cloned().ok_or("no view")?;
+    let mut calm_since: Option<u64> = None;
+    let mut last = Arc::new(s0.clone());
+    let deadline =
+        Instant::now() + Duration::from_millis(cfg.max_rounds * u64::from(cfg.round_interval_ms) * 3 + 30_000);
+    loop {
+        let _ = tokio::time::timeout(Duration::from_millis(500), view.changed()).await;
+        let current = view.borrow().clone();
+        if let Some((_, st)) = current
+            && st.round > last.round
+        {
+            progress(&st);
+            let calm = st.overlaps() == 0 && st.stretched() == 0;
+            calm_since = if calm { calm_since.or(Some(st.round)) } else { None };
+            last = st;
+            // Converged: calm for 5 rounds.
+            if calm_since.is_some_and(|r| last.round >= r + 5) || last.round >= cfg.max_rounds {
+                break;
+            }
+        }
+        if Instant::now() > deadline {
+            break;
+        }
+    }
+    for m in &meshes {
+        m.stop();
+    }
+    cluster.stop().await;
+    let report = LayoutReport {
+        boxes: cfg.boxes,
+        links: s0.links.len(),
+        overlaps_start: s0.overlaps(),
+        overlaps_end: last.overlaps(),
+        stretched_end: last.stretched(),
+        converged_round: calm_since,
+        moves: last.moves,
+        negotiations: negotiations.load(Ordering::Relaxed),
+        wall_ms: started.elapsed().as_millis() as u64,
+    };
+    if let Some(dir) = &cfg.out {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        std::fs::write(dir.join("initial.svg"), svg(&s0, "round 0")).map_err(|e| e.to_string())?;
+        let title = match calm_since {
+            Some(r) => format!("converged at round {r}"),
+            None => format!("round {} (not converged)", last.round),
+        };
+        std::fs::write(dir.join("final.svg"), svg(&last, &title)).map_err(|e| e.to_string())?;
+        let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        std::fs::write(dir.join("report.json"), json + "\n").map_err(|e| e.to_string())?;
+    }
+    Ok(report)
+}
