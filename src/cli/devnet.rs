@@ -182,6 +182,8 @@ pub struct Report {
     pub blob: Blob,
     /// The mesh: 7 members (2 byzantine), certified rounds, get_state, spatial queries.
     pub mesh: Option<super::devnet_mesh::MeshReport>,
+    /// The agents: announce, discover, messages, proposals, knowledge.
+    pub agents: Option<super::devnet_agents::AgentsReport>,
     /// A third of the nodes stop.
     pub failure: Failure,
     /// Memory.
@@ -302,7 +304,7 @@ pub async fn run(o: Options) -> Result<()> {
         cpus: std::thread::available_parallelism().map_or(1, |c| c.get()),
         ..Report::default()
     };
-    let mut bars = Bars { n: 11, i: 0 };
+    let mut bars = Bars { n: 12, i: 0 };
     if !o.json {
         eprintln!("devnet: {n} nodes on 127.0.0.1, one process");
     }
@@ -397,6 +399,33 @@ pub async fn run(o: Options) -> Result<()> {
             ));
         }
         report.mesh = Some(m);
+    }
+
+    if o.agents > 0 {
+        let bar = bars.next("agents", 0);
+        let a = super::devnet_agents::run(&full, o.agents, &bar).await?;
+        bar.finish();
+        if a.discovery_recall < 1.0 || a.discovery_precision < 1.0 {
+            report.failures.push(format!(
+                "agents: discovery recall {:.4}, precision {:.4}",
+                a.discovery_recall, a.discovery_precision
+            ));
+        }
+        if a.messages_answered < a.messages {
+            report.failures.push(format!("agents: {} of {} requests answered", a.messages_answered, a.messages));
+        }
+        if a.certified < a.proposals {
+            report.failures.push(format!("agents: {} of {} proposals certified", a.certified, a.proposals));
+        }
+        if a.equivocations_caught < a.equivocations_made {
+            report
+                .failures
+                .push(format!("agents: {} of {} equivocations caught", a.equivocations_caught, a.equivocations_made));
+        }
+        if a.knowledge_exact < 11 {
+            report.failures.push(format!("agents: {} of 11 knowledge copies hash-exact", a.knowledge_exact));
+        }
+        report.agents = Some(a);
     }
 
     // A third of the nodes stop (never the seed or the publisher).
@@ -663,6 +692,43 @@ fn print_text(r: &Report, pairs: usize) {
             sp.query.p50_ms,
             sp.query.p99_ms,
             sp.cells_read_p50
+        );
+    }
+    if let Some(a) = &r.agents {
+        println!(
+            "  agents                {} on {} nodes announced in {:.2} s ({} set entries)",
+            a.agents, a.nodes, a.announce_s, a.announce_writes
+        );
+        println!(
+            "  agents discovery      {} queries: recall {:.1} %, precision {:.1} %, {} incomplete; p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms",
+            a.discovery_queries,
+            a.discovery_recall * 100.0,
+            a.discovery_precision * 100.0,
+            a.discovery_incomplete,
+            a.discovery.p50_ms,
+            a.discovery.p95_ms,
+            a.discovery.p99_ms
+        );
+        println!(
+            "  agents messages       {}/{} requests answered by the right agent ({:.0}/s, 64 in flight); rtt p50 {:.2} ms, p99 {:.2} ms",
+            a.messages_answered, a.messages, a.messages_per_s, a.message_rtt.p50_ms, a.message_rtt.p99_ms
+        );
+        println!(
+            "  agents votes          {}/{} proposals certified ({} expired), {} voters with {} malicious; decision p50 {:.1} ms, p99 {:.1} ms; {}/{} equivocations caught; certificate {} bytes",
+            a.certified,
+            a.proposals,
+            a.expired,
+            a.voters,
+            a.malicious_voters,
+            a.decision.p50_ms,
+            a.decision.p99_ms,
+            a.equivocations_caught,
+            a.equivocations_made,
+            a.certificate_bytes
+        );
+        println!(
+            "  agents knowledge      10 MiB to 1 agent in {:.1} ms, to 10 agents in {:.1} ms; {}/11 copies hash-exact",
+            a.knowledge_one_ms, a.knowledge_ten_ms, a.knowledge_exact
         );
     }
     let f = &r.failure;

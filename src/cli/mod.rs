@@ -4,6 +4,7 @@ mod client;
 mod config;
 mod control;
 mod devnet;
+mod devnet_agents;
 mod devnet_dht;
 mod devnet_gossip;
 mod devnet_mesh;
@@ -164,7 +165,8 @@ pub enum Cmd {
         /// Rounds the mesh phase runs (7 members, 2 byzantine; 0 skips the phase).
         #[arg(long, default_value_t = 200)]
         mesh_rounds: u64,
-        /// Positioned agents the mesh phase announces and queries.
+        /// Agents of the agents phase (0 skips it), and positioned agents the mesh phase
+        /// announces and queries.
         #[arg(long, default_value_t = 1000)]
         agents: usize,
         /// Report format: text, or json (one object on stdout; progress stays on stderr).

@@ -19,7 +19,7 @@ use crate::wire::AgentId;
 /// Largest step of one move, px per axis.
 pub const MAX_STEP: i32 = 60;
 /// Linked boxes count as close when the gap between them is at most this, px.
-pub const CLOSE: i32 = 100;
+pub const CLOSE: i32 = 120;
 
 /// One box.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,7 +126,8 @@ impl LayoutState {
 
     /// The step that moves box `yielder` off box `stayer`: of the four axis-aligned escapes
     /// (left, right, up, down, each capped at [`MAX_STEP`] and kept on the canvas), the one
-    /// that leaves the yielder overlapping the fewest other boxes, then the shortest.
+    /// that leaves the yielder overlapping the fewest boxes that outrank it, then the fewest
+    /// boxes, then the shortest.
     pub fn separation(&self, stayer: usize, yielder: usize) -> Option<(i32, i32)> {
         let (s, y) = (self.elems.get(stayer)?, self.elems.get(yielder)?);
         let (ox, oy) = overlap(s, y);
@@ -143,18 +144,28 @@ impl LayoutState {
             .iter()
             .map(|&(dx, dy)| self.clamp_step(yielder, dx, dy))
             .filter(|&(dx, dy)| dx != 0 || dy != 0)
-            .min_by_key(|&(dx, dy)| (self.overlaps_at(yielder, dx, dy), dx.abs() + dy.abs()))
+            .min_by_key(|&(dx, dy)| {
+                (
+                    self.greater_overlaps_at(yielder, dx, dy, stayer),
+                    self.overlaps_at(yielder, dx, dy),
+                    dx.abs() + dy.abs(),
+                )
+            })
     }
 
-    /// Whether box `i`, moved by `(dx, dy)`, would overlap only boxes it outranks (which then
-    /// yield to it).
-    pub fn only_overlaps_lesser(&self, i: usize, dx: i32, dy: i32) -> bool {
-        let Some(e) = self.elems.get(i) else { return false };
+    /// How many boxes that outrank box `i` (other than `except`) it would overlap after moving
+    /// by `(dx, dy)`.
+    pub fn greater_overlaps_at(&self, i: usize, dx: i32, dy: i32, except: usize) -> usize {
+        let Some(e) = self.elems.get(i) else { return 0 };
         let moved = Elem { x: e.x + dx, y: e.y + dy, ..e.clone() };
-        self.elems.iter().enumerate().all(|(j, o)| {
-            let (ox, oy) = overlap(&moved, o);
-            j == i || ox <= 0 || oy <= 0 || self.outranks(i, j)
-        })
+        self.elems
+            .iter()
+            .enumerate()
+            .filter(|(j, o)| {
+                let (ox, oy) = overlap(&moved, o);
+                *j != i && *j != except && ox > 0 && oy > 0 && self.outranks(*j, i)
+            })
+            .count()
     }
 
     /// A force-directed step for box `i` at `round` (Fruchterman and Reingold): links attract
@@ -188,7 +199,7 @@ impl LayoutState {
             let (ox, oy) = (f64::from(o.centre().0), f64::from(o.centre().1));
             let (dx, dy) = (ox - mx, oy - my);
             let d = (dx * dx + dy * dy).sqrt().max(1.0);
-            let att = d * d / k;
+            let att = 2.0 * d * d / k;
             fx += dx / d * att;
             fy += dy / d * att;
         }

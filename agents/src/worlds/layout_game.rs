@@ -1,5 +1,5 @@
 //! An SVG layout negotiated by its boxes on N nodes: the runner and the box agent (see
-//! [`super::layout`]). For its first 80 rounds each box also takes a force-directed step of its
+//! [`super::layout`]). For its first 100 rounds each box also takes a force-directed step of its
 //! own (links attract, boxes repel, cooling), which spreads the crowd; then only negotiated
 //! yields and pulls along links remain.
 
@@ -69,7 +69,7 @@ pub struct LayoutReport {
 }
 
 /// Rounds of the force-directed phase.
-const COOLING: u64 = 80;
+const COOLING: u64 = 100;
 
 /// A yield request: "your box overlaps mine; step by (dx, dy)".
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -80,11 +80,13 @@ struct Ask {
     dy: i32,
 }
 
-/// The answer: the step the yielder will make (0, 0 if it sees no overlap any more).
+/// The answer: the step the yielder will make (0, 0 if it sees no overlap any more), or
+/// `stuck` if every way out runs into a box that outranks it: then the asker moves instead.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Agreed {
     dx: i32,
     dy: i32,
+    stuck: bool,
 }
 
 /// A box, as an agent.
@@ -95,6 +97,12 @@ pub struct BoxAgent {
     owed: (i32, i32),
     /// Last round this box asked (as stayer) or yielded to (as yielder) each other box.
     last: HashMap<usize, u64>,
+    /// Open requests: ticket → the box asked.
+    asked: HashMap<crate::agent::Ticket, usize>,
+    /// Since when this box has overlapped another (negotiation has not resolved it).
+    overlapping_since: Option<u64>,
+    /// Since when one of this box's links has been stretched.
+    stretched_since: Option<u64>,
     negotiations: Arc<AtomicU64>,
 }
 
@@ -112,15 +120,24 @@ impl Agent for BoxAgent {
                     // Agree to the step the current state calls for (the asker's may be stale).
                     let step = if legit && !recent { st.separation(stayer, me) } else { None };
                     let (dx, dy) = step.unwrap_or((0, 0));
-                    if step.is_some() {
+                    let stuck = step.is_some() && st.greater_overlaps_at(me, dx, dy, stayer) > 0;
+                    if step.is_some() && !stuck {
                         self.last.insert(stayer, st.round);
                         self.owed.0 += dx;
                         self.owed.1 += dy;
                     }
-                    ctx.respond(id, wire::encode(&Agreed { dx, dy }));
+                    ctx.respond(id, wire::encode(&Agreed { dx, dy, stuck }));
                 }
-                Event::Response { result: Ok(_), .. } => {
+                Event::Response { ticket, result: Ok(body) } => {
                     self.negotiations.fetch_add(1, Ordering::Relaxed);
+                    // The other box cannot get out of the way: this one moves off it instead.
+                    if let (Ok(a), Some(j)) = (wire::decode::<Agreed>(&body), self.asked.remove(&ticket))
+                        && a.stuck
+                        && let Some((dx, dy)) = st.separation(j, me)
+                    {
+                        self.owed.0 += dx;
+                        self.owed.1 += dy;
+                    }
                 }
                 _ => {}
             }
@@ -145,12 +162,29 @@ impl Agent for BoxAgent {
             if let Some((dx, dy)) = st.separation(me, j) {
                 self.last.insert(j, st.round);
                 let ask = Ask { round: st.round, stayer: me as u16, dx, dy };
-                ctx.request(AgentAddr { agent: other.agent, node: NodeId(other.node) }, wire::encode(&ask));
+                let t = ctx.request(AgentAddr { agent: other.agent, node: NodeId(other.node) }, wire::encode(&ask));
+                if self.asked.len() < 64 {
+                    self.asked.insert(t, j);
+                }
             }
         }
         // Apply: what this box agreed to yield, plus its pull towards linked boxes.
-        // A box that agreed to yield makes that step; otherwise it follows its links, unless that
-        // would push it into a box that outranks it.
+        // If negotiation has not cleared an overlap for 20 rounds (the boxes keep stepping into
+        // each other, or a corner traps them), this box steps off by itself.
+        let first_overlap =
+            st.elems.iter().enumerate().position(|(j, o)| j != me && overlap(mine, o).0 > 0 && overlap(mine, o).1 > 0);
+        match (first_overlap, self.overlapping_since) {
+            (None, _) => self.overlapping_since = None,
+            (Some(_), None) => self.overlapping_since = Some(st.round),
+            (Some(j), Some(since)) if st.round >= since + 20 && self.owed == (0, 0) => {
+                if let Some((dx, dy)) = st.separation(j, me) {
+                    self.owed = (dx, dy);
+                }
+                self.overlapping_since = Some(st.round);
+            }
+            _ => {}
+        }
+        // A box that agreed to yield makes that step; otherwise it follows its links.
         let owed = st.clamp_step(me, self.owed.0, self.owed.1);
         self.owed = (0, 0);
         let (dx, dy) = if owed != (0, 0) {
@@ -160,9 +194,44 @@ impl Agent for BoxAgent {
             let (fx, fy) = st.force(me, st.round, COOLING);
             st.clamp_step(me, fx, fy)
         } else {
+            // Towards linked boxes, only onto free space; if the straight way is not free, slide
+            // along one axis instead. A link stretched for 30 rounds despite that may push
+            // through boxes this one outranks (they are then asked to yield).
+            let stretched = st.links.iter().any(|(a, b)| {
+                let other = if usize::from(*a) == me {
+                    usize::from(*b)
+                } else if usize::from(*b) == me {
+                    usize::from(*a)
+                } else {
+                    return false;
+                };
+                st.elems.get(other).is_some_and(|o| super::layout::gap(mine, o) > super::layout::CLOSE)
+            });
+            let forceful = match (stretched, self.stretched_since) {
+                (false, _) => {
+                    self.stretched_since = None;
+                    false
+                }
+                (true, None) => {
+                    self.stretched_since = Some(st.round);
+                    false
+                }
+                (true, Some(since)) => st.round >= since + 30,
+            };
             let (px, py) = st.pull(me);
-            let pull = st.clamp_step(me, px, py);
-            if st.only_overlaps_lesser(me, pull.0, pull.1) { pull } else { (0, 0) }
+            let free = [(px, py), (px, 0), (0, py)]
+                .into_iter()
+                .map(|(x, y)| st.clamp_step(me, x, y))
+                .find(|&(x, y)| (x, y) != (0, 0) && st.overlaps_at(me, x, y) == 0);
+            match free {
+                Some(step) => step,
+                None if forceful => {
+                    self.stretched_since = Some(st.round);
+                    let step = st.clamp_step(me, px, py);
+                    if st.greater_overlaps_at(me, step.0, step.1, me) == 0 { step } else { (0, 0) }
+                }
+                None => (0, 0),
+            }
         };
         if dx != 0 || dy != 0 {
             ctx.submit(st.round + 1, &LayoutMove { elem: me as u16, dx, dy });
@@ -207,6 +276,9 @@ pub async fn run(cfg: LayoutConfig, mut progress: impl FnMut(&LayoutState)) -> R
             seen_round: 0,
             owed: (0, 0),
             last: HashMap::new(),
+            asked: HashMap::new(),
+            overlapping_since: None,
+            stretched_since: None,
             negotiations: negotiations.clone(),
         };
         let profile = Profile { kind: "box".into(), tick: Some(Duration::from_millis(20)), ..Profile::default() };
