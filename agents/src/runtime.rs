@@ -287,6 +287,12 @@ pub(crate) struct Inner {
     foreign: Mutex<Option<mpsc::Sender<Direct>>>,
     pub(crate) knowledge: crate::knowledge::Store,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Certificates and evidence this node formed but does not publish at once (it hosts
+    /// neither the proposer nor the voter concerned): published when due unless someone else's
+    /// copy arrived first.
+    deferred: Mutex<Vec<(u64, WireKey, VoteWire)>>,
+    /// Certificates and evidence seen on the topic (bounded).
+    seen_wire: Mutex<VecDeque<WireKey>>,
     announcements: tokio::sync::broadcast::Sender<Arc<SignedAnnouncement>>,
 }
 
@@ -373,6 +379,8 @@ impl Runtime {
             foreign: Mutex::new(None),
             knowledge: crate::knowledge::Store::default(),
             tasks: Mutex::new(Vec::new()),
+            deferred: Mutex::new(Vec::new()),
+            seen_wire: Mutex::new(VecDeque::new()),
             announcements,
         });
         let rt = Runtime { inner };
@@ -1387,10 +1395,12 @@ impl Runtime {
                     self.inner.ballot_wake.notify_one();
                 }
                 VoteWire::Certificate(c) => {
+                    self.seen(WireKey::Certificate(c.proposal.id()));
                     lock(&self.inner.ballots).on_certificate(c);
                     self.inner.ballot_wake.notify_one();
                 }
                 VoteWire::Evidence(e) => {
+                    self.seen(WireKey::Evidence(e.proposal, e.voter));
                     lock(&self.inner.ballots).on_evidence(e);
                     self.inner.ballot_wake.notify_one();
                 }
@@ -1398,9 +1408,60 @@ impl Runtime {
         }
     }
 
+    fn hosts(&self, agent: &AgentId) -> bool {
+        lock(&self.inner.agents).contains_key(agent)
+    }
+
+    fn seen(&self, key: WireKey) {
+        let mut s = lock(&self.inner.seen_wire);
+        if !s.contains(&key) {
+            s.push_back(key);
+            while s.len() > 8192 {
+                s.pop_front();
+            }
+        }
+    }
+
+    fn defer(&self, key: WireKey, w: VoteWire) {
+        let jitter = u64::from(self.inner.node.id().0[0]) * DEFER_MS / 256;
+        let mut d = lock(&self.inner.deferred);
+        if d.len() < 4096 {
+            d.push((unix_ms() + DEFER_MS + jitter, key, w));
+        }
+    }
+
+    /// Publishes deferred certificates and evidence that are due and nobody else published.
+    async fn publish_due(&self) {
+        let now = unix_ms();
+        let due: Vec<VoteWire> = {
+            let mut d = lock(&self.inner.deferred);
+            let seen = lock(&self.inner.seen_wire);
+            let mut out = Vec::new();
+            d.retain(|(at, key, w)| {
+                if seen.contains(key) {
+                    return false;
+                }
+                if *at <= now {
+                    out.push(w.clone());
+                    return false;
+                }
+                true
+            });
+            out
+        };
+        for w in due {
+            let _ = self.inner.node.publish(VOTES_TOPIC, wire::encode(&w)).await;
+        }
+    }
+
     async fn ballot_driver(self) {
         loop {
+            self.publish_due().await;
             let next = lock(&self.inner.ballots).next_deadline();
+            let next = match lock(&self.inner.deferred).iter().map(|(at, _, _)| *at).min() {
+                Some(d) => Some(next.map_or(d, |n| n.min(d))),
+                None => next,
+            };
             let sleep = next.map_or(Duration::from_secs(1), |d| Duration::from_millis(d.saturating_sub(unix_ms())));
             tokio::select! {
                 _ = self.inner.ballot_wake.notified() => {}
@@ -1425,11 +1486,12 @@ impl Runtime {
                 match o {
                     Output::Decided { id, decision, formed } => {
                         if formed && let Decision::Certified(c) = &decision {
-                            let _ = self
-                                .inner
-                                .node
-                                .publish(VOTES_TOPIC, wire::encode(&VoteWire::Certificate((**c).clone())))
-                                .await;
+                            let w = VoteWire::Certificate((**c).clone());
+                            if self.hosts(&c.proposal.proposer) {
+                                let _ = self.inner.node.publish(VOTES_TOPIC, wire::encode(&w)).await;
+                            } else {
+                                self.defer(WireKey::Certificate(id), w);
+                            }
                         }
                         let local = lock(&self.inner.interest).get(&id).cloned().unwrap_or_default();
                         let decision = Arc::new(decision);
@@ -1441,11 +1503,13 @@ impl Runtime {
                     }
                     Output::Evidence { evidence, found } => {
                         if found {
-                            let _ = self
-                                .inner
-                                .node
-                                .publish(VOTES_TOPIC, wire::encode(&VoteWire::Evidence(evidence.clone())))
-                                .await;
+                            let w = VoteWire::Evidence(evidence.clone());
+                            let proposer = lock(&self.inner.ballots).proposal(&evidence.proposal).map(|p| p.proposer);
+                            if self.hosts(&evidence.voter) || proposer.is_some_and(|p| self.hosts(&p)) {
+                                let _ = self.inner.node.publish(VOTES_TOPIC, wire::encode(&w)).await;
+                            } else {
+                                self.defer(WireKey::Evidence(evidence.proposal, evidence.voter), w);
+                            }
                         }
                         let local = lock(&self.inner.interest).get(&evidence.proposal).cloned().unwrap_or_default();
                         let evidence = Arc::new(evidence);
@@ -1467,6 +1531,18 @@ pub(crate) enum LocalOrRemote {
     Local(tokio::sync::oneshot::Sender<Reply>),
     Remote(suprnova_node::Responder),
 }
+
+/// Names a certificate (by proposal) or a piece of evidence (by proposal and voter).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum WireKey {
+    Certificate(Digest),
+    Evidence(Digest, AgentId),
+}
+
+/// How long a node that formed a certificate or found evidence, but hosts neither the proposer
+/// nor the voter concerned, waits for someone else's copy before publishing its own (plus up to
+/// the same again, from its node id, so not all publish at once).
+const DEFER_MS: u64 = 400;
 
 /// An unanswered request: who answers, the request's id, when it arrived.
 type Pending = (Responder, Digest, u64);

@@ -289,16 +289,21 @@ impl Ballots {
     /// Evidence arrived: if it checks and names a voter of an open proposal, that voter is
     /// excluded.
     pub fn on_evidence(&mut self, e: Evidence) {
-        if !e.verify() {
-            self.stats.drops.bad_certificate += 1;
-            return;
-        }
-        let Some(b) = self.open.get_mut(&e.proposal) else { return };
+        // Cheap checks first: evidence about a ballot not held, or a voter already excluded,
+        // changes nothing and is not worth two signature checks.
+        let Some(b) = self.open.get(&e.proposal) else { return };
         let Some(i) = b.proposal.voter_index(&e.voter) else {
             self.stats.drops.bad_certificate += 1;
             return;
         };
-        if !b.excluded.contains(&i) {
+        if b.excluded.contains(&i) {
+            return;
+        }
+        if !e.verify() {
+            self.stats.drops.bad_certificate += 1;
+            return;
+        }
+        if let Some(b) = self.open.get_mut(&e.proposal) {
             self.stats.evidence_received += 1;
             Self::exclude(b, i);
             self.out.push_back(Output::Evidence { evidence: e, found: false });

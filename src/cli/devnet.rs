@@ -423,7 +423,11 @@ pub async fn run(o: Options) -> Result<()> {
                 .push(format!("agents: {} of {} equivocations caught", a.equivocations_caught, a.equivocations_made));
         }
         if a.knowledge_exact < 11 {
-            report.failures.push(format!("agents: {} of 11 knowledge copies hash-exact", a.knowledge_exact));
+            report.failures.push(format!(
+                "agents: {} of 11 knowledge copies hash-exact ({})",
+                a.knowledge_exact,
+                a.knowledge_errors.join("; ")
+            ));
         }
         report.agents = Some(a);
     }
@@ -700,7 +704,7 @@ fn print_text(r: &Report, pairs: usize) {
             a.agents, a.nodes, a.announce_s, a.announce_writes
         );
         println!(
-            "  agents discovery      {} queries: recall {:.1} %, precision {:.1} %, {} incomplete; p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms",
+            "  agents discovery      {} queries, one at a time: recall {:.1} %, precision {:.1} %, {} incomplete; p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms",
             a.discovery_queries,
             a.discovery_recall * 100.0,
             a.discovery_precision * 100.0,
@@ -725,6 +729,10 @@ fn print_text(r: &Report, pairs: usize) {
             a.equivocations_caught,
             a.equivocations_made,
             a.certificate_bytes
+        );
+        println!(
+            "  agents votes, honest  {} proposals to {} honest voters: decision p50 {:.1} ms, p99 {:.1} ms",
+            a.proposals, a.voters, a.decision_honest.p50_ms, a.decision_honest.p99_ms
         );
         println!(
             "  agents knowledge      10 MiB to 1 agent in {:.1} ms, to 10 agents in {:.1} ms; {}/11 copies hash-exact",

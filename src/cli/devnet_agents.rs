@@ -45,7 +45,7 @@ pub struct AgentsReport {
     pub announce_writes: u64,
     /// Discovery queries (capability, sometimes with a kind or a memory minimum).
     pub discovery_queries: usize,
-    /// Latency of a discovery (16 set reads in one parallel round).
+    /// Latency of a discovery (16 set reads in one parallel round), one query at a time.
     pub discovery: Latency,
     /// Agents found that match, over agents that match (ground truth), in all queries.
     pub discovery_recall: f64,
@@ -71,8 +71,11 @@ pub struct AgentsReport {
     pub certified: usize,
     /// Proposals that expired.
     pub expired: usize,
-    /// Time from proposing to the certificate at the proposer's node.
+    /// Time from proposing to the certificate at the proposer's node (a third of the voters
+    /// malicious: the certificate needs every honest vote).
     pub decision: Latency,
+    /// The same with 64 honest voters (the certificate needs the first 43 votes).
+    pub decision_honest: Latency,
     /// Equivocating voters caught with evidence (distinct voter and proposal), over those
     /// that equivocated.
     pub equivocations_caught: usize,
@@ -87,6 +90,8 @@ pub struct AgentsReport {
     pub knowledge_ten_ms: f64,
     /// Receivers whose copy is hash-exact.
     pub knowledge_exact: usize,
+    /// Why shares failed, if any did.
+    pub knowledge_errors: Vec<String>,
     /// Refusals counted by the runtimes, by reason (summed over nodes).
     pub drops: std::collections::BTreeMap<String, u64>,
 }
@@ -109,7 +114,8 @@ impl Agent for Worker {
         for e in ctx.take_events() {
             match &e {
                 Event::Request { id, body, .. } => ctx.respond(*id, body.clone()),
-                Event::Proposal { proposal } if proposal.proposer != ctx.me() => match self.role {
+                // A voter votes on every proposal it is eligible for, its own included.
+                Event::Proposal { proposal } => match self.role {
                     Role::Honest => {
                         ctx.vote(proposal, b"yes");
                     }
@@ -129,6 +135,7 @@ impl Agent for Worker {
 }
 
 struct Hosted {
+    key: [u8; 32],
     addr: AgentAddr,
     profile: Profile,
     role: Role,
@@ -195,6 +202,7 @@ pub async fn run(nodes: &[Node], count: usize, bar: &indicatif::ProgressBar) -> 
         }
         set.spawn(async move { rt.spawn_with(id, p, worker).await.map(|_| ()) });
         hosted.push(Hosted {
+            key: s,
             addr: AgentAddr { agent: Identity::from_seed(s).public_key(), node: node_id },
             profile,
             role,
@@ -234,36 +242,12 @@ pub async fn run(nodes: &[Node], count: usize, bar: &indicatif::ProgressBar) -> 
             .map(|h| h.addr.agent)
             .collect()
     };
-    let mut qset = JoinSet::new();
+    // One query at a time: the latency of a discovery, not of a queue of them.
     for (qi, c) in queries.iter().enumerate() {
-        let rt = rts.get(pick(n)).ok_or_else(|| anyhow!("no runtime"))?.clone();
-        let c = c.clone();
-        while qset.len() >= 8 {
-            if let Some(r) = qset.join_next().await {
-                let (qi, ms, d): (usize, f64, _) = r?;
-                collect(
-                    &truth,
-                    &queries,
-                    qi,
-                    ms,
-                    d,
-                    &mut lat,
-                    &mut found_ok,
-                    &mut truth_total,
-                    &mut found_total,
-                    &mut report,
-                );
-                bar.inc(1);
-            }
-        }
-        qset.spawn(async move {
-            let t = Instant::now();
-            let d = rt.discover(&c).await;
-            (qi, t.elapsed().as_secs_f64() * 1e3, d)
-        });
-    }
-    while let Some(r) = qset.join_next().await {
-        let (qi, ms, d) = r?;
+        let rt = rts.get(pick(n)).ok_or_else(|| anyhow!("no runtime"))?;
+        let t = Instant::now();
+        let d = rt.discover(c).await;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
         collect(&truth, &queries, qi, ms, d, &mut lat, &mut found_ok, &mut truth_total, &mut found_total, &mut report);
         bar.inc(1);
     }
@@ -388,6 +372,36 @@ pub async fn run(nodes: &[Node], count: usize, bar: &indicatif::ProgressBar) -> 
         }
     }
     report.decision = Latency::of(&mut decisions);
+    // The same with every voter honest.
+    let mut honest_decisions = Vec::new();
+    for p in 0..PROPOSALS {
+        let voters: Vec<AgentId> = (0..VOTERS)
+            .filter_map(|j| honest.get((p * 17 + j * 5) % honest.len().max(1)).map(|h| h.addr.agent))
+            .collect();
+        let proposer = honest.get((p * 29 + 3) % honest.len().max(1)).ok_or_else(|| anyhow!("no proposer"))?;
+        let rt = rts.get(proposer.rt).ok_or_else(|| anyhow!("no runtime"))?;
+        let t = Instant::now();
+        let prop = rt
+            .propose_from(&proposer.addr.agent, format!("honest {p}").as_bytes(), voters, Duration::from_secs(30))
+            .await
+            .map_err(|e| anyhow!("propose: {e}"))?;
+        let id = prop.id();
+        let deadline = Instant::now() + Duration::from_secs(35);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, rx.recv()).await {
+                Ok(Some((who, Event::Decided { id: d, decision }))) if d == id && who == proposer.addr.agent => {
+                    if matches!(&*decision, Decision::Certified(c) if c.verify().is_ok()) {
+                        honest_decisions.push(t.elapsed().as_secs_f64() * 1e3);
+                    }
+                    break;
+                }
+                Ok(Some(_)) => {}
+                _ => break,
+            }
+        }
+    }
+    report.decision_honest = Latency::of(&mut honest_decisions);
     report.equivocations_made = made;
     report.equivocations_caught = caught.len();
 
@@ -407,14 +421,7 @@ pub async fn run(nodes: &[Node], count: usize, bar: &indicatif::ProgressBar) -> 
             break;
         }
     }
-    let seed_of = |h: &Hosted| -> Identity {
-        // Agents' keys are reproduced from their index (see above).
-        let i = hosted.iter().position(|x| x.addr == h.addr).unwrap_or(0);
-        let mut s = [0u8; 32];
-        s[..8].copy_from_slice(&(i as u64).to_le_bytes());
-        s[8..16].copy_from_slice(&seed.to_le_bytes());
-        Identity::from_seed(s)
-    };
+    let seed_of = |h: &Hosted| Identity::from_seed(h.key);
     let sharer_id = seed_of(sharer);
     let first = peers.first().ok_or_else(|| anyhow!("no peer"))?;
     let t = Instant::now();
@@ -435,6 +442,13 @@ pub async fn run(nodes: &[Node], count: usize, bar: &indicatif::ProgressBar) -> 
     report.knowledge_ten_ms = t.elapsed().as_secs_f64() * 1e3;
     bar.inc(1);
     let mut exact = 0;
+    for (_, r) in one.iter().chain(results.iter()) {
+        if let Err(e) = r
+            && report.knowledge_errors.len() < 4
+        {
+            report.knowledge_errors.push(e.clone());
+        }
+    }
     if one.iter().all(|(_, r)| r.is_ok()) {
         let rt = rts.get(first.rt).ok_or_else(|| anyhow!("no runtime"))?;
         if let Some(item) = rt.knowledge("devnet-one").first()
