@@ -39,6 +39,8 @@ use crate::wire::{
 pub const INDEX_TTL: Duration = Duration::from_secs(3600);
 /// Items fetched at once by one offer or sync.
 const PARALLEL_ITEMS: usize = 4;
+/// Offers a runtime fetches at once; more are refused as busy.
+const MAX_OFFERS: usize = 8;
 
 /// What a node's agents published and received.
 #[derive(Default)]
@@ -47,6 +49,8 @@ pub(crate) struct Store {
     own: std::sync::Mutex<HashMap<(AgentId, String), Index>>,
     /// Items held per domain, by name.
     held: std::sync::Mutex<HashMap<String, BTreeMap<String, Item>>>,
+    /// Offers being fetched now.
+    active: std::sync::atomic::AtomicUsize,
 }
 
 impl Store {
@@ -313,21 +317,34 @@ impl Runtime {
     /// Answers a runtime-level request (a knowledge offer) from node `from`.
     pub(crate) async fn system(&self, from: NodeId, e: Envelope, responder: suprnova_node::Responder) {
         let body = e.body.get(wire::SYSTEM_TAG.len()..).unwrap_or_default();
-        let reply = match wire::decode::<System>(body) {
-            Err(_) => {
-                self.inner.counters.knowledge_bad_index.fetch_add(1, Ordering::Relaxed);
-                OfferReply::Refused(wire::bounded("malformed").unwrap_or_default())
-            }
-            Ok(System::Offer(offer)) => match self.accept_offer(from, &e, offer).await {
-                Ok(ack) => OfferReply::Ack(ack),
-                Err(why) => OfferReply::Refused(bounded_lossy(&why)),
-            },
+        // At most MAX_OFFERS offers are fetched at once; more are refused as busy.
+        let active = &self.inner.knowledge.active;
+        let busy = active.fetch_add(1, Ordering::Relaxed) >= MAX_OFFERS;
+        let reply = if busy {
+            self.inner.counters.knowledge_busy.fetch_add(1, Ordering::Relaxed);
+            OfferReply::Refused(bounded_lossy("busy"))
+        } else {
+            self.answer_system(from, &e, body).await
         };
+        active.fetch_sub(1, Ordering::Relaxed);
         let answer = match self.hosted(&e.to) {
             Some(h) => Reply::answer(&h.identity, &e.id(), &wire::encode(&reply)).unwrap_or(Reply::Refused),
             None => Reply::NoSuchAgent,
         };
         responder.respond(wire::encode(&answer));
+    }
+
+    async fn answer_system(&self, from: NodeId, e: &Envelope, body: &[u8]) -> OfferReply {
+        match wire::decode::<System>(body) {
+            Err(_) => {
+                self.inner.counters.knowledge_bad_index.fetch_add(1, Ordering::Relaxed);
+                OfferReply::Refused(wire::bounded("malformed").unwrap_or_default())
+            }
+            Ok(System::Offer(offer)) => match self.accept_offer(from, e, offer).await {
+                Ok(ack) => OfferReply::Ack(ack),
+                Err(why) => OfferReply::Refused(bounded_lossy(&why)),
+            },
+        }
     }
 
     async fn accept_offer(&self, from: NodeId, e: &Envelope, offer: Offer) -> Result<Ack, String> {

@@ -170,6 +170,7 @@ pub(crate) struct Counters {
     pub(crate) knowledge_fetched: AtomicU64,
     pub(crate) knowledge_skipped: AtomicU64,
     pub(crate) knowledge_bytes: AtomicU64,
+    pub(crate) knowledge_busy: AtomicU64,
     announcements_seen: AtomicU64,
     submits: AtomicU64,
 }
@@ -237,6 +238,8 @@ pub struct AgentStats {
     pub knowledge_skipped: u64,
     /// Knowledge bytes fetched.
     pub knowledge_bytes: u64,
+    /// Knowledge offers refused because `MAX_OFFERS` (8) were being fetched.
+    pub knowledge_busy: u64,
     /// Verified announcements seen on the topic.
     pub announcements_seen: u64,
     /// Mesh inputs submitted.
@@ -554,6 +557,7 @@ impl Runtime {
             knowledge_fetched: g(&c.knowledge_fetched),
             knowledge_skipped: g(&c.knowledge_skipped),
             knowledge_bytes: g(&c.knowledge_bytes),
+            knowledge_busy: g(&c.knowledge_busy),
             announcements_seen: g(&c.announcements_seen),
             submits: g(&c.submits),
             ballots: lock(&self.inner.ballots).stats(),

@@ -326,38 +326,15 @@ pub async fn run(nodes: &[Node], count: usize, bar: &indicatif::ProgressBar) -> 
         voters.extend(eq);
         let proposer = honest.get((p * 31 + 1) % honest.len().max(1)).ok_or_else(|| anyhow!("no proposer"))?;
         let rt = rts.get(proposer.rt).ok_or_else(|| anyhow!("no runtime"))?;
-        let t = Instant::now();
-        let prop = rt
-            .propose_from(&proposer.addr.agent, format!("proposal {p}").as_bytes(), voters, Duration::from_secs(30))
-            .await
-            .map_err(|e| anyhow!("propose: {e}"))?;
-        let id = prop.id();
-        let deadline = Instant::now() + Duration::from_secs(35);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, rx.recv()).await {
-                Ok(Some((who, Event::Decided { id: d, decision }))) if d == id && who == proposer.addr.agent => {
-                    match &*decision {
-                        Decision::Certified(c) => {
-                            decisions.push(t.elapsed().as_secs_f64() * 1e3);
-                            if c.verify().is_ok() {
-                                report.certified += 1;
-                            }
-                            report.certificate_bytes =
-                                report.certificate_bytes.max(suprnova_agents::wire::encode(&**c).len());
-                        }
-                        Decision::Expired => report.expired += 1,
-                    }
-                    break;
+        match decide(&mut rx, rt, proposer.addr.agent, format!("proposal {p}"), voters, &mut caught).await? {
+            Some((ms, Decision::Certified(c))) => {
+                decisions.push(ms);
+                if c.verify().is_ok() {
+                    report.certified += 1;
                 }
-                Ok(Some((_, Event::Equivocation { evidence }))) => {
-                    if evidence.verify() {
-                        caught.insert((evidence.proposal, evidence.voter));
-                    }
-                }
-                Ok(Some(_)) => {}
-                _ => break,
+                report.certificate_bytes = report.certificate_bytes.max(suprnova_agents::wire::encode(&*c).len());
             }
+            Some((_, Decision::Expired)) | None => report.expired += 1,
         }
         bar.inc(1);
     }
@@ -380,25 +357,11 @@ pub async fn run(nodes: &[Node], count: usize, bar: &indicatif::ProgressBar) -> 
             .collect();
         let proposer = honest.get((p * 29 + 3) % honest.len().max(1)).ok_or_else(|| anyhow!("no proposer"))?;
         let rt = rts.get(proposer.rt).ok_or_else(|| anyhow!("no runtime"))?;
-        let t = Instant::now();
-        let prop = rt
-            .propose_from(&proposer.addr.agent, format!("honest {p}").as_bytes(), voters, Duration::from_secs(30))
-            .await
-            .map_err(|e| anyhow!("propose: {e}"))?;
-        let id = prop.id();
-        let deadline = Instant::now() + Duration::from_secs(35);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, rx.recv()).await {
-                Ok(Some((who, Event::Decided { id: d, decision }))) if d == id && who == proposer.addr.agent => {
-                    if matches!(&*decision, Decision::Certified(c) if c.verify().is_ok()) {
-                        honest_decisions.push(t.elapsed().as_secs_f64() * 1e3);
-                    }
-                    break;
-                }
-                Ok(Some(_)) => {}
-                _ => break,
-            }
+        if let Some((ms, Decision::Certified(c))) =
+            decide(&mut rx, rt, proposer.addr.agent, format!("honest {p}"), voters, &mut caught).await?
+            && c.verify().is_ok()
+        {
+            honest_decisions.push(ms);
         }
     }
     report.decision_honest = Latency::of(&mut honest_decisions);
@@ -492,6 +455,41 @@ pub async fn run(nodes: &[Node], count: usize, bar: &indicatif::ProgressBar) -> 
     }
     report.drops = drops.into_iter().filter(|(_, v)| *v > 0).map(|(k, v)| (k.to_string(), v)).collect();
     Ok(report)
+}
+
+/// Proposes `body` from hosted agent `proposer` to `voters` (30 s deadline) and waits for the
+/// outcome at the proposer: milliseconds and the decision (`None` if none came in 35 s).
+/// Equivocation evidence seen meanwhile is noted in `caught`.
+async fn decide(
+    rx: &mut mpsc::UnboundedReceiver<(AgentId, Event)>,
+    rt: &Runtime,
+    proposer: AgentId,
+    body: String,
+    voters: Vec<AgentId>,
+    caught: &mut BTreeSet<([u8; 32], AgentId)>,
+) -> Result<Option<(f64, Decision)>> {
+    let t = Instant::now();
+    let prop = rt
+        .propose_from(&proposer, body.as_bytes(), voters, Duration::from_secs(30))
+        .await
+        .map_err(|e| anyhow!("propose: {e}"))?;
+    let id = prop.id();
+    let deadline = Instant::now() + Duration::from_secs(35);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rx.recv()).await {
+            Ok(Some((who, Event::Decided { id: d, decision }))) if d == id && who == proposer => {
+                return Ok(Some((t.elapsed().as_secs_f64() * 1e3, (*decision).clone())));
+            }
+            Ok(Some((_, Event::Equivocation { evidence }))) => {
+                if evidence.verify() {
+                    caught.insert((evidence.proposal, evidence.voter));
+                }
+            }
+            Ok(Some(_)) => {}
+            _ => return Ok(None),
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -118,6 +118,11 @@ impl LayoutState {
             .count()
     }
 
+    /// Whether one of box `i`'s links is stretched.
+    pub fn has_stretched_link(&self, i: usize) -> bool {
+        self.elems.get(i).is_some_and(|me| self.partners(i).any(|o| gap(me, o) > CLOSE))
+    }
+
     /// Whether box `a` outranks box `b` (larger area, then lower index): the other yields.
     pub fn outranks(&self, a: usize, b: usize) -> bool {
         let area = |i: usize| self.elems.get(i).map_or(0, |e| e.w * e.h);
@@ -153,19 +158,34 @@ impl LayoutState {
             })
     }
 
+    /// The boxes box `i` would overlap after moving by `(dx, dy)`.
+    fn overlapped_at(&self, i: usize, dx: i32, dy: i32) -> impl Iterator<Item = usize> + '_ {
+        let moved = self.elems.get(i).map(|e| Elem { x: e.x + dx, y: e.y + dy, ..e.clone() });
+        self.elems.iter().enumerate().filter_map(move |(j, o)| {
+            let m = moved.as_ref()?;
+            let (ox, oy) = overlap(m, o);
+            (j != i && ox > 0 && oy > 0).then_some(j)
+        })
+    }
+
     /// How many boxes that outrank box `i` (other than `except`) it would overlap after moving
     /// by `(dx, dy)`.
     pub fn greater_overlaps_at(&self, i: usize, dx: i32, dy: i32, except: usize) -> usize {
-        let Some(e) = self.elems.get(i) else { return 0 };
-        let moved = Elem { x: e.x + dx, y: e.y + dy, ..e.clone() };
-        self.elems
-            .iter()
-            .enumerate()
-            .filter(|(j, o)| {
-                let (ox, oy) = overlap(&moved, o);
-                *j != i && *j != except && ox > 0 && oy > 0 && self.outranks(*j, i)
-            })
-            .count()
+        self.overlapped_at(i, dx, dy).filter(|j| *j != except && self.outranks(*j, i)).count()
+    }
+
+    /// The boxes linked to box `i`.
+    fn partners(&self, i: usize) -> impl Iterator<Item = &Elem> + '_ {
+        self.links.iter().filter_map(move |(a, b)| {
+            let other = if usize::from(*a) == i {
+                usize::from(*b)
+            } else if usize::from(*b) == i {
+                usize::from(*a)
+            } else {
+                return None;
+            };
+            self.elems.get(other)
+        })
     }
 
     /// A force-directed step for box `i` at `round` (Fruchterman and Reingold): links attract
@@ -187,15 +207,7 @@ impl LayoutState {
             fx += dx / d * rep;
             fy += dy / d * rep;
         }
-        for (a, b) in &self.links {
-            let other = if usize::from(*a) == i {
-                usize::from(*b)
-            } else if usize::from(*b) == i {
-                usize::from(*a)
-            } else {
-                continue;
-            };
-            let Some(o) = self.elems.get(other) else { continue };
+        for o in self.partners(i) {
             let (ox, oy) = (f64::from(o.centre().0), f64::from(o.centre().1));
             let (dx, dy) = (ox - mx, oy - my);
             let d = (dx * dx + dy * dy).sqrt().max(1.0);
@@ -216,16 +228,7 @@ impl LayoutState {
 
     /// How many boxes box `i` would overlap after moving by `(dx, dy)`.
     pub fn overlaps_at(&self, i: usize, dx: i32, dy: i32) -> usize {
-        let Some(e) = self.elems.get(i) else { return 0 };
-        let moved = Elem { x: e.x + dx, y: e.y + dy, ..e.clone() };
-        self.elems
-            .iter()
-            .enumerate()
-            .filter(|(j, o)| {
-                let (ox, oy) = overlap(&moved, o);
-                *j != i && ox > 0 && oy > 0
-            })
-            .count()
+        self.overlapped_at(i, dx, dy).count()
     }
 
     /// The step that brings box `i` towards its linked boxes that are too far (at most 20 px
@@ -233,15 +236,7 @@ impl LayoutState {
     pub fn pull(&self, i: usize) -> (i32, i32) {
         let Some(me) = self.elems.get(i) else { return (0, 0) };
         let (mut dx, mut dy) = (0i64, 0i64);
-        for (a, b) in &self.links {
-            let other = if usize::from(*a) == i {
-                usize::from(*b)
-            } else if usize::from(*b) == i {
-                usize::from(*a)
-            } else {
-                continue;
-            };
-            let Some(o) = self.elems.get(other) else { continue };
+        for o in self.partners(i) {
             let g = gap(me, o);
             if g > CLOSE - 10 {
                 let (mc, oc) = (me.centre(), o.centre());

@@ -197,16 +197,7 @@ impl Agent for BoxAgent {
             // Towards linked boxes, only onto free space; if the straight way is not free, slide
             // along one axis instead. A link stretched for 30 rounds despite that may push
             // through boxes this one outranks (they are then asked to yield).
-            let stretched = st.links.iter().any(|(a, b)| {
-                let other = if usize::from(*a) == me {
-                    usize::from(*b)
-                } else if usize::from(*b) == me {
-                    usize::from(*a)
-                } else {
-                    return false;
-                };
-                st.elems.get(other).is_some_and(|o| super::layout::gap(mine, o) > super::layout::CLOSE)
-            });
+            let stretched = st.has_stretched_link(me);
             let forceful = match (stretched, self.stretched_since) {
                 (false, _) => {
                     self.stretched_since = None;
