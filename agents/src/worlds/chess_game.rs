@@ -90,6 +90,9 @@ struct Counters {
     expired: AtomicU64,
 }
 
+/// A ply that has not moved for this long starts over, ms.
+const PLY_RESTART_MS: u64 = 5000;
+
 /// A candidate a piece tells its side.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Candidate {
@@ -114,6 +117,12 @@ pub struct PieceAgent {
     /// Candidates for plies this node has not reached yet.
     early: Vec<(AgentId, Candidate)>,
     voted: HashSet<Digest>,
+    /// Pieces whose proposal for the current ply this piece has seen.
+    proposed_this_ply: Vec<AgentId>,
+    /// When this piece started (or restarted) the current ply.
+    ply_started: u64,
+    /// Proposers of this ply's proposals, by proposal id.
+    proposers: std::collections::HashMap<Digest, AgentId>,
     mine: Option<(Digest, u64)>,
     cert: Option<(Box<crate::wire::Certificate>, u64)>,
 }
@@ -140,6 +149,9 @@ impl PieceAgent {
             pending: vec![],
             early: vec![],
             voted: HashSet::new(),
+            proposed_this_ply: vec![],
+            ply_started: 0,
+            proposers: std::collections::HashMap::new(),
             mine: None,
             cert: None,
         }
@@ -170,12 +182,20 @@ impl Agent for PieceAgent {
         let Some(board) = st.board() else { return };
         let ply = st.moves.len() as u32;
         let mut events = events;
+        let now = ctx.now_ms();
+        // A ply that has not moved for 5 s starts over: candidates again, fresh proposals (the
+        // liveness timer; every piece hits it, and what they agree on next is new).
+        if self.ply == Some(ply) && now > self.ply_started + PLY_RESTART_MS {
+            self.ply = None;
+        }
         if self.ply != Some(ply) {
             self.ply = Some(ply);
+            self.ply_started = now;
             self.candidates.clear();
             self.sent = false;
             self.ready_since = None;
             self.skip.clear();
+            self.proposed_this_ply.clear();
             self.mine = None;
             self.cert = None;
             // Proposals and candidates that came before this node saw the ply are kept.
@@ -190,7 +210,6 @@ impl Agent for PieceAgent {
             }
         }
         let side = st.white_to_move();
-        let now = ctx.now_ms();
         for e in events {
             match e {
                 Event::Broadcast { from, body, .. } => {
@@ -209,25 +228,40 @@ impl Agent for PieceAgent {
                         self.candidates.insert(from, c.mv);
                     }
                 }
-                Event::Proposal { proposal } => self.pending.push(proposal),
-                Event::Decided { id, decision } => match &*decision {
-                    Decision::Certified(c) if self.mine.is_some_and(|(m, _)| m == id) && c.choice.as_slice() == YES => {
-                        self.counters.certified.fetch_add(1, Ordering::Relaxed);
-                        ctx.submit(round + 1, &ChessInput::Move(c.clone()));
-                        self.cert = Some((c.clone(), now));
+                Event::Proposal { proposal } => {
+                    if self.proposers.len() >= 256 {
+                        self.proposers.clear();
                     }
-                    Decision::Certified(_) => {}
-                    Decision::Expired => {
-                        if self.mine.is_some_and(|(m, _)| m == id) {
-                            self.counters.expired.fetch_add(1, Ordering::Relaxed);
+                    self.proposers.insert(proposal.id(), proposal.proposer);
+                    self.pending.push(proposal);
+                }
+                Event::Decided { id, decision } => {
+                    let rejected = match &*decision {
+                        Decision::Certified(c) if c.choice.as_slice() == YES => {
+                            if self.mine.is_some_and(|(m, _)| m == id) {
+                                self.counters.certified.fetch_add(1, Ordering::Relaxed);
+                                ctx.submit(round + 1, &ChessInput::Move(c.clone()));
+                                self.cert = Some((c.clone(), now));
+                            }
+                            false
                         }
-                        // Retry this ply without the proposer whose proposal expired.
-                        if let Some(w) = winner(&self.candidates, &self.skip) {
-                            self.skip.push(w.0);
-                            self.ready_since = Some(now);
+                        // A quorum said no, or the deadline passed.
+                        Decision::Certified(_) => true,
+                        Decision::Expired => {
+                            if self.mine.is_some_and(|(m, _)| m == id) {
+                                self.counters.expired.fetch_add(1, Ordering::Relaxed);
+                            }
+                            true
                         }
+                    };
+                    // Retry this ply without the proposer whose proposal failed.
+                    if rejected && let Some(p) = self.proposers.get(&id) {
+                        if !self.skip.contains(p) {
+                            self.skip.push(*p);
+                        }
+                        self.ready_since = Some(now);
                     }
-                },
+                }
                 _ => {}
             }
         }
@@ -264,7 +298,11 @@ impl Agent for PieceAgent {
             return;
         }
         let ready_since = *self.ready_since.get_or_insert(now);
-        let Some((w, uci)) = winner(&self.candidates, &self.skip) else { return };
+        let Some((w, uci)) = winner(&self.candidates, &self.skip) else {
+            // Every candidate failed once: start over with all of them.
+            self.skip.clear();
+            return;
+        };
         if w == me && self.mine.is_none() {
             let body = wire::encode(&MoveBody { ply, uci: uci.clone() });
             if let Ok(p) = ctx.propose(&body, live.clone(), Duration::from_secs(3)) {
@@ -279,7 +317,6 @@ impl Agent for PieceAgent {
             ctx.submit(round + 1, &ChessInput::Move(c.clone()));
             self.cert = Some((c.clone(), now));
         }
-        let mut waiting_for_winner = true;
         for p in std::mem::take(&mut self.pending) {
             let Ok(body) = wire::decode::<MoveBody>(&p.body) else {
                 self.vote(ctx, &p, NO);
@@ -290,13 +327,13 @@ impl Agent for PieceAgent {
             }
             let agree =
                 p.proposer == w && body.uci == uci && legal(&board, &body.uci).is_some() && p.voters.to_vec() == live;
-            if p.proposer == w {
-                waiting_for_winner = false;
+            if !self.proposed_this_ply.contains(&p.proposer) {
+                self.proposed_this_ply.push(p.proposer);
             }
             self.vote(ctx, &p, if agree { YES } else { NO });
         }
         // A winner that never proposes is skipped after a while.
-        if waiting_for_winner && w != me && now > ready_since + 2500 && self.voted.is_empty() {
+        if w != me && !self.proposed_this_ply.contains(&w) && now > ready_since + 2500 {
             self.skip.push(w);
             self.ready_since = Some(now);
         }
