@@ -284,6 +284,8 @@ pub(crate) struct Inner {
     interest: Mutex<HashMap<Digest, Vec<AgentId>>>,
     pending: Mutex<HashMap<(AgentId, u64), Pending>>,
     next_request: AtomicU64,
+    /// When unanswered requests were last swept.
+    last_sweep: AtomicU64,
     swarms: Mutex<HashMap<String, Vec<AgentId>>>,
     spatial: Mutex<Option<Spatial>>,
     mesh: Mutex<Option<(Digest, Submitter)>>,
@@ -376,6 +378,7 @@ impl Runtime {
             interest: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(1),
+            last_sweep: AtomicU64::new(0),
             swarms: Mutex::new(HashMap::new()),
             spatial: Mutex::new(None),
             mesh: Mutex::new(None),
@@ -1029,12 +1032,7 @@ impl Runtime {
         };
         let reply = Reply::answer(&me.identity, &request, body).unwrap_or(Reply::Refused);
         self.inner.counters.requests_answered.fetch_add(1, Ordering::Relaxed);
-        match responder {
-            Responder::Remote(r) => r.respond(wire::encode(&reply)),
-            Responder::Local(tx) => {
-                let _ = tx.send(reply);
-            }
-        }
+        responder.send(reply);
     }
 
     async fn broadcast_from(&self, me: &Hosted, swarm: &str, body: &[u8]) -> Result<(), SendError> {
@@ -1218,12 +1216,8 @@ impl Runtime {
     fn deliver(&self, e: Envelope, responder: Option<LocalOrRemote>) -> Result<(), Reply> {
         let c = &self.inner.counters;
         let refuse = |responder: Option<LocalOrRemote>, reply: Reply| {
-            match responder {
-                Some(LocalOrRemote::Remote(r)) => r.respond(wire::encode(&reply)),
-                Some(LocalOrRemote::Local(tx)) => {
-                    let _ = tx.send(reply.clone());
-                }
-                None => {}
+            if let Some(r) = responder {
+                r.send(reply.clone());
             }
             Err(reply)
         };
@@ -1239,8 +1233,10 @@ impl Runtime {
             Some(r) => {
                 let rid = self.inner.next_request.fetch_add(1, Ordering::Relaxed);
                 let mut pending = lock(&self.inner.pending);
-                // Bound what unanswered requests hold: forget those older than a minute.
-                if pending.len() >= MAX_PENDING {
+                // Bound what unanswered requests hold: forget those older than a minute (at most
+                // one sweep a second, so a flood at the cap costs no sweep per request).
+                let now = unix_ms();
+                if pending.len() >= MAX_PENDING && self.inner.last_sweep.swap(now, Ordering::Relaxed) + 1000 <= now {
                     let cutoff = unix_ms().saturating_sub(60_000);
                     pending.retain(|_, (_, _, t)| *t >= cutoff);
                 }
@@ -1249,11 +1245,7 @@ impl Runtime {
                     c.drop_mailbox_full.fetch_add(1, Ordering::Relaxed);
                     return refuse(Some(r), Reply::MailboxFull);
                 }
-                let resp = match r {
-                    LocalOrRemote::Remote(r) => Responder::Remote(r),
-                    LocalOrRemote::Local(tx) => Responder::Local(tx),
-                };
-                pending.insert((e.to, rid), (resp, e.id(), unix_ms()));
+                pending.insert((e.to, rid), (r, e.id(), unix_ms()));
                 Event::Request { id: RequestId(rid), from: e.from, body: e.body.to_vec() }
             }
         };
@@ -1270,14 +1262,7 @@ impl Runtime {
                     && let Some(rid) = rid
                     && let Some((resp, _, _)) = lock(&self.inner.pending).remove(&(e.to, rid))
                 {
-                    {
-                        match resp {
-                            Responder::Remote(r) => r.respond(wire::encode(&Reply::MailboxFull)),
-                            Responder::Local(tx) => {
-                                let _ = tx.send(Reply::MailboxFull);
-                            }
-                        }
-                    }
+                    resp.send(Reply::MailboxFull);
                 }
                 Err(Reply::MailboxFull)
             }
@@ -1531,9 +1516,21 @@ impl Runtime {
 
 use crate::wire::{Proposal, Vote};
 
+/// Who receives the answer to a request: a local requester, or a remote node's stream.
 pub(crate) enum LocalOrRemote {
     Local(tokio::sync::oneshot::Sender<Reply>),
     Remote(suprnova_node::Responder),
+}
+
+impl LocalOrRemote {
+    fn send(self, reply: Reply) {
+        match self {
+            LocalOrRemote::Remote(r) => r.respond(wire::encode(&reply)),
+            LocalOrRemote::Local(tx) => {
+                let _ = tx.send(reply);
+            }
+        }
+    }
 }
 
 /// Names a certificate (by proposal) or a piece of evidence (by proposal and voter).
@@ -1549,12 +1546,7 @@ enum WireKey {
 const DEFER_MS: u64 = 400;
 
 /// An unanswered request: who answers, the request's id, when it arrived.
-type Pending = (Responder, Digest, u64);
-
-enum Responder {
-    Local(tokio::sync::oneshot::Sender<Reply>),
-    Remote(suprnova_node::Responder),
-}
+type Pending = (LocalOrRemote, Digest, u64);
 
 fn reply_error(r: &Reply) -> SendError {
     match r {
