@@ -76,11 +76,13 @@ pub fn handshake_responder(data: &[u8]) {
         let from = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let now = t0 + Duration::from_millis(u64::try_from(i).unwrap_or(0) * 300);
         ch.handle_datagram(now, from, d);
+        assert!(ch.timer_bound_holds());
         while let Some(t) = ch.poll_transmit() {
             assert!(t.payload.len() <= d.len(), "reply {} > trigger {}", t.payload.len(), d.len());
             assert_eq!(t.dst, from);
         }
         ch.handle_timeout(now);
+        assert!(ch.timer_bound_holds());
         while ch.poll_transmit().is_some() {}
         while ch.poll_event().is_some() {}
         let st = ch.stats();
@@ -243,6 +245,7 @@ pub fn dht_messages(data: &[u8]) {
             let _ = n.send_raw(now, &to, d);
         }
         net.run();
+        assert!(net.nodes.iter().all(|n| n.channel().timer_bound_holds()));
         if i % 8 == 7 {
             net.advance(Duration::from_secs(3));
             net.run();

@@ -117,9 +117,17 @@ impl Identity {
         let signing = SigningKey::from_bytes(&seed);
         let noise_bytes = Zeroizing::new(blake3::derive_key(NOISE_KEY_CONTEXT, &seed));
         let noise_secret = StaticSecret::from(*noise_bytes);
-        let noise_public = XPublicKey::from(&noise_secret).to_bytes();
+        let noise_public = if crate::simcrypto::insecure() {
+            crate::simcrypto::x25519_public(&noise_secret.to_bytes())
+        } else {
+            XPublicKey::from(&noise_secret).to_bytes()
+        };
         let public = signing.verifying_key().to_bytes();
-        let binding = signing.sign(&binding_message(&noise_public)).to_bytes();
+        let binding = if crate::simcrypto::insecure() {
+            crate::simcrypto::sign(&public, &binding_message(&noise_public))
+        } else {
+            signing.sign(&binding_message(&noise_public)).to_bytes()
+        };
         Identity {
             seed: Zeroizing::new(seed),
             id: NodeId::from_public_key(&public),
@@ -163,6 +171,9 @@ impl Identity {
     }
     /// Signs `msg` with the ed25519 key.
     pub fn sign(&self, msg: &[u8]) -> [u8; 64] {
+        if crate::simcrypto::insecure() {
+            return crate::simcrypto::sign(&self.public_key(), msg);
+        }
         self.signing.sign(msg).to_bytes()
     }
 
@@ -203,6 +214,9 @@ pub fn binding_message(noise_public: &[u8; 32]) -> Vec<u8> {
 
 /// Verifies an ed25519 signature strictly (canonical encodings, no small-order keys).
 pub fn verify_strict(public_key: &[u8; 32], msg: &[u8], signature: &[u8; 64]) -> bool {
+    if crate::simcrypto::insecure() {
+        return crate::handshake::ct_eq(&crate::simcrypto::sign(public_key, msg), signature);
+    }
     let Ok(vk) = VerifyingKey::from_bytes(public_key) else {
         return false;
     };

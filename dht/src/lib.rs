@@ -19,6 +19,8 @@ pub mod keyfile;
 pub mod lookup;
 pub mod proto;
 pub mod routing;
+#[doc(hidden)]
+pub mod simcrypto;
 pub mod stats;
 pub mod store;
 #[doc(hidden)]

@@ -109,8 +109,9 @@ struct Bucket {
     /// Least recently seen first.
     entries: Vec<Entry>,
     replacements: VecDeque<Entry>,
-    /// (node being pinged, candidate waiting for its slot)
-    pending: Option<(NodeId, Entry)>,
+    /// (node being pinged, candidate waiting for its slot); boxed because most of the 256
+    /// buckets are empty and an inline entry would cost each of them ~300 bytes.
+    pending: Option<Box<(NodeId, Entry)>>,
     last_touched: Option<Instant>,
 }
 
@@ -246,7 +247,7 @@ impl RoutingTable {
         if bucket.pending.is_none() {
             let lrs = bucket.entries.first().map(Entry::id);
             if let Some(lrs) = lrs {
-                bucket.pending = Some((lrs, entry));
+                bucket.pending = Some(Box::new((lrs, entry)));
                 return Insert::PingFirst { ping: lrs };
             }
         }
@@ -276,10 +277,10 @@ impl RoutingTable {
             e.last_seen = now;
             bucket.entries.push(e);
         }
-        if bucket.pending.as_ref().is_some_and(|(p, _)| p == id)
-            && let Some((_, cand)) = bucket.pending.take()
+        if bucket.pending.as_ref().is_some_and(|b| b.0 == *id)
+            && let Some(waiting) = bucket.pending.take()
         {
-            Self::cache(bucket, cand, cap);
+            Self::cache(bucket, waiting.1, cap);
         }
     }
 
@@ -289,7 +290,7 @@ impl RoutingTable {
         let i = self.bucket_index(id)?;
         let bucket = self.buckets.get_mut(i)?;
         let pos = bucket.entries.iter().position(|e| e.id() == *id);
-        let pending = if bucket.pending.as_ref().is_some_and(|(p, _)| p == id) { bucket.pending.take() } else { None };
+        let pending = if bucket.pending.as_ref().is_some_and(|b| b.0 == *id) { bucket.pending.take() } else { None };
         let removed = pos.map(|p| bucket.entries.remove(p));
         if let Some(r) = &removed {
             self.len -= 1;
@@ -301,7 +302,7 @@ impl RoutingTable {
             }
             return None;
         }
-        let mut candidates: Vec<Entry> = pending.map(|(_, c)| c).into_iter().collect();
+        let mut candidates: Vec<Entry> = pending.map(|b| b.1).into_iter().collect();
         if let Some(b) = self.buckets.get_mut(i) {
             candidates.extend(b.replacements.drain(..).rev());
         }
@@ -353,9 +354,34 @@ impl RoutingTable {
 
     /// Up to `n` entries closest to `target`, closest first.
     pub fn closest(&self, target: &NodeId, n: usize) -> Vec<Entry> {
-        let mut all: Vec<&Entry> = self.buckets.iter().flat_map(|b| b.entries.iter()).collect();
-        all.sort_by_key(|e| target.distance(&e.id()));
-        all.into_iter().take(n).cloned().collect()
+        self.nearest(target, n, None).into_iter().cloned().collect()
+    }
+
+    /// The records of up to `n` entries closest to `target` other than `except`, closest first
+    /// (what a `Nodes` answer carries; only those records are cloned).
+    pub fn closest_records(&self, target: &NodeId, n: usize, except: &NodeId) -> Vec<NodeRecord> {
+        self.nearest(target, n, Some(except)).into_iter().map(|e| e.record.clone()).collect()
+    }
+
+    /// Distances computed once and a partial selection: this runs for every FindNode served.
+    fn nearest(&self, target: &NodeId, n: usize, except: Option<&NodeId>) -> Vec<&Entry> {
+        let mut all: Vec<(crate::identity::Distance, &Entry)> = self
+            .buckets
+            .iter()
+            .flat_map(|b| b.entries.iter())
+            .filter(|e| except != Some(&e.id()))
+            .map(|e| (target.distance(&e.id()), e))
+            .collect();
+        let n = n.min(all.len());
+        if n == 0 {
+            return Vec::new();
+        }
+        if n < all.len() {
+            all.select_nth_unstable_by(n - 1, |a, b| a.0.cmp(&b.0));
+            all.truncate(n);
+        }
+        all.sort_unstable_by_key(|a| a.0);
+        all.into_iter().map(|(_, e)| e).collect()
     }
 
     /// Ids of up to `n` entries closest to `target`, closest first (no entries cloned).

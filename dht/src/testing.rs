@@ -72,6 +72,7 @@ impl Net {
     /// Moves every node's outgoing datagrams onto the wire and collects events.
     pub fn collect(&mut self) {
         for (i, node) in self.nodes.iter_mut().enumerate() {
+            debug_assert!(node.channel().timer_bound_holds(), "channel timer bound above a deadline");
             while let Some(Transmit { dst, payload }) = node.poll_transmit() {
                 let p = InFlight { src: addr(i), dst, data: payload };
                 self.log.push(p.clone());

@@ -146,14 +146,7 @@ impl Dht {
     /// `Nodes` messages as needed.
     fn send_nodes(&mut self, now: Instant, peer: NodeId, id: u64, target: &NodeId) {
         let k = self.cfg.lookup.k;
-        let mut recs: Vec<NodeRecord> = self
-            .table
-            .closest(target, k + 1)
-            .into_iter()
-            .filter(|e| e.id() != peer)
-            .take(k)
-            .map(|e| e.record)
-            .collect();
+        let mut recs: Vec<NodeRecord> = self.table.closest_records(target, k, &peer);
         if let Some(a) = &self.adversary {
             if a.only_extra_nodes {
                 recs.clear();

@@ -88,10 +88,12 @@ impl Dht {
                 continue;
             }
             let addr: SocketAddr = p.addr.to_socket_addr();
-            self.remember(&p.record);
-            let entry = Entry { record: p.record, addr, last_seen: now, failures: 0 };
+            let entry = Entry { record: p.record.clone(), addr, last_seen: now, failures: 0 };
             if matches!(self.table.insert(now, entry), crate::routing::Insert::Added) {
                 out.peers += 1;
+            } else {
+                // Not in the table (bucket full or refused): keep the record where lookups find it.
+                self.remember(&p.record);
             }
         }
         for r in snap.records {

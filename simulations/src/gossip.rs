@@ -1,0 +1,417 @@
+//! HyParView + Plumtree (and a flooding baseline) on modelled QUIC connections.
+//!
+//! Every simulated node runs the real `suprnova_gossip::proto::hyparview::HyParView` and
+//! `plumtree::Plumtree` cores with peer ids = node indices, exactly as the topic driver in
+//! `suprnova-gossip::net` wires them: HyParView's `NeighborUp`/`NeighborDown` become Plumtree's,
+//! both cores' timers are scheduled, and their messages travel between nodes.
+//!
+//! The connection model stands in for QUIC: a message to a peer with an open connection takes
+//! the one-way delay; to a peer without one, a handshake round trip first (the connection then
+//! stays open on both sides until HyParView drops it). Streams are reliable and ordered, so there
+//! is no loss here; a partition or a crashed peer makes the message vanish and the sender learns
+//! `ConnectionLost` after `detect` (the time a QUIC sender needs to give up on a silent path).
+//!
+//! In `Flood` mode Plumtree is replaced by plain flooding over the same HyParView active views
+//! (forward every new message to every active neighbour but the sender), the baseline both
+//! papers compare against.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use rand_chacha::ChaCha8Rng;
+use suprnova_gossip::proto::hyparview::{self, HyParView, PeerInfo};
+use suprnova_gossip::proto::plumtree::{self, MessageId, Plumtree};
+
+use crate::engine::{self, MS, Nanos, NetModel, Queue, SEC};
+
+/// How messages are broadcast.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Plumtree over HyParView (Suprnova's gossip).
+    Plumtree,
+    /// Flood over HyParView's active views (the papers' baseline).
+    Flood,
+}
+
+/// What travels between two nodes.
+#[derive(Clone, Debug)]
+enum Wire {
+    Hpv(hyparview::Message<u32>),
+    Plum(plumtree::Message),
+    Flood { id: MessageId, round: u16 },
+}
+
+enum Ev {
+    Msg { from: u32, to: u32, wire: Wire },
+    Hpv { node: u32, timer: hyparview::Timer<u32> },
+    Plum { node: u32, timer: plumtree::Timer },
+    Lost { node: u32, peer: u32 },
+}
+
+struct Node {
+    hpv: HyParView<u32>,
+    plum: Plumtree<u32>,
+    /// Flood mode: ids seen.
+    flooded: HashSet<MessageId>,
+    /// Open connections.
+    conns: BTreeSet<u32>,
+}
+
+/// One broadcast's deliveries.
+#[derive(Clone, Debug, Default)]
+pub struct Track {
+    /// Origin node.
+    pub origin: u32,
+    /// When it was sent.
+    pub sent_at: Nanos,
+    /// Nodes that delivered it (the origin included), with when and at which hop.
+    pub delivered: BTreeMap<u32, (Nanos, u16)>,
+    /// Payload messages (Plumtree `Gossip` or flood copies) sent for it.
+    pub payload_msgs: u64,
+}
+
+impl Track {
+    /// Relative message redundancy, m / (n − 1) − 1 (Leitão et al.), over `n` delivering nodes.
+    pub fn rmr(&self) -> f64 {
+        let n = self.delivered.len();
+        if n < 2 {
+            return 0.0;
+        }
+        self.payload_msgs as f64 / (n - 1) as f64 - 1.0
+    }
+
+    /// Last delivery hop: the largest hop count at which a node delivered.
+    pub fn ldh(&self) -> u16 {
+        self.delivered.values().map(|&(_, r)| r).max().unwrap_or(0)
+    }
+
+    /// Time from sending to the last delivery.
+    pub fn last_delivery(&self) -> Nanos {
+        self.delivered.values().map(|&(t, _)| t.saturating_sub(self.sent_at)).max().unwrap_or(0)
+    }
+}
+
+/// Counters of the message layer.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GossipNetStats {
+    /// HyParView messages sent.
+    pub hpv_msgs: u64,
+    /// Plumtree messages sent (all kinds).
+    pub plum_msgs: u64,
+    /// `IHave` messages sent.
+    pub ihaves: u64,
+    /// `Graft` messages sent.
+    pub grafts: u64,
+    /// `Prune` messages sent.
+    pub prunes: u64,
+    /// Connections opened.
+    pub connects: u64,
+    /// Messages that vanished (dead peer or partition).
+    pub vanished: u64,
+}
+
+/// The simulated gossip overlay.
+pub struct GossipSim {
+    seed: u64,
+    base: std::time::Instant,
+    queue: Queue<Ev>,
+    /// The network model.
+    pub net: NetModel,
+    rng: ChaCha8Rng,
+    placement: ChaCha8Rng,
+    nodes: Vec<Option<Node>>,
+    /// HyParView tunables for new nodes.
+    pub hpv_config: hyparview::Config,
+    /// Plumtree tunables for new nodes.
+    pub plum_config: plumtree::Config,
+    /// Broadcast mode.
+    pub mode: Mode,
+    /// Time for a sender to notice that a peer is gone.
+    pub detect: Nanos,
+    /// Broadcasts being tracked, by id.
+    pub tracks: BTreeMap<MessageId, Track>,
+    /// Counters.
+    pub stats: GossipNetStats,
+    next_payload: u64,
+}
+
+impl GossipSim {
+    /// An empty overlay.
+    pub fn new(seed: u64, net: NetModel, mode: Mode) -> Self {
+        GossipSim {
+            seed,
+            base: std::time::Instant::now(),
+            queue: Queue::default(),
+            net,
+            rng: engine::rng(seed, "gossip network"),
+            placement: engine::rng(seed, "gossip placement"),
+            nodes: Vec::new(),
+            hpv_config: hyparview::Config::default(),
+            plum_config: plumtree::Config::default(),
+            mode,
+            detect: SEC,
+            tracks: BTreeMap::new(),
+            stats: GossipNetStats::default(),
+            next_payload: 0,
+        }
+    }
+
+    /// Virtual now.
+    pub fn now(&self) -> Nanos {
+        self.queue.now()
+    }
+
+    /// Events processed.
+    pub fn events_processed(&self) -> u64 {
+        self.queue.processed
+    }
+
+    /// Nodes ever added.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether no node was added.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Whether node `i` is up.
+    pub fn is_up(&self, i: usize) -> bool {
+        self.nodes.get(i).is_some_and(Option::is_some)
+    }
+
+    /// Indices of the nodes that are up.
+    pub fn up(&self) -> Vec<usize> {
+        (0..self.nodes.len()).filter(|&i| self.is_up(i)).collect()
+    }
+
+    /// (active, passive) view sizes of node `i`.
+    pub fn views(&self, i: usize) -> Option<(usize, usize)> {
+        self.node(i).map(|n| n.hpv.view_sizes())
+    }
+
+    /// Active view of node `i`.
+    pub fn active(&self, i: usize) -> Vec<u32> {
+        self.node(i).map(|n| n.hpv.active().copied().collect()).unwrap_or_default()
+    }
+
+    /// Plumtree's eager peers of node `i`.
+    pub fn eager(&self, i: usize) -> Vec<u32> {
+        self.node(i).map(|n| n.plum.eager().copied().collect()).unwrap_or_default()
+    }
+
+    fn node(&self, i: usize) -> Option<&Node> {
+        self.nodes.get(i).and_then(Option::as_ref)
+    }
+
+    /// Adds a node, which joins through `contact` (if any): returns its index.
+    pub fn add_node(&mut self, contact: Option<usize>) -> usize {
+        let i = self.nodes.len();
+        self.net.place(&mut self.placement);
+        let me = PeerInfo { id: i as u32, data: Vec::new() };
+        let hpv = HyParView::new(me, self.hpv_config.clone(), engine::derive(self.seed, "hyparview", i as u64));
+        let plum = Plumtree::new(self.plum_config.clone());
+        self.nodes.push(Some(Node { hpv, plum, flooded: HashSet::new(), conns: BTreeSet::new() }));
+        if let Some(c) = contact {
+            self.hpv_input(i, hyparview::In::Join(PeerInfo { id: c as u32, data: Vec::new() }));
+        }
+        i
+    }
+
+    /// Crashes node `i`: its state is gone; peers notice when they next send to it.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(slot) = self.nodes.get_mut(i) {
+            *slot = None;
+        }
+    }
+
+    /// Broadcasts a fresh payload from node `i`; returns its id.
+    pub fn broadcast(&mut self, i: usize) -> Option<MessageId> {
+        if !self.is_up(i) {
+            return None;
+        }
+        self.next_payload += 1;
+        let mut payload = b"suprnova-sim broadcast ".to_vec();
+        payload.extend_from_slice(&self.seed.to_le_bytes());
+        payload.extend_from_slice(&self.next_payload.to_le_bytes());
+        let id = *blake3::hash(&payload).as_bytes();
+        let now = self.now();
+        self.tracks.insert(id, Track { origin: i as u32, sent_at: now, ..Track::default() });
+        match self.mode {
+            Mode::Plumtree => self.plum_input(i, plumtree::In::Broadcast(payload)),
+            Mode::Flood => self.flood(i, id, 0, None),
+        }
+        Some(id)
+    }
+
+    /// Runs events until virtual time `until`.
+    pub fn run_until(&mut self, until: Nanos) {
+        while let Some(ev) = self.queue.pop_until(until) {
+            match ev {
+                Ev::Msg { from, to, wire } => self.receive(from as usize, to as usize, wire),
+                Ev::Hpv { node, timer } => self.hpv_input(node as usize, hyparview::In::Timer(timer)),
+                Ev::Plum { node, timer } => self.plum_input(node as usize, plumtree::In::Timer(timer)),
+                Ev::Lost { node, peer } => {
+                    let i = node as usize;
+                    if let Some(Some(n)) = self.nodes.get_mut(i) {
+                        n.conns.remove(&peer);
+                    }
+                    self.hpv_input(i, hyparview::In::ConnectionLost(peer));
+                }
+            }
+        }
+    }
+
+    /// Runs events for `d`.
+    pub fn run_for(&mut self, d: Nanos) {
+        self.run_until(self.now().saturating_add(d));
+    }
+
+    fn instant(&self) -> std::time::Instant {
+        self.base + std::time::Duration::from_nanos(self.now())
+    }
+
+    fn receive(&mut self, from: usize, to: usize, wire: Wire) {
+        if !self.is_up(to) {
+            self.stats.vanished += 1;
+            return;
+        }
+        match wire {
+            Wire::Hpv(msg) => self.hpv_input(to, hyparview::In::Message { from: from as u32, msg }),
+            Wire::Plum(msg) => self.plum_input(to, plumtree::In::Message { from: from as u32, msg }),
+            Wire::Flood { id, round } => self.flood(to, id, round, Some(from as u32)),
+        }
+    }
+
+    /// Sends `wire` from `a` to `b` over the modelled connection.
+    fn send(&mut self, a: usize, b: usize, wire: Wire) {
+        let (a32, b32) = (a as u32, b as u32);
+        if !self.is_up(b) || !self.net.connected(a, b) {
+            // The message vanishes; the sender learns that the connection is gone.
+            self.stats.vanished += 1;
+            let connected = self.node(a).is_some_and(|n| n.conns.contains(&b32));
+            if let Some(Some(n)) = self.nodes.get_mut(a) {
+                n.conns.remove(&b32);
+            }
+            // One notice per failed connection attempt (not per message queued on it).
+            if connected || !matches!(wire, Wire::Plum(plumtree::Message::IHave(_))) {
+                self.queue.after(self.detect, Ev::Lost { node: a32, peer: b32 });
+            }
+            return;
+        }
+        let open = self.node(a).is_some_and(|n| n.conns.contains(&b32));
+        let mut delay = self.net.one_way(&mut self.rng, a, b);
+        if !open {
+            // QUIC's 1-RTT handshake, then the data; both ends now hold the connection.
+            delay += self.net.rtt(a, b);
+            self.stats.connects += 1;
+            if let Some(Some(n)) = self.nodes.get_mut(a) {
+                n.conns.insert(b32);
+            }
+            if let Some(Some(n)) = self.nodes.get_mut(b) {
+                n.conns.insert(a32);
+            }
+        }
+        self.queue.after(delay, Ev::Msg { from: a32, to: b32, wire });
+    }
+
+    fn hpv_input(&mut self, i: usize, input: hyparview::In<u32>) {
+        let Some(Some(n)) = self.nodes.get_mut(i) else { return };
+        n.hpv.handle(input);
+        self.drain(i);
+    }
+
+    fn plum_input(&mut self, i: usize, input: plumtree::In<u32>) {
+        let now = self.instant();
+        let Some(Some(n)) = self.nodes.get_mut(i) else { return };
+        n.plum.handle(now, input);
+        self.drain(i);
+    }
+
+    /// Carries out both cores' outputs until neither has any.
+    fn drain(&mut self, i: usize) {
+        let me = i as u32;
+        for _ in 0..1_000_000 {
+            let now = self.instant();
+            let Some(Some(n)) = self.nodes.get_mut(i) else { return };
+            if let Some(out) = n.hpv.poll() {
+                match out {
+                    hyparview::Out::Send { to, msg, .. } => {
+                        self.stats.hpv_msgs += 1;
+                        self.send(i, to as usize, Wire::Hpv(msg));
+                    }
+                    hyparview::Out::NeighborUp(p) => {
+                        if self.mode == Mode::Plumtree {
+                            n.plum.handle(now, plumtree::In::NeighborUp(p));
+                        }
+                    }
+                    hyparview::Out::NeighborDown(p) => {
+                        if self.mode == Mode::Plumtree {
+                            n.plum.handle(now, plumtree::In::NeighborDown(p));
+                        }
+                    }
+                    hyparview::Out::Disconnect(p) => {
+                        n.conns.remove(&p);
+                        if let Some(Some(peer)) = self.nodes.get_mut(p as usize) {
+                            peer.conns.remove(&me);
+                        }
+                    }
+                    hyparview::Out::ScheduleTimer { after, timer } => {
+                        self.queue.after(engine::nanos(after), Ev::Hpv { node: me, timer });
+                    }
+                }
+                continue;
+            }
+            if let Some(out) = n.plum.poll() {
+                match out {
+                    plumtree::Out::Send { to, msg } => {
+                        self.stats.plum_msgs += 1;
+                        match &msg {
+                            plumtree::Message::Gossip { id, .. } => {
+                                if let Some(t) = self.tracks.get_mut(id) {
+                                    t.payload_msgs += 1;
+                                }
+                            }
+                            plumtree::Message::IHave(_) => self.stats.ihaves += 1,
+                            plumtree::Message::Graft { .. } => self.stats.grafts += 1,
+                            plumtree::Message::Prune => self.stats.prunes += 1,
+                        }
+                        self.send(i, to as usize, Wire::Plum(msg));
+                    }
+                    plumtree::Out::Deliver { id, round, .. } => self.delivered(me, id, round),
+                    plumtree::Out::ScheduleTimer { after, timer } => {
+                        self.queue.after(engine::nanos(after).max(1), Ev::Plum { node: me, timer });
+                    }
+                }
+                continue;
+            }
+            return;
+        }
+    }
+
+    fn delivered(&mut self, node: u32, id: MessageId, round: u16) {
+        let now = self.now();
+        if let Some(t) = self.tracks.get_mut(&id) {
+            t.delivered.entry(node).or_insert((now, round));
+        }
+    }
+
+    /// Flood mode: deliver a new message and forward it to every active neighbour but `from`.
+    fn flood(&mut self, i: usize, id: MessageId, round: u16, from: Option<u32>) {
+        let Some(Some(n)) = self.nodes.get_mut(i) else { return };
+        if !n.flooded.insert(id) {
+            return;
+        }
+        let targets: Vec<u32> = n.hpv.active().copied().filter(|p| Some(*p) != from).collect();
+        self.delivered(i as u32, id, round);
+        for p in targets {
+            if let Some(t) = self.tracks.get_mut(&id) {
+                t.payload_msgs += 1;
+            }
+            self.send(i, p as usize, Wire::Flood { id, round: round.saturating_add(1) });
+        }
+    }
+}
+
+/// Default spacing of joins.
+pub const JOIN_GAP: Nanos = MS;

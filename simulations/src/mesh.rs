@@ -1,0 +1,1 @@
+//! The Simplex agreement core under the latency model (to come).
