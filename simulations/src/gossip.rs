@@ -5,17 +5,22 @@
 //! `suprnova-gossip::net` wires them: HyParView's `NeighborUp`/`NeighborDown` become Plumtree's,
 //! both cores' timers are scheduled, and their messages travel between nodes.
 //!
-//! The connection model stands in for QUIC: a message to a peer with an open connection takes
-//! the one-way delay; to a peer without one, a handshake round trip first (the connection then
-//! stays open on both sides until HyParView drops it). Streams are reliable and ordered, so there
-//! is no loss here; a partition or a crashed peer makes the message vanish and the sender learns
-//! `ConnectionLost` after `detect` (the time a QUIC sender needs to give up on a silent path).
+//! The connection model stands in for QUIC as `suprnova-gossip::net` uses it: a message to a peer
+//! with an open connection takes the one-way delay; to a peer without one, a handshake round trip
+//! first (the connection then stays open on both sides until HyParView drops it). Streams are
+//! reliable and ordered, so nothing is lost between live, reachable nodes. Failure detection:
+//! - a connection whose peer crashed (or is cut off by a partition) is closed by QUIC's idle
+//!   timeout, `idle_timeout` after the last packet the peer sent; links carry a keep-alive every
+//!   `keepalive`, so that is 25–30 s after the crash with the defaults (30 s, 5 s);
+//! - a new connection to a dead or unreachable peer fails after `connect_timeout`;
+//! - with `fast_detect` set, any message to a dead peer is reported lost after that delay instead
+//!   (the TCP-reset model of the HyParView and Plumtree papers).
 //!
 //! In `Flood` mode Plumtree is replaced by plain flooding over the same HyParView active views
 //! (forward every new message to every active neighbour but the sender), the baseline both
 //! papers compare against.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use rand_chacha::ChaCha8Rng;
 use suprnova_gossip::proto::hyparview::{self, HyParView, PeerInfo};
@@ -52,8 +57,9 @@ struct Node {
     plum: Plumtree<u32>,
     /// Flood mode: ids seen.
     flooded: HashSet<MessageId>,
-    /// Open connections.
-    conns: BTreeSet<u32>,
+    /// Open connections, each with the arrival time of the last message sent on it: streams are
+    /// ordered, so a message never overtakes the one before it.
+    conns: BTreeMap<u32, Nanos>,
 }
 
 /// One broadcast's deliveries.
@@ -125,8 +131,14 @@ pub struct GossipSim {
     pub plum_config: plumtree::Config,
     /// Broadcast mode.
     pub mode: Mode,
-    /// Time for a sender to notice that a peer is gone.
-    pub detect: Nanos,
+    /// QUIC idle timeout.
+    pub idle_timeout: Nanos,
+    /// Keep-alive interval on links.
+    pub keepalive: Nanos,
+    /// Time after which a new connection to a silent peer fails.
+    pub connect_timeout: Nanos,
+    /// Papers' model: every message to a dead peer is reported lost after this.
+    pub fast_detect: Option<Nanos>,
     /// Broadcasts being tracked, by id.
     pub tracks: BTreeMap<MessageId, Track>,
     /// Counters.
@@ -148,7 +160,10 @@ impl GossipSim {
             hpv_config: hyparview::Config::default(),
             plum_config: plumtree::Config::default(),
             mode,
-            detect: SEC,
+            idle_timeout: 30 * SEC,
+            keepalive: 5 * SEC,
+            connect_timeout: 5 * SEC,
+            fast_detect: None,
             tracks: BTreeMap::new(),
             stats: GossipNetStats::default(),
             next_payload: 0,
@@ -211,18 +226,56 @@ impl GossipSim {
         let me = PeerInfo { id: i as u32, data: Vec::new() };
         let hpv = HyParView::new(me, self.hpv_config.clone(), engine::derive(self.seed, "hyparview", i as u64));
         let plum = Plumtree::new(self.plum_config.clone());
-        self.nodes.push(Some(Node { hpv, plum, flooded: HashSet::new(), conns: BTreeSet::new() }));
+        self.nodes.push(Some(Node { hpv, plum, flooded: HashSet::new(), conns: BTreeMap::new() }));
         if let Some(c) = contact {
             self.hpv_input(i, hyparview::In::Join(PeerInfo { id: c as u32, data: Vec::new() }));
         }
         i
     }
 
-    /// Crashes node `i`: its state is gone; peers notice when they next send to it.
+    /// Crashes node `i`: its state is gone. Peers with a connection to it notice when QUIC's idle
+    /// timeout closes that connection (or, with `fast_detect`, when they next send to it).
     pub fn kill(&mut self, i: usize) {
-        if let Some(slot) = self.nodes.get_mut(i) {
-            *slot = None;
+        let Some(slot) = self.nodes.get_mut(i) else { return };
+        let conns = slot.take().map(|n| n.conns).unwrap_or_default();
+        if self.fast_detect.is_none() {
+            for p in conns.into_keys() {
+                self.idle_close(p, i as u32);
+            }
         }
+    }
+
+    /// Schedules the idle-timeout close of `node`'s connection to `peer`, whose last packet came
+    /// at most one keep-alive interval ago.
+    fn idle_close(&mut self, node: u32, peer: u32) {
+        let since_last = (self.keepalive as f64 * engine::unit(&mut self.rng)) as Nanos;
+        let after = self.idle_timeout.saturating_sub(since_last);
+        self.queue.after(after, Ev::Lost { node, peer });
+    }
+
+    /// Splits the nodes into `groups` by position (see `NetModel::partition`); connections that
+    /// cross the cut close by idle timeout.
+    pub fn partition(&mut self, groups: u8) {
+        self.net.partition(groups);
+        let mut cut = Vec::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            let Some(n) = n else { continue };
+            for &p in n.conns.keys() {
+                if !self.net.connected(i, p as usize) {
+                    cut.push((i as u32, p));
+                }
+            }
+        }
+        for (a, b) in cut {
+            if self.fast_detect.is_none() {
+                self.idle_close(a, b);
+            }
+        }
+    }
+
+    /// Heals the partition.
+    pub fn heal(&mut self) {
+        self.net.heal();
     }
 
     /// Broadcasts a fresh payload from node `i`; returns its id.
@@ -253,6 +306,11 @@ impl GossipSim {
                 Ev::Plum { node, timer } => self.plum_input(node as usize, plumtree::In::Timer(timer)),
                 Ev::Lost { node, peer } => {
                     let i = node as usize;
+                    if self.fast_detect.is_none() && self.is_up(peer as usize) && self.net.connected(i, peer as usize) {
+                        // The cut healed before the idle timeout: packets flow again, the
+                        // connection survives.
+                        continue;
+                    }
                     if let Some(Some(n)) = self.nodes.get_mut(i) {
                         n.conns.remove(&peer);
                     }
@@ -286,33 +344,39 @@ impl GossipSim {
     /// Sends `wire` from `a` to `b` over the modelled connection.
     fn send(&mut self, a: usize, b: usize, wire: Wire) {
         let (a32, b32) = (a as u32, b as u32);
+        let open = self.node(a).is_some_and(|n| n.conns.contains_key(&b32));
         if !self.is_up(b) || !self.net.connected(a, b) {
-            // The message vanishes; the sender learns that the connection is gone.
+            // The message vanishes.
             self.stats.vanished += 1;
-            let connected = self.node(a).is_some_and(|n| n.conns.contains(&b32));
-            if let Some(Some(n)) = self.nodes.get_mut(a) {
-                n.conns.remove(&b32);
-            }
-            // One notice per failed connection attempt (not per message queued on it).
-            if connected || !matches!(wire, Wire::Plum(plumtree::Message::IHave(_))) {
-                self.queue.after(self.detect, Ev::Lost { node: a32, peer: b32 });
+            match self.fast_detect {
+                Some(d) => self.queue.after(d, Ev::Lost { node: a32, peer: b32 }),
+                // An open connection closes by idle timeout (already scheduled at the crash or
+                // the cut); a new one fails after the connect timeout.
+                None if !open => {
+                    if let Some(Some(n)) = self.nodes.get_mut(a) {
+                        n.conns.insert(b32, 0);
+                    }
+                    self.queue.after(self.connect_timeout, Ev::Lost { node: a32, peer: b32 });
+                }
+                None => {}
             }
             return;
         }
-        let open = self.node(a).is_some_and(|n| n.conns.contains(&b32));
         let mut delay = self.net.one_way(&mut self.rng, a, b);
         if !open {
             // QUIC's 1-RTT handshake, then the data; both ends now hold the connection.
             delay += self.net.rtt(a, b);
             self.stats.connects += 1;
-            if let Some(Some(n)) = self.nodes.get_mut(a) {
-                n.conns.insert(b32);
-            }
             if let Some(Some(n)) = self.nodes.get_mut(b) {
-                n.conns.insert(a32);
+                n.conns.entry(a32).or_insert(0);
             }
         }
-        self.queue.after(delay, Ev::Msg { from: a32, to: b32, wire });
+        let now = self.now();
+        let Some(Some(n)) = self.nodes.get_mut(a) else { return };
+        let last = n.conns.entry(b32).or_insert(0);
+        let at = (now + delay).max(*last + 1);
+        *last = at;
+        self.queue.at(at, Ev::Msg { from: a32, to: b32, wire });
     }
 
     fn hpv_input(&mut self, i: usize, input: hyparview::In<u32>) {

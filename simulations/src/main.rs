@@ -57,6 +57,27 @@ enum Scenario {
         #[arg(long, default_value_t = 1000.0)]
         joins_per_s: f64,
     },
+    /// Plumtree + HyParView reliability, RMR and LDH vs share of failed nodes, and flooding.
+    Broadcast {
+        #[command(flatten)]
+        common: Common,
+        /// Percentages of nodes that fail at once.
+        #[arg(long, value_delimiter = ',', default_value = "0,10,20,30,40,50,60,70,80,90,95")]
+        failures: Vec<f64>,
+        /// Modes: plumtree, flood.
+        #[arg(long, value_delimiter = ',', default_value = "plumtree,flood")]
+        modes: Vec<String>,
+        /// Broadcasts after the failure, 1 s apart.
+        #[arg(long, default_value_t = 40)]
+        messages: usize,
+        /// The papers' failure detection: a message to a dead peer is reported lost after this
+        /// many ms (default: QUIC's idle timeout of 30 s, keep-alive 5 s).
+        #[arg(long)]
+        fast_detect_ms: Option<u64>,
+        /// Plumtree graft timeout in ms (default: the production 40 ms).
+        #[arg(long)]
+        graft_ms: Option<u64>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -76,8 +97,37 @@ fn main() -> Result<()> {
             scenarios::lookup::run(&o)?;
             done(&common, wall);
         }
+        Scenario::Broadcast { common, failures, modes, messages, fast_detect_ms, graft_ms } => {
+            let mut o = scenarios::broadcast::Options::new(first_size(&common)?, common.seed);
+            o.out = Some(common.out.clone());
+            o.failures = failures.iter().map(|p| p / 100.0).collect();
+            anyhow::ensure!(
+                o.failures.iter().all(|f| (0.0..1.0).contains(f)),
+                "--failures are percentages in [0, 100)"
+            );
+            o.modes = modes
+                .iter()
+                .map(|m| match m.as_str() {
+                    "plumtree" => Ok(suprnova_sim::gossip::Mode::Plumtree),
+                    "flood" => Ok(suprnova_sim::gossip::Mode::Flood),
+                    other => Err(anyhow::anyhow!("unknown mode {other:?} (plumtree or flood)")),
+                })
+                .collect::<Result<_>>()?;
+            o.messages = messages;
+            o.fast_detect = fast_detect_ms.map(|ms| ms * suprnova_sim::engine::MS);
+            o.graft_timeout = graft_ms.map(|ms| ms * suprnova_sim::engine::MS);
+            o.progress = !common.quiet;
+            scenarios::broadcast::run(&o)?;
+            done(&common, wall);
+        }
     }
     Ok(())
+}
+
+fn first_size(common: &Common) -> Result<usize> {
+    let n = common.nodes.first().copied().unwrap_or(0);
+    anyhow::ensure!(n >= 2, "--nodes must be at least 2");
+    Ok(n)
 }
 
 fn check_loss(loss: f64) -> Result<()> {
