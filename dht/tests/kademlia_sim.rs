@@ -89,7 +89,7 @@ fn lying_nodes_answers_are_refused_and_counted() {
     net.nodes[1].set_adversary(Some(Adversary {
         extra_nodes: vec![tampered.clone(), wrong_id.clone(), honest.clone()],
         only_extra_nodes: true,
-        values: None,
+        ..Adversary::default()
     }));
     let now = net.now;
     let seed = net.nodes[1].record().clone();

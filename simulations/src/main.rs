@@ -57,6 +57,23 @@ enum Scenario {
         #[arg(long, default_value_t = 1000.0)]
         joins_per_s: f64,
     },
+    /// Lookup success with 10/20/30 % colluding nodes, with 1 path vs d disjoint paths.
+    Adversarial {
+        #[command(flatten)]
+        common: Common,
+        /// Percentages of colluding nodes.
+        #[arg(long, value_delimiter = ',', default_value = "0,10,20,30")]
+        colluders: Vec<f64>,
+        /// Disjoint lookup paths to compare.
+        #[arg(long, value_delimiter = ',', default_value = "1,4")]
+        paths: Vec<usize>,
+        /// FIND_NODE lookups per run.
+        #[arg(long, default_value_t = 500)]
+        lookups: usize,
+        /// Records stored and fetched per run.
+        #[arg(long, default_value_t = 100)]
+        values: usize,
+    },
     /// Plumtree + HyParView reliability, RMR and LDH vs share of failed nodes, and flooding.
     Broadcast {
         #[command(flatten)]
@@ -95,6 +112,19 @@ fn main() -> Result<()> {
             o.loss = common.loss;
             o.progress = !common.quiet;
             scenarios::lookup::run(&o)?;
+            done(&common, wall);
+        }
+        Scenario::Adversarial { common, colluders, paths, lookups, values } => {
+            let mut o = scenarios::adversarial::Options::new(first_size(&common)?, common.seed);
+            o.out = Some(common.out.clone());
+            o.shares = colluders.iter().map(|p| p / 100.0).collect();
+            anyhow::ensure!(o.shares.iter().all(|f| (0.0..1.0).contains(f)), "--colluders are percentages in [0, 100)");
+            anyhow::ensure!(paths.iter().all(|&p| (1..=16).contains(&p)), "--paths must be 1..=16");
+            o.paths = paths;
+            o.lookups = lookups;
+            o.values = values;
+            o.progress = !common.quiet;
+            scenarios::adversarial::run(&o)?;
             done(&common, wall);
         }
         Scenario::Broadcast { common, failures, modes, messages, fast_detect_ms, graft_ms } => {

@@ -268,6 +268,11 @@ pub struct Adversary {
     /// Answer every `FindValue` with these records, whatever the key, and every `FindSet` with
     /// their set entries as one page that always claims more.
     pub values: Option<Vec<Record>>,
+    /// Colluding nodes: every `FindNode` (and every `FindValue` or `FindSet` not answered with
+    /// `values`) is answered with the k of these closest to the target, so lookups are steered
+    /// into the colluders (the adversary of S/Kademlia, Baumgart & Mies 2007). Shared, as many
+    /// liars hold the same list.
+    pub colluders: Option<std::sync::Arc<Vec<NodeRecord>>>,
 }
 
 /// Counters of the DHT layer (the channel has its own).

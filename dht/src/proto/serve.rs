@@ -147,6 +147,16 @@ impl Dht {
     fn send_nodes(&mut self, now: Instant, peer: NodeId, id: u64, target: &NodeId) {
         let k = self.cfg.lookup.k;
         let mut recs: Vec<NodeRecord> = self.table.closest_records(target, k, &peer);
+        if let Some(c) = self.adversary.as_ref().and_then(|a| a.colluders.clone()) {
+            let mut by: Vec<(crate::identity::Distance, &NodeRecord)> =
+                c.iter().filter(|r| r.id != peer).map(|r| (target.distance(&r.id), r)).collect();
+            if k > 0 && by.len() > k {
+                by.select_nth_unstable_by_key(k - 1, |x| x.0);
+                by.truncate(k);
+            }
+            by.sort_unstable_by_key(|x| x.0);
+            recs = by.into_iter().map(|(_, r)| r.clone()).collect();
+        }
         if let Some(a) = &self.adversary {
             if a.only_extra_nodes {
                 recs.clear();

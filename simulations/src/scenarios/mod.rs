@@ -1,6 +1,7 @@
 //! The experiments. Each takes its options, runs on virtual time, writes a CSV and an SVG into its
 //! output directory, prints a summary table, and returns its figures (the tests assert on them).
 
+pub mod adversarial;
 pub mod broadcast;
 pub mod lookup;
 
