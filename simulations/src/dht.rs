@@ -159,6 +159,11 @@ impl DhtSim {
         self.base + Duration::from_nanos(t)
     }
 
+    /// The `Instant` the cores see at virtual time `t`.
+    pub fn instant_at(&self, t: Nanos) -> Instant {
+        self.instant(t)
+    }
+
     /// Adds a node (down until `start`): returns its index.
     pub fn add_node(&mut self, role: Role) -> usize {
         let i = self.nodes.len();

@@ -74,6 +74,23 @@ enum Scenario {
         #[arg(long, default_value_t = 100)]
         values: usize,
     },
+    /// Lookup success and record availability over time under churn, r = 3 and r = 20.
+    Churn {
+        #[command(flatten)]
+        common: Common,
+        /// Replication factors to compare.
+        #[arg(long, value_delimiter = ',', default_value = "3,20")]
+        replication: Vec<usize>,
+        /// Mean session time in seconds (exponentially distributed).
+        #[arg(long, default_value_t = 600)]
+        session_s: u64,
+        /// Seconds of churn.
+        #[arg(long, default_value_t = 600)]
+        duration_s: u64,
+        /// Records stored at the start.
+        #[arg(long, default_value_t = 100)]
+        values: usize,
+    },
     /// Plumtree + HyParView reliability, RMR and LDH vs share of failed nodes, and flooding.
     Broadcast {
         #[command(flatten)]
@@ -125,6 +142,19 @@ fn main() -> Result<()> {
             o.values = values;
             o.progress = !common.quiet;
             scenarios::adversarial::run(&o)?;
+            done(&common, wall);
+        }
+        Scenario::Churn { common, replication, session_s, duration_s, values } => {
+            let mut o = scenarios::churn::Options::new(first_size(&common)?, common.seed);
+            o.out = Some(common.out.clone());
+            anyhow::ensure!(replication.iter().all(|&r| (1..=20).contains(&r)), "--replication must be 1..=20");
+            anyhow::ensure!(session_s > 0 && duration_s > 0, "--session-s and --duration-s must be positive");
+            o.replication = replication;
+            o.session = session_s * suprnova_sim::engine::SEC;
+            o.duration = duration_s * suprnova_sim::engine::SEC;
+            o.values = values;
+            o.progress = !common.quiet;
+            scenarios::churn::run(&o)?;
             done(&common, wall);
         }
         Scenario::Broadcast { common, failures, modes, messages, fast_detect_ms, graft_ms } => {

@@ -3,6 +3,7 @@
 
 pub mod adversarial;
 pub mod broadcast;
+pub mod churn;
 pub mod lookup;
 
 use std::time::Instant;
