@@ -91,6 +91,45 @@ enum Scenario {
         #[arg(long, default_value_t = 100)]
         values: usize,
     },
+    /// Share of its neighbourhood a joining node finds (and is found by) over time as N join.
+    Bootstrap {
+        #[command(flatten)]
+        common: Common,
+        /// Joins per second of virtual time.
+        #[arg(long, default_value_t = 100.0)]
+        joins_per_s: f64,
+        /// Follow every n-th joiner.
+        #[arg(long, default_value_t = 10)]
+        sample_every: usize,
+    },
+    /// Time for routing and gossip to reconverge after a partition into two halves heals.
+    Partition {
+        #[command(flatten)]
+        common: Common,
+        /// Seconds the partition lasts.
+        #[arg(long, default_value_t = 60)]
+        partition_s: u64,
+        /// Seconds watched after the heal.
+        #[arg(long, default_value_t = 60)]
+        after_s: u64,
+    },
+    /// The Simplex agreement core with 4-100 members and 0-40 % byzantine ones: finality and safety.
+    Mesh {
+        #[command(flatten)]
+        common: Common,
+        /// Percentages of byzantine members.
+        #[arg(long, value_delimiter = ',', default_value = "0,10,20,33,40")]
+        byzantine: Vec<f64>,
+        /// Byzantine behaviours: silent, equivocating.
+        #[arg(long, value_delimiter = ',', default_value = "silent,equivocating")]
+        behaviours: Vec<String>,
+        /// Virtual seconds per run.
+        #[arg(long, default_value_t = 20)]
+        duration_s: u64,
+        /// Simplex timeout (3 delta) in ms (default: the production 500 ms).
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+    },
     /// Plumtree + HyParView reliability, RMR and LDH vs share of failed nodes, and flooding.
     Broadcast {
         #[command(flatten)]
@@ -155,6 +194,51 @@ fn main() -> Result<()> {
             o.values = values;
             o.progress = !common.quiet;
             scenarios::churn::run(&o)?;
+            done(&common, wall);
+        }
+        Scenario::Bootstrap { common, joins_per_s, sample_every } => {
+            anyhow::ensure!(joins_per_s > 0.0, "--joins-per-s must be positive");
+            let mut o = scenarios::bootstrap::Options::new(first_size(&common)?, common.seed);
+            o.out = Some(common.out.clone());
+            o.joins_per_s = joins_per_s;
+            o.sample_every = sample_every.max(1);
+            o.progress = !common.quiet;
+            scenarios::bootstrap::run(&o)?;
+            done(&common, wall);
+        }
+        Scenario::Partition { common, partition_s, after_s } => {
+            anyhow::ensure!(after_s > 0, "--after-s must be positive");
+            let mut o = scenarios::partition::Options::new(first_size(&common)?, common.seed);
+            o.out = Some(common.out.clone());
+            o.partition = partition_s * suprnova_sim::engine::SEC;
+            o.after = after_s * suprnova_sim::engine::SEC;
+            o.progress = !common.quiet;
+            scenarios::partition::run(&o)?;
+            done(&common, wall);
+        }
+        Scenario::Mesh { common, byzantine, behaviours, duration_s, timeout_ms } => {
+            anyhow::ensure!(common.nodes.iter().all(|&n| (1..=256).contains(&n)), "mesh members must be 1..=256");
+            anyhow::ensure!(
+                byzantine.iter().all(|p| (0.0..100.0).contains(p)),
+                "--byzantine are percentages in [0, 100)"
+            );
+            let mut o = scenarios::mesh::Options::new(common.nodes.clone(), common.seed);
+            o.out = Some(common.out.clone());
+            o.shares = byzantine.iter().map(|p| p / 100.0).collect();
+            o.behaviours = behaviours
+                .iter()
+                .map(|b| match b.as_str() {
+                    "silent" => Ok(suprnova_sim::mesh::Behaviour::Silent),
+                    "equivocating" => Ok(suprnova_sim::mesh::Behaviour::Equivocating),
+                    other => Err(anyhow::anyhow!("unknown behaviour {other:?} (silent or equivocating)")),
+                })
+                .collect::<Result<_>>()?;
+            o.duration = duration_s * suprnova_sim::engine::SEC;
+            if let Some(ms) = timeout_ms {
+                o.timeout = std::time::Duration::from_millis(ms);
+            }
+            o.progress = !common.quiet;
+            scenarios::mesh::run(&o)?;
             done(&common, wall);
         }
         Scenario::Broadcast { common, failures, modes, messages, fast_detect_ms, graft_ms } => {

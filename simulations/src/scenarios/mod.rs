@@ -2,9 +2,12 @@
 //! output directory, prints a summary table, and returns its figures (the tests assert on them).
 
 pub mod adversarial;
+pub mod bootstrap;
 pub mod broadcast;
 pub mod churn;
 pub mod lookup;
+pub mod mesh;
+pub mod partition;
 
 use std::time::Instant;
 

@@ -1,0 +1,51 @@
+//! Bootstrap, partition and mesh scenarios on small seeded networks.
+
+use suprnova_sim::engine::SEC;
+use suprnova_sim::mesh::Behaviour;
+use suprnova_sim::scenarios::{bootstrap, mesh, partition};
+
+#[test]
+fn joiners_find_their_neighbourhood_and_are_found() {
+    let mut o = bootstrap::Options::new(300, 6);
+    o.joins_per_s = 50.0;
+    o.sample_every = 5;
+    let out = bootstrap::run(&o).expect("run");
+    assert_eq!(out.bootstrapped, 299, "every joiner but the first bootstraps");
+    let at = |ms| out.offsets.iter().find(|a| a.offset_ms == ms).expect("offset");
+    // Shares only grow with time, and 30 s after joining nearly every neighbourhood is complete.
+    assert!(at(250).found <= at(3000).found && at(3000).found <= at(30_000).found + 1e-9);
+    assert!(at(30_000).found > 0.95, "found {}", at(30_000).found);
+    assert!(at(30_000).known_by > 0.9, "known by {}", at(30_000).known_by);
+    assert!(at(30_000).checked >= 55);
+}
+
+#[test]
+fn a_short_partition_heals_in_both_layers() {
+    let mut o = partition::Options::new(300, 3);
+    o.partition = 20 * SEC;
+    o.after = 30 * SEC;
+    o.probes = 10;
+    let out = partition::run(&o).expect("run");
+    // During the cut no lookup reaches the other half and no broadcast reaches everyone.
+    assert!(out.routing.iter().filter(|s| s.t_s < -3.0).all(|s| s.success < 0.5), "{:?}", out.routing);
+    assert!(out.gossip.iter().filter(|s| s.t_s < -1.0).all(|s| s.success < 0.9), "{:?}", out.gossip);
+    // A 20 s cut is shorter than QUIC's idle timeout: both layers are whole again within seconds.
+    let r = out.routing_reconverged_s.expect("routing reconverged");
+    let g = out.gossip_reconverged_s.expect("gossip reconverged");
+    assert!(r <= 10.0 && g <= 10.0, "routing {r} s, gossip {g} s");
+}
+
+#[test]
+fn mesh_stays_safe_and_live_up_to_f_and_only_safe_beyond() {
+    let o = mesh::Options::new(vec![10], 12);
+    // f = 3 of 10: with 3 equivocators blocks are final; with 4 silent nothing is.
+    let ok = mesh::run_one(&o, 10, 3, Behaviour::Equivocating);
+    assert_eq!(ok.violations, 0);
+    assert!(ok.finalized >= 5, "finalized {}", ok.finalized);
+    assert!(ok.evidence > 0, "equivocation is caught");
+    let honest = mesh::run_one(&o, 10, 0, Behaviour::Silent);
+    assert!(honest.finalized > ok.finalized);
+    let stuck = mesh::run_one(&o, 10, 4, Behaviour::Silent);
+    assert_eq!(stuck.violations, 0);
+    assert_eq!(stuck.finalized, 0, "four silent of ten leave no quorum of seven");
+}
