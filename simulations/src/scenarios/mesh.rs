@@ -89,11 +89,16 @@ impl Run {
 /// Runs the scenario.
 pub fn run(o: &Options) -> Result<Vec<Run>> {
     let mut runs = Vec::new();
+    let mut done = std::collections::BTreeSet::new();
     for &n in &o.sizes {
         for &share in &o.shares {
             let byzantine = ((n as f64) * share).floor() as usize;
             let kinds: Vec<Behaviour> = if byzantine == 0 { vec![Behaviour::Silent] } else { o.behaviours.clone() };
             for behaviour in kinds {
+                // Small meshes round several shares to the same count: run each once.
+                if !done.insert((n, byzantine, format!("{behaviour:?}"))) {
+                    continue;
+                }
                 let r = run_one(o, n, byzantine, behaviour);
                 if o.progress {
                     eprintln!(
