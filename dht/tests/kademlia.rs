@@ -332,7 +332,11 @@ async fn restarted_node_rejoins_without_bootstrap_and_serves_its_records() {
     let reader = nodes.iter().enumerate().find(|(i, h)| !holders.contains(i) && h.id() != x.id() && *i != 1).unwrap().1;
     let got = timeout(Duration::from_secs(30), reader.get(key)).await.unwrap().unwrap();
     assert_eq!(got.record, rec);
-    assert_eq!(got.from, x2.id(), "served by the restarted node");
+    // X serves it, unless (on a loaded machine, where the shutdowns take seconds) replica repair
+    // has already copied it to a node the reader asks first; X must still hold it either way.
+    // (CI saw the second case once: the served-by-X assertion alone was timing-dependent.)
+    let held = x2.stats().await.unwrap().records;
+    assert!(got.from == x2.id() || held == 1, "served by {:?}; X holds {held}", got.from);
     x2.shutdown().await;
     for h in &nodes {
         h.shutdown().await;

@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 use suprnova_dht::identity::Identity;
-use suprnova_mesh::simplex::{
-    Config, Digest, In, Members, Message, Out, Proposal, Sig, Simplex, finalize_message, vote_message,
-};
+use suprnova_mesh::simplex::{Config, Digest, In, Members, Message, Out, Simplex};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Role {
@@ -134,29 +132,7 @@ impl Sim {
 
     /// The equivocator's twin of a message: the same kind, for a different block.
     fn twin(&self, from: usize, m: &Message) -> Option<Message> {
-        let id = &self.ids[from];
-        match m {
-            Message::Propose { proposal, .. } => {
-                let mut p: Proposal = proposal.clone();
-                let mut pl = p.payload.to_vec();
-                pl.push(0x42);
-                p.payload = pl.as_slice().try_into().unwrap();
-                let d = p.digest(&self.mesh);
-                let sig = Sig(id.sign(&vote_message(&self.mesh, p.height, &Some(d))));
-                Some(Message::Propose { proposal: p, sig })
-            }
-            Message::Vote { height, choice: Some(_), signer, .. } => {
-                let other = *blake3::hash(&height.to_le_bytes()).as_bytes();
-                let sig = Sig(id.sign(&vote_message(&self.mesh, *height, &Some(other))));
-                Some(Message::Vote { height: *height, choice: Some(other), signer: *signer, sig })
-            }
-            Message::Finalize { height, signer, .. } => {
-                let other = *blake3::hash(&height.to_le_bytes()).as_bytes();
-                let sig = Sig(id.sign(&finalize_message(&self.mesh, *height, &other)));
-                Some(Message::Finalize { height: *height, digest: other, signer: *signer, sig })
-            }
-            _ => None,
-        }
+        suprnova_mesh::fuzzing::equivocation_twin(&self.mesh, &self.ids[from], m)
     }
 
     /// Runs node `i`'s outputs: the application answers at once, messages go on the wire.

@@ -318,6 +318,11 @@ impl DhtSim {
                     self.stats.to_dead += 1;
                     return;
                 }
+                if !self.net.connected(from, to) {
+                    // A cut made while the datagram was in flight.
+                    self.stats.partitioned += 1;
+                    return;
+                }
                 dht.handle_datagram(now, addr_of(from), &data);
                 self.flush(to);
             }

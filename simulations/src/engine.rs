@@ -163,13 +163,14 @@ pub struct NetModel {
     /// Probability that a datagram is lost.
     pub loss: f64,
     pos: Vec<(f32, f32)>,
-    group: Vec<u8>,
+    /// Partition: the map cut into this many vertical stripes (0 or 1: no partition).
+    stripes: u8,
 }
 
 impl NetModel {
     /// RTTs from 10 to 300 ms, 10 % jitter, no loss, no partition.
     pub fn new() -> Self {
-        NetModel { min_rtt: 10 * MS, max_rtt: 300 * MS, jitter: 0.1, loss: 0.0, pos: Vec::new(), group: Vec::new() }
+        NetModel { min_rtt: 10 * MS, max_rtt: 300 * MS, jitter: 0.1, loss: 0.0, pos: Vec::new(), stripes: 0 }
     }
 
     /// Places node `i` (nodes must be placed in index order).
@@ -199,7 +200,7 @@ impl NetModel {
 
     /// Whether `a` and `b` can reach each other (same partition group).
     pub fn connected(&self, a: usize, b: usize) -> bool {
-        self.group.get(a).copied().unwrap_or(0) == self.group.get(b).copied().unwrap_or(0)
+        self.stripes <= 1 || self.group_of(a) == self.group_of(b)
     }
 
     /// The one-way delay of one datagram from `a` to `b`, or `None` if it is lost.
@@ -219,18 +220,22 @@ impl NetModel {
     /// Splits the nodes into `groups` partitions by position (vertical stripes of the map), so a
     /// partition cuts the world along geography, as real ones tend to.
     pub fn partition(&mut self, groups: u8) {
-        let g = f32::from(groups.max(1));
-        self.group = self.pos.iter().map(|p| ((p.0 * g) as u8).min(groups.saturating_sub(1))).collect();
+        self.stripes = groups;
     }
 
-    /// The partition group of node `i` (0 when there is none).
+    /// The partition group of node `i` (0 when there is none): its stripe of the map, so nodes
+    /// placed after the cut fall on their own side of it.
     pub fn group_of(&self, i: usize) -> u8 {
-        self.group.get(i).copied().unwrap_or(0)
+        if self.stripes <= 1 {
+            return 0;
+        }
+        let x = self.pos.get(i).map_or(0.0, |p| p.0);
+        ((x * f32::from(self.stripes)) as u8).min(self.stripes - 1)
     }
 
     /// Heals any partition.
     pub fn heal(&mut self) {
-        self.group.clear();
+        self.stripes = 0;
     }
 }
 

@@ -16,6 +16,9 @@
 //! - with `fast_detect` set, any message to a dead peer is reported lost after that delay instead
 //!   (the TCP-reset model of the HyParView and Plumtree papers).
 //!
+//! Messages on an open connection cut by a partition wait, as QUIC retransmits them, and go out
+//! when the cut heals if the connection is still open then.
+//!
 //! In `Flood` mode Plumtree is replaced by plain flooding over the same HyParView active views
 //! (forward every new message to every active neighbour but the sender), the baseline both
 //! papers compare against.
@@ -46,10 +49,29 @@ enum Wire {
 }
 
 enum Ev {
-    Msg { from: u32, to: u32, wire: Wire },
-    Hpv { node: u32, timer: hyparview::Timer<u32> },
-    Plum { node: u32, timer: plumtree::Timer },
-    Lost { node: u32, peer: u32 },
+    Msg {
+        from: u32,
+        to: u32,
+        wire: Wire,
+    },
+    Hpv {
+        node: u32,
+        timer: hyparview::Timer<u32>,
+    },
+    Plum {
+        node: u32,
+        timer: plumtree::Timer,
+    },
+    /// QUIC's idle timeout (or, with `fast_detect`, the papers' notice) for `node`'s link to `peer`.
+    Lost {
+        node: u32,
+        peer: u32,
+    },
+    /// A connection attempt from `node` to `peer` timed out.
+    ConnectFailed {
+        node: u32,
+        peer: u32,
+    },
 }
 
 struct Node {
@@ -144,6 +166,9 @@ pub struct GossipSim {
     /// Counters.
     pub stats: GossipNetStats,
     next_payload: u64,
+    /// Messages on open connections across a cut, waiting for it to heal (bounded by what the
+    /// cores send during a cut; released or dropped at `heal`).
+    held: Vec<(u32, u32, Wire)>,
 }
 
 impl GossipSim {
@@ -167,6 +192,7 @@ impl GossipSim {
             tracks: BTreeMap::new(),
             stats: GossipNetStats::default(),
             next_payload: 0,
+            held: Vec::new(),
         }
     }
 
@@ -273,9 +299,17 @@ impl GossipSim {
         }
     }
 
-    /// Heals the partition.
+    /// Heals the partition: messages held on connections that survived go out again.
     pub fn heal(&mut self) {
         self.net.heal();
+        for (a, b, wire) in std::mem::take(&mut self.held) {
+            let survived = self.node(a as usize).is_some_and(|n| n.conns.contains_key(&b));
+            if survived && self.is_up(b as usize) {
+                self.send(a as usize, b as usize, wire);
+            } else {
+                self.stats.vanished += 1;
+            }
+        }
     }
 
     /// Broadcasts a fresh payload from node `i`; returns its id.
@@ -306,11 +340,24 @@ impl GossipSim {
                 Ev::Plum { node, timer } => self.plum_input(node as usize, plumtree::In::Timer(timer)),
                 Ev::Lost { node, peer } => {
                     let i = node as usize;
-                    if self.fast_detect.is_none() && self.is_up(peer as usize) && self.net.connected(i, peer as usize) {
-                        // The cut healed before the idle timeout: packets flow again, the
-                        // connection survives.
-                        continue;
+                    if self.fast_detect.is_none() {
+                        if self.is_up(peer as usize) && self.net.connected(i, peer as usize) {
+                            // The cut healed before the idle timeout: packets flow again, the
+                            // connection survives.
+                            continue;
+                        }
+                        if !self.node(i).is_some_and(|n| n.conns.contains_key(&peer)) {
+                            // Already closed (HyParView dropped the peer): nothing to notice.
+                            continue;
+                        }
                     }
+                    if let Some(Some(n)) = self.nodes.get_mut(i) {
+                        n.conns.remove(&peer);
+                    }
+                    self.hpv_input(i, hyparview::In::ConnectionLost(peer));
+                }
+                Ev::ConnectFailed { node, peer } => {
+                    let i = node as usize;
                     if let Some(Some(n)) = self.nodes.get_mut(i) {
                         n.conns.remove(&peer);
                     }
@@ -334,6 +381,11 @@ impl GossipSim {
             self.stats.vanished += 1;
             return;
         }
+        if !self.net.connected(from, to) {
+            // Cut while in flight: QUIC keeps it for retransmission when the path returns.
+            self.held.push((from as u32, to as u32, wire));
+            return;
+        }
         match wire {
             Wire::Hpv(msg) => self.hpv_input(to, hyparview::In::Message { from: from as u32, msg }),
             Wire::Plum(msg) => self.plum_input(to, plumtree::In::Message { from: from as u32, msg }),
@@ -346,19 +398,25 @@ impl GossipSim {
         let (a32, b32) = (a as u32, b as u32);
         let open = self.node(a).is_some_and(|n| n.conns.contains_key(&b32));
         if !self.is_up(b) || !self.net.connected(a, b) {
-            // The message vanishes.
-            self.stats.vanished += 1;
             match self.fast_detect {
-                Some(d) => self.queue.after(d, Ev::Lost { node: a32, peer: b32 }),
-                // An open connection closes by idle timeout (already scheduled at the crash or
-                // the cut); a new one fails after the connect timeout.
-                None if !open => {
+                Some(d) => {
+                    self.stats.vanished += 1;
+                    self.queue.after(d, Ev::Lost { node: a32, peer: b32 });
+                }
+                // On an open connection to a live peer behind a cut, QUIC keeps retransmitting:
+                // the message arrives when the cut heals, unless the idle timeout (scheduled at
+                // the cut) closes the connection first.
+                None if open && self.is_up(b) => self.held.push((a32, b32, wire)),
+                // To a crashed peer it is lost; the idle timeout was scheduled at the crash.
+                None if open => self.stats.vanished += 1,
+                // A new connection to a silent peer fails after the connect timeout.
+                None => {
+                    self.stats.vanished += 1;
                     if let Some(Some(n)) = self.nodes.get_mut(a) {
                         n.conns.insert(b32, 0);
                     }
-                    self.queue.after(self.connect_timeout, Ev::Lost { node: a32, peer: b32 });
+                    self.queue.after(self.connect_timeout, Ev::ConnectFailed { node: a32, peer: b32 });
                 }
-                None => {}
             }
             return;
         }

@@ -159,6 +159,7 @@ fn main() -> Result<()> {
     match cli.scenario {
         Scenario::Lookup { common, lookups, values, start, joins_per_s } => {
             check_loss(common.loss)?;
+            anyhow::ensure!(common.nodes.iter().all(|&n| n >= 2), "--nodes must be at least 2");
             let mut o = scenarios::lookup::Options::new(common.nodes.clone(), common.seed);
             o.out = Some(common.out.clone());
             o.lookups = lookups;
@@ -171,8 +172,10 @@ fn main() -> Result<()> {
             done(&common, wall);
         }
         Scenario::Adversarial { common, colluders, paths, lookups, values } => {
+            check_loss(common.loss)?;
             let mut o = scenarios::adversarial::Options::new(first_size(&common)?, common.seed);
             o.out = Some(common.out.clone());
+            o.loss = common.loss;
             o.shares = colluders.iter().map(|p| p / 100.0).collect();
             anyhow::ensure!(o.shares.iter().all(|f| (0.0..1.0).contains(f)), "--colluders are percentages in [0, 100)");
             anyhow::ensure!(paths.iter().all(|&p| (1..=16).contains(&p)), "--paths must be 1..=16");
@@ -184,13 +187,15 @@ fn main() -> Result<()> {
             done(&common, wall);
         }
         Scenario::Churn { common, replication, session_s, duration_s, values } => {
+            check_loss(common.loss)?;
             let mut o = scenarios::churn::Options::new(first_size(&common)?, common.seed);
             o.out = Some(common.out.clone());
+            o.loss = common.loss;
             anyhow::ensure!(replication.iter().all(|&r| (1..=20).contains(&r)), "--replication must be 1..=20");
             anyhow::ensure!(session_s > 0 && duration_s > 0, "--session-s and --duration-s must be positive");
             o.replication = replication;
-            o.session = session_s * suprnova_sim::engine::SEC;
-            o.duration = duration_s * suprnova_sim::engine::SEC;
+            o.session = nanos(session_s, suprnova_sim::engine::SEC, "--session-s")?;
+            o.duration = nanos(duration_s, suprnova_sim::engine::SEC, "--duration-s")?;
             o.values = values;
             o.progress = !common.quiet;
             scenarios::churn::run(&o)?;
@@ -198,8 +203,10 @@ fn main() -> Result<()> {
         }
         Scenario::Bootstrap { common, joins_per_s, sample_every } => {
             anyhow::ensure!(joins_per_s > 0.0, "--joins-per-s must be positive");
+            check_loss(common.loss)?;
             let mut o = scenarios::bootstrap::Options::new(first_size(&common)?, common.seed);
             o.out = Some(common.out.clone());
+            o.loss = common.loss;
             o.joins_per_s = joins_per_s;
             o.sample_every = sample_every.max(1);
             o.progress = !common.quiet;
@@ -208,10 +215,12 @@ fn main() -> Result<()> {
         }
         Scenario::Partition { common, partition_s, after_s } => {
             anyhow::ensure!(after_s > 0, "--after-s must be positive");
+            check_loss(common.loss)?;
             let mut o = scenarios::partition::Options::new(first_size(&common)?, common.seed);
             o.out = Some(common.out.clone());
-            o.partition = partition_s * suprnova_sim::engine::SEC;
-            o.after = after_s * suprnova_sim::engine::SEC;
+            o.loss = common.loss;
+            o.partition = nanos(partition_s, suprnova_sim::engine::SEC, "--partition-s")?;
+            o.after = nanos(after_s, suprnova_sim::engine::SEC, "--after-s")?;
             o.progress = !common.quiet;
             scenarios::partition::run(&o)?;
             done(&common, wall);
@@ -222,6 +231,7 @@ fn main() -> Result<()> {
                 byzantine.iter().all(|p| (0.0..100.0).contains(p)),
                 "--byzantine are percentages in [0, 100)"
             );
+            no_loss(&common, "mesh")?;
             let mut o = scenarios::mesh::Options::new(common.nodes.clone(), common.seed);
             o.out = Some(common.out.clone());
             o.shares = byzantine.iter().map(|p| p / 100.0).collect();
@@ -233,7 +243,7 @@ fn main() -> Result<()> {
                     other => Err(anyhow::anyhow!("unknown behaviour {other:?} (silent or equivocating)")),
                 })
                 .collect::<Result<_>>()?;
-            o.duration = duration_s * suprnova_sim::engine::SEC;
+            o.duration = nanos(duration_s, suprnova_sim::engine::SEC, "--duration-s")?;
             if let Some(ms) = timeout_ms {
                 o.timeout = std::time::Duration::from_millis(ms);
             }
@@ -242,6 +252,7 @@ fn main() -> Result<()> {
             done(&common, wall);
         }
         Scenario::Broadcast { common, failures, modes, messages, fast_detect_ms, graft_ms } => {
+            no_loss(&common, "broadcast")?;
             let mut o = scenarios::broadcast::Options::new(first_size(&common)?, common.seed);
             o.out = Some(common.out.clone());
             o.failures = failures.iter().map(|p| p / 100.0).collect();
@@ -258,8 +269,9 @@ fn main() -> Result<()> {
                 })
                 .collect::<Result<_>>()?;
             o.messages = messages;
-            o.fast_detect = fast_detect_ms.map(|ms| ms * suprnova_sim::engine::MS);
-            o.graft_timeout = graft_ms.map(|ms| ms * suprnova_sim::engine::MS);
+            o.fast_detect =
+                fast_detect_ms.map(|ms| nanos(ms, suprnova_sim::engine::MS, "--fast-detect-ms")).transpose()?;
+            o.graft_timeout = graft_ms.map(|ms| nanos(ms, suprnova_sim::engine::MS, "--graft-ms")).transpose()?;
             o.progress = !common.quiet;
             scenarios::broadcast::run(&o)?;
             done(&common, wall);
@@ -272,6 +284,20 @@ fn first_size(common: &Common) -> Result<usize> {
     let n = common.nodes.first().copied().unwrap_or(0);
     anyhow::ensure!(n >= 2, "--nodes must be at least 2");
     Ok(n)
+}
+
+/// `n` units of `unit` nanoseconds, or an error instead of an overflow.
+fn nanos(n: u64, unit: u64, flag: &str) -> Result<u64> {
+    n.checked_mul(unit).ok_or_else(|| anyhow::anyhow!("{flag} {n} is too large"))
+}
+
+/// Scenarios whose network has no datagram loss to apply refuse `--loss` rather than ignore it.
+fn no_loss(common: &Common, scenario: &str) -> Result<()> {
+    anyhow::ensure!(
+        common.loss == 0.0,
+        "--loss applies to the DHT scenarios; {scenario} runs on reliable streams (QUIC) and has none"
+    );
+    Ok(())
 }
 
 fn check_loss(loss: f64) -> Result<()> {

@@ -1,8 +1,8 @@
 //! The mesh agreement core (`suprnova_mesh::simplex::Simplex`) under the latency model.
 //!
 //! Every member runs the real core. Its broadcasts reach every other member after the modelled
-//! one-way delay (the mesh topic's links are ordered QUIC streams: no loss, no reordering per
-//! pair); the application answers `Propose` with a fresh payload at once and `Verify` with
+//! one-way delay (the mesh topic's links are ordered QUIC streams: no loss, and messages between
+//! two members arrive in the order they were sent); the application answers `Propose` with a fresh payload at once and `Verify` with
 //! "valid", as `MeshCore` does for a valid batch. Byzantine members are either silent (send
 //! nothing) or equivocating (sign a second, different block or vote for every message they send
 //! and show each half of the members a different one).
@@ -15,9 +15,7 @@ use std::time::{Duration, Instant};
 
 use rand_chacha::ChaCha8Rng;
 use suprnova_dht::identity::Identity;
-use suprnova_mesh::simplex::{
-    Config, Digest, In, Members, Message, Out, Proposal, Sig, Simplex, finalize_message, vote_message,
-};
+use suprnova_mesh::simplex::{Config, Digest, In, Members, Message, Out, Simplex};
 
 use crate::engine::{self, Nanos, NetModel, Queue};
 
@@ -59,6 +57,10 @@ pub struct MeshSim {
     pub evidence: u64,
     /// Messages sent.
     pub messages: u64,
+    /// Heights an honest member skipped (`Out::Gap`: final blocks it never saw).
+    pub gaps: u64,
+    /// Arrival time of the last message per (from, to): links are ordered streams.
+    last: Vec<Nanos>,
 }
 
 impl MeshSim {
@@ -96,6 +98,8 @@ impl MeshSim {
             violations: 0,
             evidence: 0,
             messages: 0,
+            gaps: 0,
+            last: vec![0; n * n],
         };
         for i in 0..n {
             sim.drain(i);
@@ -166,34 +170,17 @@ impl MeshSim {
         }
         self.messages += 1;
         let d = self.net.one_way(&mut self.rng, from, to);
-        self.queue.after(d, Ev::Msg { to: to as u32, msg });
+        let mut at = self.queue.now() + d;
+        if let Some(last) = self.last.get_mut(from * self.nodes.len() + to) {
+            at = at.max(*last + 1);
+            *last = at;
+        }
+        self.queue.at(at, Ev::Msg { to: to as u32, msg });
     }
 
     /// The equivocator's twin of a message: the same kind, for a different block.
     fn twin(&self, from: usize, m: &Message) -> Option<Message> {
-        let id = self.ids.get(from)?;
-        match m {
-            Message::Propose { proposal, .. } => {
-                let mut p: Proposal = proposal.clone();
-                let mut pl = p.payload.to_vec();
-                pl.push(0x42);
-                p.payload = pl.as_slice().try_into().ok()?;
-                let d = p.digest(&self.mesh);
-                let sig = Sig(id.sign(&vote_message(&self.mesh, p.height, &Some(d))));
-                Some(Message::Propose { proposal: p, sig })
-            }
-            Message::Vote { height, choice: Some(_), signer, .. } => {
-                let other = *blake3::hash(&height.to_le_bytes()).as_bytes();
-                let sig = Sig(id.sign(&vote_message(&self.mesh, *height, &Some(other))));
-                Some(Message::Vote { height: *height, choice: Some(other), signer: *signer, sig })
-            }
-            Message::Finalize { height, signer, .. } => {
-                let other = *blake3::hash(&height.to_le_bytes()).as_bytes();
-                let sig = Sig(id.sign(&finalize_message(&self.mesh, *height, &other)));
-                Some(Message::Finalize { height: *height, digest: other, signer: *signer, sig })
-            }
-            _ => None,
-        }
+        suprnova_mesh::fuzzing::equivocation_twin(&self.mesh, self.ids.get(from)?, m)
     }
 
     /// Carries out member `i`'s outputs and schedules its timer.
@@ -259,7 +246,11 @@ impl MeshSim {
                         n.reserved(up_to);
                     }
                 }
-                Out::Gap { .. } => {}
+                Out::Gap { from, to } => {
+                    if self.honest(i) {
+                        self.gaps += to.saturating_sub(from) + 1;
+                    }
+                }
             }
         }
         let Some(t) = self.nodes.get(i).and_then(Simplex::poll_timeout) else { return };

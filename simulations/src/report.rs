@@ -6,17 +6,20 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use plotters::prelude::*;
 
-/// A CSV table: a header and rows of cells.
+/// Rows of cells under a header: written as CSV, or rendered as an aligned table for the terminal.
 #[derive(Clone, Debug, Default)]
-pub struct Csv {
+pub struct Table {
     header: Vec<String>,
     rows: Vec<Vec<String>>,
 }
 
-impl Csv {
+/// A table meant for a CSV file.
+pub type Csv = Table;
+
+impl Table {
     /// A table with these columns.
     pub fn new(header: &[&str]) -> Self {
-        Csv { header: header.iter().map(|s| s.to_string()).collect(), rows: Vec::new() }
+        Table { header: header.iter().map(|s| s.to_string()).collect(), rows: Vec::new() }
     }
 
     /// Appends a row (cells already formatted).
@@ -45,28 +48,9 @@ impl Csv {
         s
     }
 
-    /// Writes the table to `path`.
+    /// Writes the table as CSV to `path`.
     pub fn write(&self, path: &Path) -> Result<()> {
         std::fs::write(path, self.text()).with_context(|| format!("writing {}", path.display()))
-    }
-}
-
-/// A summary table printed to the terminal: aligned columns.
-#[derive(Clone, Debug, Default)]
-pub struct Table {
-    header: Vec<String>,
-    rows: Vec<Vec<String>>,
-}
-
-impl Table {
-    /// A table with these columns.
-    pub fn new(header: &[&str]) -> Self {
-        Table { header: header.iter().map(|s| s.to_string()).collect(), rows: Vec::new() }
-    }
-
-    /// Appends a row.
-    pub fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
     }
 
     /// The rendered table (markdown-compatible).

@@ -13,7 +13,7 @@ fn disjoint_paths_hold_up_against_a_third_colluding() {
     assert_eq!(runs.len(), 4);
     let honest = &runs[0];
     assert_eq!((honest.share, honest.paths), (0.0, 1));
-    assert_eq!(honest.found_target, honest.lookups, "no colluders: every lookup finds its target");
+    assert_eq!(honest.found_target, honest.started, "no colluders: every lookup finds its target");
     assert_eq!(honest.got, honest.gets);
     assert_eq!(honest.forged_refused, 0);
     let (one, four) = (&runs[2], &runs[3]);

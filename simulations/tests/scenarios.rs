@@ -28,7 +28,8 @@ fn a_short_partition_heals_in_both_layers() {
     let out = partition::run(&o).expect("run");
     // During the cut no lookup reaches the other half and no broadcast reaches everyone.
     assert!(out.routing.iter().filter(|s| s.t_s < -3.0).all(|s| s.success < 0.5), "{:?}", out.routing);
-    assert!(out.gossip.iter().filter(|s| s.t_s < -1.0).all(|s| s.success < 0.9), "{:?}", out.gossip);
+    // (Broadcasts sent within 5 s of the heal still count as prompt when held messages go out.)
+    assert!(out.gossip.iter().filter(|s| s.t_s < -5.0).all(|s| s.success < 0.9), "{:?}", out.gossip);
     // A 20 s cut is shorter than QUIC's idle timeout: both layers are whole again within seconds.
     let r = out.routing_reconverged_s.expect("routing reconverged");
     let g = out.gossip_reconverged_s.expect("gossip reconverged");
@@ -48,4 +49,27 @@ fn mesh_stays_safe_and_live_up_to_f_and_only_safe_beyond() {
     let stuck = mesh::run_one(&o, 10, 4, Behaviour::Silent);
     assert_eq!(stuck.violations, 0);
     assert_eq!(stuck.finalized, 0, "four silent of ten leave no quorum of seven");
+}
+
+#[test]
+fn mesh_and_adversarial_runs_repeat_exactly() {
+    let o = mesh::Options::new(vec![10], 5);
+    let key = |r: &mesh::Run| (r.finalized, format!("{:?}", r.median_ms), r.messages, r.evidence, r.gaps);
+    let a = mesh::run_one(&o, 10, 2, Behaviour::Equivocating);
+    let b = mesh::run_one(&o, 10, 2, Behaviour::Equivocating);
+    assert_eq!(key(&a), key(&b));
+    let c = mesh::run_one(&mesh::Options::new(vec![10], 6), 10, 2, Behaviour::Equivocating);
+    assert_ne!(key(&a), key(&c));
+
+    use suprnova_sim::scenarios::adversarial;
+    let mut o = adversarial::Options::new(200, 3);
+    o.shares = vec![0.2];
+    o.paths = vec![2];
+    o.lookups = 40;
+    o.values = 10;
+    let run = || {
+        let r = adversarial::run(&o).expect("run");
+        r.iter().map(|r| (r.found_target, r.got, r.forged_refused, r.rpcs.clone())).collect::<Vec<_>>()
+    };
+    assert_eq!(run(), run());
 }

@@ -45,6 +45,8 @@ pub struct Options {
     pub lookups: usize,
     /// Records stored and fetched per run.
     pub values: usize,
+    /// Datagram loss.
+    pub loss: f64,
     /// Progress on stderr.
     pub progress: bool,
 }
@@ -60,6 +62,7 @@ impl Options {
             paths: vec![1, 4],
             lookups: 500,
             values: 100,
+            loss: 0.0,
             progress: false,
         }
     }
@@ -72,6 +75,8 @@ pub struct Run {
     pub share: f64,
     /// Disjoint paths.
     pub paths: usize,
+    /// FIND_NODE lookups started.
+    pub started: usize,
     /// FIND_NODE lookups that finished.
     pub lookups: usize,
     /// ... that returned the target node.
@@ -93,9 +98,9 @@ pub struct Run {
 }
 
 impl Run {
-    /// FIND_NODE success rate.
+    /// FIND_NODE success rate (over lookups started: one that never finished failed).
     pub fn lookup_success(&self) -> f64 {
-        self.found_target as f64 / self.lookups.max(1) as f64
+        self.found_target as f64 / self.started.max(1) as f64
     }
 
     /// FIND_VALUE success rate.
@@ -134,7 +139,10 @@ fn run_one(o: &Options, share: f64, paths: usize) -> Run {
     let wall = Instant::now();
     let mut cfg = dht_config();
     cfg.lookup.paths = paths;
-    let mut sim = DhtSim::new(o.seed ^ (paths as u64) << 32, NetModel::new(), cfg);
+    // The same seed for every path count: same ids, same map, same colluders.
+    let mut net = NetModel::new();
+    net.loss = o.loss;
+    let mut sim = DhtSim::new(o.seed, net, cfg);
     let mut rng = engine::rng(o.seed, &format!("adversarial {share} {paths}"));
     // The same colluders for every path count at one share (their own rng stream).
     let mut pick = engine::rng(o.seed, &format!("colluders {share}"));
@@ -184,6 +192,10 @@ fn run_one(o: &Options, share: f64, paths: usize) -> Run {
     let mut finds: BTreeMap<(u32, u64), (u64, NodeId)> = BTreeMap::new();
     for _ in 0..o.lookups {
         let (Some(from), Some(t)) = (pick_honest(&mut rng), pick_honest(&mut rng)) else { break };
+        if from == t {
+            // A node never returns itself: such a lookup would count as failed.
+            continue;
+        }
         let target = sim.id(t);
         if let Some(Ok(q)) = sim.call(from, |d, now| d.find_node(now, target)) {
             finds.insert((from as u32, q), (sim.now(), target));
@@ -199,6 +211,7 @@ fn run_one(o: &Options, share: f64, paths: usize) -> Run {
         sim.run_for(10 * MS);
     }
     r.gets = gets.len();
+    r.started = finds.len();
     let outstanding = finds.len() + gets.len();
     run_while(&mut sim, 90 * SEC, &mut reported, outstanding, |e| {
         matches!(e, DhtEvent::FoundNodes { .. } | DhtEvent::GetDone { .. })
@@ -253,7 +266,7 @@ pub fn summary(runs: &[Run]) -> Table {
         t.row(vec![
             format!("{:.0} %", r.share * 100.0),
             r.paths.to_string(),
-            format!("{:.1} % ({}/{})", r.lookup_success() * 100.0, r.found_target, r.lookups),
+            format!("{:.1} % ({}/{})", r.lookup_success() * 100.0, r.found_target, r.started),
             format!("{:.1} % ({}/{})", r.get_success() * 100.0, r.got, r.gets),
             r.stored.to_string(),
             percentile(&r.rpcs, 50.0).to_string(),
@@ -274,7 +287,8 @@ fn write(o: &Options, dir: &std::path::Path, runs: &[Run]) -> Result<()> {
     let mut csv = Csv::new(&[
         "colluders",
         "paths",
-        "lookups",
+        "lookups_started",
+        "lookups_finished",
         "found_target",
         "gets",
         "got",
@@ -289,6 +303,7 @@ fn write(o: &Options, dir: &std::path::Path, runs: &[Run]) -> Result<()> {
         csv.row(vec![
             format!("{:.2}", r.share),
             r.paths.to_string(),
+            r.started.to_string(),
             r.lookups.to_string(),
             r.found_target.to_string(),
             r.gets.to_string(),

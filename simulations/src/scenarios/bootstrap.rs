@@ -39,6 +39,8 @@ pub struct Options {
     pub sample_every: usize,
     /// Neighbourhood size checked.
     pub k: usize,
+    /// Datagram loss.
+    pub loss: f64,
     /// Progress on stderr.
     pub progress: bool,
 }
@@ -46,7 +48,7 @@ pub struct Options {
 impl Options {
     /// 100 joins per second, every 10th joiner followed, neighbourhoods of 20.
     pub fn new(nodes: usize, seed: u64) -> Self {
-        Options { nodes, seed, out: None, joins_per_s: 100.0, sample_every: 10, k: 20, progress: false }
+        Options { nodes, seed, out: None, joins_per_s: 100.0, sample_every: 10, k: 20, loss: 0.0, progress: false }
     }
 }
 
@@ -85,7 +87,9 @@ pub struct Outcome {
 /// Runs the scenario.
 pub fn run(o: &Options) -> Result<Outcome> {
     let wall = Instant::now();
-    let mut sim = DhtSim::new(o.seed, NetModel::new(), dht_config());
+    let mut net = NetModel::new();
+    net.loss = o.loss;
+    let mut sim = DhtSim::new(o.seed, net, dht_config());
     let mut rng = engine::rng(o.seed, "bootstrap");
     let gap = (SEC as f64 / o.joins_per_s.max(1e-3)) as Nanos;
     let mut checks: BTreeMap<(Nanos, usize), usize> = BTreeMap::new();
@@ -118,8 +122,16 @@ pub fn run(o: &Options) -> Result<Outcome> {
                 checks.insert((sim.now() + ms * MS, i), j);
             }
         }
-        sim.run_for(gap);
-        due(&mut sim, &mut checks, &mut offsets, o.k);
+        // Run to the next join, stopping at every check on the way (so a check happens when due).
+        let next_join = sim.now() + gap;
+        loop {
+            let t = checks.keys().next().map_or(next_join, |k| k.0).min(next_join);
+            sim.run_until(t);
+            due(&mut sim, &mut checks, &mut offsets, o.k);
+            if t >= next_join {
+                break;
+            }
+        }
         collect(&mut sim, &mut started, &mut out);
         if o.progress && (n + 1) as f64 / o.nodes as f64 >= next_report {
             eprintln!(
@@ -133,8 +145,8 @@ pub fn run(o: &Options) -> Result<Outcome> {
             next_report += 0.1;
         }
     }
-    while !checks.is_empty() {
-        sim.run_for(100 * MS);
+    while let Some(&(t, _)) = checks.keys().next() {
+        sim.run_until(t);
         due(&mut sim, &mut checks, &mut offsets, o.k);
         collect(&mut sim, &mut started, &mut out);
     }

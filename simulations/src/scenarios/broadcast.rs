@@ -149,8 +149,13 @@ pub fn build(o: &Options, mode: Mode) -> GossipSim {
     sim
 }
 
+/// Measures one broadcast over the deliveries within `SETTLE` of its sending (every message gets
+/// the same window, whatever was sent after it).
 fn measure(sim: &GossipSim, t: &Track) -> Sent {
     let live = sim.up().len().max(1);
+    let mut t = t.clone();
+    let end = t.sent_at + SETTLE;
+    t.delivered.retain(|_, (at, _)| *at <= end);
     let delivered = t.delivered.keys().filter(|&&n| sim.is_up(n as usize)).count();
     Sent {
         reliability: delivered as f64 / live as f64,

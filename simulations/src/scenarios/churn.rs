@@ -49,6 +49,8 @@ pub struct Options {
     pub values: usize,
     /// Lookups and fetches per measurement.
     pub probes: usize,
+    /// Datagram loss.
+    pub loss: f64,
     /// Progress on stderr.
     pub progress: bool,
 }
@@ -66,6 +68,7 @@ impl Options {
             interval: 20 * SEC,
             values: 100,
             probes: 20,
+            loss: 0.0,
             progress: false,
         }
     }
@@ -129,80 +132,102 @@ fn run_one(o: &Options, replication: usize) -> Run {
     let wall = Instant::now();
     let mut cfg = dht_config();
     cfg.replication = replication;
-    let mut sim = DhtSim::new(o.seed, NetModel::new(), cfg);
+    let mut net = NetModel::new();
+    net.loss = o.loss;
+    let mut sim = DhtSim::new(o.seed, net, cfg);
     let mut rng = engine::rng(o.seed, &format!("churn {replication}"));
-    let mut live: BTreeSet<usize> = warm(&mut sim, o.nodes, &mut rng, false, |_| Role::Honest).into_iter().collect();
+    let live: BTreeSet<usize> = warm(&mut sim, o.nodes, &mut rng, false, |_| Role::Honest).into_iter().collect();
     sim.run_for(SEC);
     let mut run = Run { replication, ..Run::default() };
     let mut reported: Vec<Reported> = Vec::new();
 
-    // Records, each from a random node.
-    let mut keys = Vec::new();
-    let mut puts = 0;
+    // Records, each from a random node; only those stored somewhere are tracked.
+    let mut puts: BTreeMap<(u32, u64), Key> = BTreeMap::new();
     for j in 0..o.values {
         let value = engine::derive(o.seed, "churn value", j as u64);
         let Ok(bytes) = value.as_slice().try_into() else { continue };
         let key = Key::for_immutable(&value);
         let from = pick(&live, &mut rng);
         let record = Record::Immutable { value: bytes };
-        if let Some(Ok(_)) = sim.call(from, |d, now| d.put(now, key, record, Duration::from_secs(3600), None)) {
-            puts += 1;
+        if let Some(Ok(q)) = sim.call(from, |d, now| d.put(now, key, record, Duration::from_secs(3600), None)) {
+            puts.insert((from as u32, q), key);
         }
-        keys.push(key);
         sim.run_for(5 * MS);
     }
-    run_while(&mut sim, 30 * SEC, &mut reported, puts, |e| matches!(e, DhtEvent::PutDone { .. }));
-    run.stored = reported
+    run_while(&mut sim, 30 * SEC, &mut reported, puts.len(), |e| matches!(e, DhtEvent::PutDone { .. }));
+    let keys: Vec<Key> = reported
         .drain(..)
-        .filter(|r| matches!(&r.event, DhtEvent::PutDone { result: Ok(out), .. } if out.stored > 0))
-        .count();
+        .filter_map(|r| match &r.event {
+            DhtEvent::PutDone { query, result: Ok(out) } if out.stored > 0 => puts.get(&(r.node, *query)).copied(),
+            _ => None,
+        })
+        .collect();
+    run.stored = keys.len();
 
     // Session ends, in time order.
     let start = sim.now();
-    let mut ends: BTreeMap<(Nanos, usize), ()> = BTreeMap::new();
-    for &i in &live {
-        ends.insert((start + session(o, &mut rng), i), ());
+    let end = start + o.duration;
+    let mut churn = Churn { ends: BTreeMap::new(), live, departed: 0 };
+    let firsts: Vec<usize> = churn.live.iter().copied().collect();
+    for i in firsts {
+        churn.ends.insert((start + session(o, &mut rng), i), ());
     }
-    let mut departed = 0;
     let mut next_sample = start + o.interval;
-    while sim.now() < start + o.duration {
-        let until = next_sample.min(ends.keys().next().map_or(u64::MAX, |k| k.0));
-        sim.run_until(until);
-        // Collect bootstrap and probe events as they come (only probes are read).
-        reported.extend(sim.take_reported());
-        while let Some((&(at, i), _)) = ends.iter().next() {
-            if at > sim.now() {
-                break;
-            }
-            ends.remove(&(at, i));
-            sim.kill(i);
-            live.remove(&i);
-            departed += 1;
-            // A newcomer takes its place.
-            let n = sim.add_node(Role::Honest);
-            let seeds: Vec<Target> =
-                (0..3).filter_map(|_| sim.record(pick(&live, &mut rng)).cloned().map(Target::Record)).collect();
-            let _ = sim.call(n, |d, now| d.bootstrap(now, seeds));
-            live.insert(n);
-            ends.insert((sim.now() + session(o, &mut rng), n), ());
+    while next_sample <= end {
+        churn.advance(o, &mut sim, &mut rng, next_sample);
+        sim.take_reported();
+        next_sample += o.interval;
+        let s = measure(o, &mut sim, &mut churn, &keys, &mut rng, start);
+        if o.progress {
+            eprintln!(
+                "  r = {replication}, t = {:>4.0} s: {} left, lookups {:.0} %, fetches {:.0} %, available {:.1} %",
+                s.t_s,
+                s.departed,
+                s.lookup * 100.0,
+                s.fetch * 100.0,
+                s.available * 100.0
+            );
         }
-        if sim.now() >= next_sample {
-            next_sample += o.interval;
-            let s = measure(o, &mut sim, &live, &keys, &mut rng, start, departed);
-            if o.progress {
-                eprintln!(
-                    "  r = {replication}, t = {:>4.0} s: {departed} left, lookups {:.0} %, fetches {:.0} %, available {:.1} %",
-                    s.t_s,
-                    s.lookup * 100.0,
-                    s.fetch * 100.0,
-                    s.available * 100.0
-                );
-            }
-            run.samples.push(s);
-        }
+        run.samples.push(s);
     }
     run.wall_s = wall.elapsed().as_secs_f64();
     run
+}
+
+/// The churn process: session ends in time order, and who is up.
+struct Churn {
+    ends: BTreeMap<(Nanos, usize), ()>,
+    live: BTreeSet<usize>,
+    departed: usize,
+}
+
+impl Churn {
+    /// Runs the network to `until`, ending sessions when due: each leaver vanishes and a fresh
+    /// node joins live in its place, bootstrapping from three random live nodes.
+    fn advance(&mut self, o: &Options, sim: &mut DhtSim, rng: &mut rand_chacha::ChaCha8Rng, until: Nanos) {
+        loop {
+            let next = self.ends.keys().next().map_or(u64::MAX, |k| k.0);
+            sim.run_until(next.min(until));
+            if next > until {
+                return;
+            }
+            while let Some((&(at, i), _)) = self.ends.iter().next() {
+                if at > sim.now() {
+                    break;
+                }
+                self.ends.remove(&(at, i));
+                sim.kill(i);
+                self.live.remove(&i);
+                self.departed += 1;
+                let n = sim.add_node(Role::Honest);
+                let seeds: Vec<Target> =
+                    (0..3).filter_map(|_| sim.record(pick(&self.live, rng)).cloned().map(Target::Record)).collect();
+                let _ = sim.call(n, |d, now| d.bootstrap(now, seeds));
+                self.live.insert(n);
+                self.ends.insert((sim.now() + session(o, rng), n), ());
+            }
+        }
+    }
 }
 
 fn session(o: &Options, rng: &mut rand_chacha::ChaCha8Rng) -> Nanos {
@@ -213,54 +238,62 @@ fn pick(live: &BTreeSet<usize>, rng: &mut rand_chacha::ChaCha8Rng) -> usize {
     live.iter().nth(engine::below(rng, live.len())).copied().unwrap_or(0)
 }
 
-/// Probes lookups and fetches (waiting for their answers; churn pauses meanwhile, which the
-/// probes' few seconds do not change much) and counts live replicas from the global view.
+/// Starts the probes (lookups for live nodes' ids, fetches of stored keys), keeps churning while
+/// they run (at most 60 s), and counts live replicas from the global view.
 fn measure(
     o: &Options,
     sim: &mut DhtSim,
-    live: &BTreeSet<usize>,
+    churn: &mut Churn,
     keys: &[Key],
     rng: &mut rand_chacha::ChaCha8Rng,
     start: Nanos,
-    departed: usize,
 ) -> Sample {
     let now = sim.now();
     let mut finds: BTreeMap<(u32, u64), NodeId> = BTreeMap::new();
     let mut gets: BTreeMap<(u32, u64), ()> = BTreeMap::new();
     for _ in 0..o.probes {
-        let from = pick(live, rng);
-        let target = sim.id(pick(live, rng));
-        if let Some(Ok(q)) = sim.call(from, |d, now| d.find_node(now, target)) {
+        let (from, to) = (pick(&churn.live, rng), pick(&churn.live, rng));
+        let target = sim.id(to);
+        if from != to
+            && let Some(Ok(q)) = sim.call(from, |d, now| d.find_node(now, target))
+        {
             finds.insert((from as u32, q), target);
         }
         if let Some(&key) = keys.get(engine::below(rng, keys.len())) {
-            let from = pick(live, rng);
+            let from = pick(&churn.live, rng);
             if let Some(Ok(q)) = sim.call(from, |d, now| d.get(now, key, GetMode::First)) {
                 gets.insert((from as u32, q), ());
             }
         }
     }
-    let mut reported = Vec::new();
-    let outstanding = finds.len() + gets.len();
-    run_while(sim, 60 * SEC, &mut reported, outstanding, |e| {
-        matches!(e, DhtEvent::FoundNodes { .. } | DhtEvent::GetDone { .. })
-    });
+    let mut outstanding = finds.len() + gets.len();
     let (mut found, mut fetched) = (0usize, 0usize);
-    for r in reported {
-        match r.event {
-            DhtEvent::FoundNodes { query, nodes, .. } => {
-                if let Some(t) = finds.get(&(r.node, query))
-                    && nodes.iter().any(|f| f.record.id == *t)
-                {
-                    found += 1;
+    let deadline = now + 60 * SEC;
+    while outstanding > 0 && sim.now() < deadline {
+        churn.advance(o, sim, rng, sim.now() + 100 * MS);
+        for r in sim.take_reported() {
+            match r.event {
+                DhtEvent::FoundNodes { query, nodes, .. } => {
+                    if let Some(t) = finds.get(&(r.node, query)) {
+                        outstanding = outstanding.saturating_sub(1);
+                        if nodes.iter().any(|f| f.record.id == *t) {
+                            found += 1;
+                        }
+                    }
                 }
+                DhtEvent::GetDone { query, result, .. } if gets.contains_key(&(r.node, query)) => {
+                    outstanding = outstanding.saturating_sub(1);
+                    if result.is_ok() {
+                        fetched += 1;
+                    }
+                }
+                _ => {}
             }
-            DhtEvent::GetDone { query, result: Ok(_), .. } if gets.contains_key(&(r.node, query)) => fetched += 1,
-            _ => {}
         }
     }
     let t = sim.instant_at(sim.now());
-    let held: BTreeSet<Key> = live
+    let held: BTreeSet<Key> = churn
+        .live
         .iter()
         .filter_map(|&i| sim.node(i))
         .flat_map(|d| d.store().items().filter(|(_, it)| it.expires > t).map(|(k, _)| *k).collect::<Vec<_>>())
@@ -268,7 +301,7 @@ fn measure(
     let available = keys.iter().filter(|k| held.contains(k)).count();
     Sample {
         t_s: secs(now.saturating_sub(start)),
-        departed,
+        departed: churn.departed,
         lookup: found as f64 / finds.len().max(1) as f64,
         fetch: fetched as f64 / gets.len().max(1) as f64,
         available: available as f64 / keys.len().max(1) as f64,

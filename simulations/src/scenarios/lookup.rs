@@ -67,6 +67,8 @@ impl Options {
 pub struct SizeResult {
     /// Nodes.
     pub nodes: usize,
+    /// FIND_NODE lookups started.
+    pub find_node_started: usize,
     /// FIND_NODE lookups that finished.
     pub find_node_done: usize,
     /// ... whose closest result was the true closest live node.
@@ -235,6 +237,7 @@ fn run_size(o: &Options, n: usize) -> SizeResult {
         }
         sim.run_for(10 * MS);
     }
+    r.find_node_started = finds.len();
     let outstanding = finds.len() + gets.len();
     run_while(&mut sim, 60 * SEC, &mut reported, outstanding, |e| {
         matches!(e, DhtEvent::FoundNodes { .. } | DhtEvent::GetDone { .. })
@@ -256,7 +259,10 @@ fn run_size(o: &Options, n: usize) -> SizeResult {
             DhtEvent::FoundNodes { query, nodes, hops, queries } => {
                 let Some(&(start, target)) = finds.get(&k(query)) else { continue };
                 r.find_node_done += 1;
-                let truth = sim.true_closest(&target, &up, 20);
+                // The truth excludes the asker: a node never returns itself.
+                let mut truth = sim.true_closest(&target, &up, 21);
+                truth.retain(|&i| i != rep.node as usize);
+                truth.truncate(20);
                 let truth_ids: Vec<NodeId> = truth.iter().map(|&i| sim.id(i)).collect();
                 if nodes.first().map(|f| f.record.id) == truth_ids.first().copied() {
                     r.find_node_exact += 1;
@@ -345,7 +351,7 @@ pub fn summary(results: &[SizeResult]) -> Table {
         t.row(vec![
             r.nodes.to_string(),
             format!("{:.1}", (r.nodes as f64).log2()),
-            format!("{}/{}", r.find_node_done, r.find_node_done.max(r.hops.len())),
+            format!("{}/{}", r.find_node_done, r.find_node_started),
             format!("{:.1} %", 100.0 * r.find_node_exact as f64 / r.find_node_done.max(1) as f64),
             format!("{:.1} %", 100.0 * r.overlap),
             format!("{:.2} / {}", mean_u(&r.hops), percentile(&r.hops, 99.0)),
@@ -363,12 +369,13 @@ pub fn summary(results: &[SizeResult]) -> Table {
 
 fn write(o: &Options, dir: &std::path::Path, results: &[SizeResult]) -> Result<()> {
     let path = report::out_dir(dir)?;
-    let mut csv = Csv::new(&["nodes", "kind", "hops", "latency_ms", "rpcs"]);
+    let mut csv = Csv::new(&["nodes", "seed", "kind", "hops", "latency_ms", "rpcs"]);
     for r in results {
         for (i, h) in r.hops.iter().enumerate() {
             // Sorted columns are independent distributions; rows pair ranks, not lookups.
             csv.row(vec![
                 r.nodes.to_string(),
+                o.seed.to_string(),
                 "find_node".into(),
                 h.to_string(),
                 format!("{:.2}", r.latency_ms.get(i).copied().unwrap_or(0.0)),
@@ -378,6 +385,7 @@ fn write(o: &Options, dir: &std::path::Path, results: &[SizeResult]) -> Result<(
         for (i, h) in r.value_hops.iter().enumerate() {
             csv.row(vec![
                 r.nodes.to_string(),
+                o.seed.to_string(),
                 "find_value".into(),
                 h.to_string(),
                 format!("{:.2}", r.value_latency_ms.get(i).copied().unwrap_or(0.0)),

@@ -71,6 +71,8 @@ pub struct Run {
     pub violations: u64,
     /// Equivocation evidence produced by honest members.
     pub evidence: u64,
+    /// Heights honest members skipped (final blocks they never saw).
+    pub gaps: u64,
     /// Messages sent.
     pub messages: u64,
     /// Virtual seconds run.
@@ -155,6 +157,7 @@ pub fn run_one(o: &Options, n: usize, byzantine: usize, behaviour: Behaviour) ->
             last_ms: Vec::new(),
             violations: 0,
             evidence: 0,
+            gaps: 0,
             messages: 0,
             virtual_s: 0.0,
             wall_s: 0.0,
@@ -176,6 +179,7 @@ pub fn run_one(o: &Options, n: usize, byzantine: usize, behaviour: Behaviour) ->
         last_ms,
         violations: sim.violations,
         evidence: sim.evidence,
+        gaps: sim.gaps,
         messages: sim.messages,
         virtual_s: o.duration as f64 / SEC as f64,
         wall_s: wall.elapsed().as_secs_f64(),
@@ -194,6 +198,7 @@ pub fn summary(runs: &[Run]) -> Table {
         "p99 ms (last member)",
         "safety violations",
         "evidence",
+        "gaps",
     ]);
     for r in runs {
         t.row(vec![
@@ -206,6 +211,7 @@ pub fn summary(runs: &[Run]) -> Table {
             format!("{:.0}", percentile(&r.last_ms, 99.0)),
             r.violations.to_string(),
             r.evidence.to_string(),
+            r.gaps.to_string(),
         ]);
     }
     t
