@@ -158,7 +158,8 @@ fn bounds(series: &[Series], log_x: bool) -> (f64, f64, f64) {
     (x0, x1, if y1 > 0.0 { y1 * 1.1 } else { 1.0 })
 }
 
-/// Draws `series` as lines with markers (references dashed) into an SVG at `path`.
+/// Draws `series` as lines with markers (references dashed) into an SVG at `path`; the two
+/// branches differ only in the x axis type (linear or logarithmic).
 pub fn line_plot(path: &Path, plot: &Plot, series: &[Series]) -> Result<()> {
     let (x0, x1, ymax) = bounds(series, plot.log_x);
     let (y0, y1) = plot.y_range.unwrap_or((0.0, ymax));
@@ -170,22 +171,10 @@ pub fn line_plot(path: &Path, plot: &Plot, series: &[Series]) -> Result<()> {
         let mut chart = b.build_cartesian_2d((x0..x1).log_scale(), y0..y1).map_err(plot_err)?;
         chart.configure_mesh().x_desc(plot.x_label.as_str()).y_desc(plot.y_label.as_str()).draw().map_err(plot_err)?;
         draw_series(&mut chart, series)?;
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(plot_err)?;
     } else {
         let mut chart = b.build_cartesian_2d(x0..x1, y0..y1).map_err(plot_err)?;
         chart.configure_mesh().x_desc(plot.x_label.as_str()).y_desc(plot.y_label.as_str()).draw().map_err(plot_err)?;
         draw_series(&mut chart, series)?;
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(plot_err)?;
     }
     root.present().map_err(plot_err)?;
     Ok(())
@@ -217,6 +206,7 @@ where
             chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled()))).map_err(plot_err)?;
         }
     }
+    chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(plot_err)?;
     Ok(())
 }
 
