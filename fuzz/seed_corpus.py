@@ -48,6 +48,10 @@ write("packet_decode", blobs)
 write("message_roundtrip", blobs)
 write("record_verify", blobs)
 write("handshake_responder", [frame(m, packets + blobs[:8]) for m in range(4)] + [frame(0, [b]) for b in blobs])
+write("handshake_initiator", [frame(m, packets + blobs[:8]) for m in range(2)] + [frame(1, [b]) for b in blobs[:32]])
+# Session ops: seal (0), deliver (1), forge (2), jump (3), each with an argument byte.
+write("session_receive", [bytes([0, 5, 0, 9, 1, 0, 1, 1, 1, 0, 3, 40, 0, 1, 1, 2, 1, 0, 2, 7, 3, 16] + list(range(16))),
+                          bytes(sum(([0, i, 1, i] for i in range(32)), []))])
 # dht_messages takes plaintext messages framed like datagrams, without the mode byte.
 messages = []
 path = os.path.join(VECTORS, "messages.json")

@@ -258,3 +258,122 @@ pub fn dht_messages(data: &[u8]) {
     assert!(n.store().len() <= 100_000);
     assert!(n.table().entries().all(|e| e.record.verify().is_ok()));
 }
+
+/// Session receive (§5.8): a receiving session fed, by `data`, genuine packets its peer sealed (in
+/// any order, any number of times), forged packets (arbitrary counters and bytes), and jumps of
+/// the peer's counter. Invariants: a genuine packet opens once, with the plaintext that was
+/// sealed, and again only as a replay; nothing forged ever opens; a counter more than the window
+/// behind the newest accepted one is refused as too old.
+pub fn session_receive(data: &[u8]) {
+    use crate::handshake::noise::SessionKeys;
+    use crate::handshake::replay::{ReplayError, WINDOW};
+    use crate::handshake::session::{Session, SessionError};
+    use crate::wire::limits::TRANSPORT_HEADER_LEN;
+    let mut tx = Session::new(1, 2, &SessionKeys { send: [7; 32], recv: [8; 32] });
+    let mut rx = Session::new(2, 1, &SessionKeys { send: [8; 32], recv: [7; 32] });
+    let mut sealed: Vec<(u64, Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut opened = std::collections::BTreeSet::new();
+    let (mut out, mut buf) = (Vec::new(), Vec::new());
+    let mut jump_budget = 8 * WINDOW as usize;
+    let mut bytes = data.iter().copied();
+    while let Some(op) = bytes.next() {
+        let arg = bytes.next().unwrap_or(0);
+        match op % 4 {
+            0 => {
+                let plaintext = vec![op; usize::from(arg % 64)];
+                if let Ok(c) = tx.seal_into(&plaintext, &mut out) {
+                    let ct = out.get(TRANSPORT_HEADER_LEN..).unwrap_or_default().to_vec();
+                    if sealed.len() < 4096 {
+                        sealed.push((c, ct, plaintext));
+                    }
+                }
+            }
+            1 => {
+                let Some((c, ct, plaintext)) = sealed.get(usize::from(arg) % sealed.len().max(1)) else { continue };
+                let newest = opened.last().copied();
+                let result = rx.open_into(*c, ct, &mut buf);
+                match result {
+                    Ok(()) => {
+                        assert!(opened.insert(*c), "counter {c} opened twice");
+                        assert_eq!(&buf, plaintext);
+                    }
+                    Err(SessionError::Replay(ReplayError::Duplicate)) => assert!(opened.contains(c)),
+                    Err(SessionError::Replay(ReplayError::TooOld)) => {
+                        assert!(newest.is_some_and(|n| n >= WINDOW && *c <= n - WINDOW), "{c} refused as too old")
+                    }
+                    Err(_) => {}
+                }
+                assert!(
+                    !matches!(result, Err(SessionError::Decrypt | SessionError::Exhausted | SessionError::TooLarge)),
+                    "genuine packet {c} refused: {result:?}"
+                );
+            }
+            2 => {
+                let counter = u64::from(arg) * 37 + u64::from(bytes.next().unwrap_or(0));
+                let len = usize::from(bytes.next().unwrap_or(0) % 80);
+                let forged: Vec<u8> = bytes.by_ref().take(len).collect();
+                assert!(rx.open_into(counter, &forged, &mut buf).is_err(), "a forged packet opened");
+            }
+            _ => {
+                // The peer sends (and loses) a run of packets: the window moves on. Bounded per
+                // input so that each run stays fast.
+                let run = (usize::from(arg) * 4).min(jump_budget);
+                jump_budget -= run;
+                for _ in 0..run {
+                    let _ = tx.seal_into(&[], &mut out);
+                }
+            }
+        }
+    }
+}
+
+/// The handshake initiator fed arbitrary datagrams from the responder's address while its
+/// initiation is outstanding (and, when the first byte is even, the genuine response first).
+/// Invariants: a session exists only after the genuine response; garbage never establishes one,
+/// never makes the channel send more than a retransmission per datagram, and leaves the timer
+/// bound intact.
+pub fn handshake_initiator(data: &[u8]) {
+    use crate::channel::{ChannelEvent, PeerInfo};
+    let Some((&mode, rest)) = data.split_first() else { return };
+    let t0 = Instant::now();
+    let responder_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 2000));
+    let me = SocketAddr::from((Ipv4Addr::LOCALHOST, 1000));
+    let responder_id = responder_identity();
+    let mut responder = Channel::new(Identity::from_seed([0x42; 32]), ChannelConfig::default(), t0);
+    let mut ch = Channel::new(Identity::from_seed([0x43; 32]), ChannelConfig::default(), t0);
+    let to = PeerInfo { id: responder_id.id(), noise_key: responder_id.noise_public(), addr: responder_addr };
+    if ch.send(t0, &to, b"hello").is_err() {
+        return;
+    }
+    let Some(initiation) = ch.poll_transmit() else { return };
+    let genuine = mode % 2 == 0;
+    if genuine {
+        responder.handle_datagram(t0, me, &initiation.payload);
+        while let Some(t) = responder.poll_transmit() {
+            ch.handle_datagram(t0, responder_addr, &t.payload);
+        }
+    }
+    let mut established = false;
+    while let Some(e) = ch.poll_event() {
+        established |= matches!(e, ChannelEvent::Established { .. });
+    }
+    assert_eq!(established, genuine, "a session only after the genuine response");
+    for (i, d) in datagrams(rest).into_iter().enumerate() {
+        let now = t0 + Duration::from_millis(u64::try_from(i).unwrap_or(0) * 50);
+        ch.handle_datagram(now, responder_addr, d);
+        ch.handle_timeout(now);
+        assert!(ch.timer_bound_holds());
+        let mut sent = 0;
+        while ch.poll_transmit().is_some() {
+            sent += 1;
+        }
+        // At most a retransmitted initiation (or a queued packet flushed) per datagram and tick.
+        assert!(sent <= 2, "{sent} datagrams in answer to one");
+        while let Some(e) = ch.poll_event() {
+            if let ChannelEvent::Established { .. } = e {
+                assert!(genuine, "garbage established a session");
+            }
+        }
+    }
+    assert!(ch.session_count() <= 1);
+}
