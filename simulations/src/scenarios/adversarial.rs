@@ -128,11 +128,7 @@ pub fn run(o: &Options) -> Result<Vec<Run>> {
             runs.push(r);
         }
     }
-    if let Some(dir) = &o.out {
-        write(o, dir, &runs)?;
-    }
-    println!("{}", summary(&runs).render());
-    Ok(runs)
+    super::finish(o.out.as_deref(), runs, |dir, v| write(o, dir, v), summary)
 }
 
 fn run_one(o: &Options, share: f64, paths: usize) -> Run {

@@ -158,11 +158,7 @@ pub fn run(o: &Options) -> Result<Outcome> {
     out.bootstrap_ms.sort_by(f64::total_cmp);
     out.wall_s = wall.elapsed().as_secs_f64();
     out.events = sim.events_processed();
-    if let Some(dir) = &o.out {
-        write(o, dir, &out)?;
-    }
-    println!("{}", summary(&out).render());
-    Ok(out)
+    super::finish(o.out.as_deref(), out, |dir, v| write(o, dir, v), summary)
 }
 
 fn collect(sim: &mut DhtSim, started: &mut BTreeMap<(u32, u64), Nanos>, out: &mut Outcome) {

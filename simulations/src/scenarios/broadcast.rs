@@ -123,11 +123,7 @@ pub fn run(o: &Options) -> Result<Vec<Run>> {
             runs.push(r);
         }
     }
-    if let Some(dir) = &o.out {
-        write(o, dir, &runs)?;
-    }
-    println!("{}", summary(&runs).render());
-    Ok(runs)
+    super::finish(o.out.as_deref(), runs, |dir, v| write(o, dir, v), summary)
 }
 
 /// Builds the overlay: joins 1 ms apart through random earlier nodes, then `stabilize` of shuffles.

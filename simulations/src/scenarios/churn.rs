@@ -121,11 +121,7 @@ pub fn run(o: &Options) -> Result<Vec<Run>> {
         }
         runs.push(run);
     }
-    if let Some(dir) = &o.out {
-        write(o, dir, &runs)?;
-    }
-    println!("{}", summary(&runs).render());
-    Ok(runs)
+    super::finish(o.out.as_deref(), runs, |dir, v| write(o, dir, v), summary)
 }
 
 fn run_one(o: &Options, replication: usize) -> Run {

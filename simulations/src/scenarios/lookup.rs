@@ -119,11 +119,7 @@ pub fn run(o: &Options) -> Result<Vec<SizeResult>> {
         }
         results.push(run_size(o, n));
     }
-    if let Some(dir) = &o.out {
-        write(o, dir, &results)?;
-    }
-    println!("{}", summary(&results).render());
-    Ok(results)
+    super::finish(o.out.as_deref(), results, |dir, v| write(o, dir, v), summary)
 }
 
 fn run_size(o: &Options, n: usize) -> SizeResult {

@@ -119,11 +119,7 @@ pub fn run(o: &Options) -> Result<Vec<Run>> {
             }
         }
     }
-    if let Some(dir) = &o.out {
-        write(o, dir, &runs)?;
-    }
-    println!("{}", summary(&runs).render());
-    Ok(runs)
+    super::finish(o.out.as_deref(), runs, |dir, v| write(o, dir, v), summary)
 }
 
 /// One run: `byzantine` members chosen at random behave as `behaviour`.

@@ -165,6 +165,21 @@ pub fn warm(
     nodes
 }
 
+/// What every scenario does at the end: write its files (when it has a directory) and print its
+/// summary table, then hand back its figures.
+pub fn finish<T>(
+    out: Option<&std::path::Path>,
+    figures: T,
+    write: impl FnOnce(&std::path::Path, &T) -> anyhow::Result<()>,
+    summary: impl FnOnce(&T) -> crate::report::Table,
+) -> anyhow::Result<T> {
+    if let Some(dir) = out {
+        write(dir, &figures)?;
+    }
+    println!("{}", summary(&figures).render());
+    Ok(figures)
+}
+
 /// The DHT configuration the scenarios use: the production defaults.
 pub fn dht_config() -> DhtConfig {
     DhtConfig::default()

@@ -93,11 +93,7 @@ pub fn run(o: &Options) -> Result<Outcome> {
         gossip,
         wall_s: wall.elapsed().as_secs_f64(),
     };
-    if let Some(dir) = &o.out {
-        write(o, dir, &out)?;
-    }
-    println!("{}", summary(o, &out).render());
-    Ok(out)
+    super::finish(o.out.as_deref(), out, |dir, v| write(o, dir, v), |v| summary(o, v))
 }
 
 /// The first second at or after the heal from which every later second reaches `level`.
