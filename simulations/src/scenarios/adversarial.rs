@@ -128,7 +128,7 @@ pub fn run(o: &Options) -> Result<Vec<Run>> {
             runs.push(r);
         }
     }
-    super::finish(o.out.as_deref(), runs, |dir, v| write(o, dir, v), summary)
+    super::finish(o.out.as_deref(), runs, |dir, v| write(o, dir, v), |v| summary(v))
 }
 
 fn run_one(o: &Options, share: f64, paths: usize) -> Run {

@@ -123,7 +123,7 @@ pub fn run(o: &Options) -> Result<Vec<Run>> {
             runs.push(r);
         }
     }
-    super::finish(o.out.as_deref(), runs, |dir, v| write(o, dir, v), summary)
+    super::finish(o.out.as_deref(), runs, |dir, v| write(o, dir, v), |v| summary(v))
 }
 
 /// Builds the overlay: joins 1 ms apart through random earlier nodes, then `stabilize` of shuffles.

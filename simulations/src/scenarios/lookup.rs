@@ -119,7 +119,7 @@ pub fn run(o: &Options) -> Result<Vec<SizeResult>> {
         }
         results.push(run_size(o, n));
     }
-    super::finish(o.out.as_deref(), results, |dir, v| write(o, dir, v), summary)
+    super::finish(o.out.as_deref(), results, |dir, v| write(o, dir, v), |v| summary(v))
 }
 
 fn run_size(o: &Options, n: usize) -> SizeResult {

@@ -119,7 +119,7 @@ pub fn run(o: &Options) -> Result<Vec<Run>> {
             }
         }
     }
-    super::finish(o.out.as_deref(), runs, |dir, v| write(o, dir, v), summary)
+    super::finish(o.out.as_deref(), runs, |dir, v| write(o, dir, v), |v| summary(v))
 }
 
 /// One run: `byzantine` members chosen at random behave as `behaviour`.
