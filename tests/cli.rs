@@ -269,11 +269,17 @@ fn five_processes_share_records_topics_and_blobs_and_survive_a_restart() {
     assert_eq!(st["blobs"].as_u64(), Some(1));
 
     // Stop node 3 and restart it on the same port with its data dir: same id, records kept.
+    // With r = 3 of 5 nodes, node 3 is a replica of each key with chance 3/5, so the handful of
+    // keys above leave it empty about once in a hundred runs (seen on CI). Put more values
+    // until it holds one: 40 more keys leave that chance at 0.4^40.
+    let mut filler = 0;
+    while status(&nodes[3])["records"].as_u64().unwrap() == 0 {
+        assert!(filler < 40, "node 3 was never chosen as a replica of {filler} more keys");
+        ok(&nodes[0], &["put", &format!("filler {filler}")]);
+        filler += 1;
+    }
     let before = status(&nodes[3]);
     let records_before = before["records"].as_u64().unwrap();
-    // With r = 3 of 5 nodes, node 3 holds some of the ~13 records put so far (topic member and
-    // provider entries included); all of them must survive the restart.
-    assert!(records_before >= 1, "node 3 holds {records_before} records");
     let n3 = nodes.remove(3);
     let id3 = n3.id.clone();
     let (dir3, addr3, lines) = stop(n3);
