@@ -60,6 +60,9 @@ if os.path.exists(path):
         messages = [bytes.fromhex(v["encoding"]) for v in json.load(f)["valid"]]
 write("dht_messages", [frame(0, messages)[1:]] + [frame(0, [m])[1:] for m in messages])
 write("routing_ops", [bytes(range(96)), bytes([0, 1, 2] * 40)])
+# dht_ops decodes its input with `arbitrary` into a list of operations; any bytes are a valid
+# input, so the vectors' packets and messages serve as seeds as they are.
+write("dht_ops", blobs[:64] + [bytes(range(256)), bytes(512)])
 # Simplex: every encoding in mesh.json; the ops target gets a few op sequences (5 bytes per op).
 mesh = []
 path = os.path.join(VECTORS, "mesh.json")

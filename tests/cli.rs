@@ -310,6 +310,8 @@ fn five_processes_share_records_topics_and_blobs_and_survive_a_restart() {
         "topics",
         "traffic",
         "drops",
+        "channel_peers",
+        "limits",
     ] {
         assert!(st.get(f).is_some(), "status has no '{f}': {st}");
     }
@@ -318,6 +320,11 @@ fn five_processes_share_records_topics_and_blobs_and_survive_a_restart() {
     assert_eq!(bucket_sum, st["peers"].as_u64().unwrap());
     assert!(st["peers"].as_u64().unwrap() >= 1);
     assert!(st["traffic"]["gossip_delivered"].as_u64().unwrap() >= 3);
+    // Every rate limit shows its configuration, and a normal run of five nodes hits none.
+    let limits = st["limits"].as_object().unwrap();
+    assert_eq!(limits.len(), 7, "{st}");
+    assert_eq!(limits["handshakes_per_ip"]["per_s"].as_u64(), Some(200));
+    assert!(limits.values().all(|l| l["refused"].as_u64() == Some(0)), "a limit was hit: {st}");
     drop(again);
     drop(nodes);
 }

@@ -8,7 +8,7 @@
 //! comes from a ChaCha20 RNG seeded through `ChannelConfig::rng_seed`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use rand_chacha::ChaCha20Rng;
@@ -18,6 +18,7 @@ use crate::handshake::noise::InitiatorState;
 use crate::handshake::session::{Session, SessionError};
 use crate::handshake::{self, HandshakeError, cookie, ct_eq, replay::ReplayError};
 use crate::identity::{Identity, NodeId, NodeRecord};
+use crate::ratelimit::{LimitStat, Limiter, Rate, ip_key};
 use crate::stats::{ChannelStats, DropReason};
 use crate::wire::limits::MAX_PLAINTEXT;
 use crate::wire::packet::{self, INITIATION_MAC1, Initiation, Packet, RESPONSE_MAC1, Response, Transport};
@@ -58,6 +59,15 @@ pub struct ChannelConfig {
     pub rng_seed: [u8; 32],
     /// Unix time (ns) that corresponds to the `now` given to `Channel::new`; initiation timestamps.
     pub unix_time_ns_at_start: u64,
+    /// Initiations (passing mac1, not answered from the cache) per source address (IP and
+    /// port); `None` turns the limit off. wire-spec §8.1.
+    pub handshakes_per_addr: Option<Rate>,
+    /// Initiations per source IP (IPv6: per /64), whatever the port.
+    pub handshakes_per_ip: Option<Rate>,
+    /// Record requests answered per source IP (IPv6: per /64).
+    pub record_requests_per_ip: Option<Rate>,
+    /// Sources each of these limiters tracks at most (beyond that, newcomers share one bucket).
+    pub limit_tracked: usize,
 }
 
 impl Default for ChannelConfig {
@@ -79,6 +89,10 @@ impl Default for ChannelConfig {
             peer_idle_timeout: Duration::from_secs(600),
             rng_seed: [0; 32],
             unix_time_ns_at_start: 0,
+            handshakes_per_addr: Some(Rate::new(5, 20)),
+            handshakes_per_ip: Some(Rate::new(200, 1000)),
+            record_requests_per_ip: Some(Rate::new(100, 1000)),
+            limit_tracked: 4096,
         }
     }
 }
@@ -262,6 +276,9 @@ pub struct Channel {
     events: VecDeque<ChannelEvent>,
     stats: ChannelStats,
     scratch: Vec<u8>,
+    handshakes_per_addr: Limiter<SocketAddr>,
+    handshakes_per_ip: Limiter<IpAddr>,
+    record_requests_per_ip: Limiter<IpAddr>,
     /// A lower bound of the earliest deadline (`None`: no deadline). Every change that can bring a
     /// deadline forward lowers it at once; `handle_timeout` rescans all peers only when it is due
     /// and then sets it exactly. Without it, `poll_timeout` walked every peer after every
@@ -298,6 +315,13 @@ impl Channel {
             stats: ChannelStats::default(),
             scratch: Vec::with_capacity(crate::wire::limits::MAX_DATAGRAM),
             timer: None,
+            handshakes_per_addr: Limiter::new("handshakes_per_addr", cfg.handshakes_per_addr, cfg.limit_tracked),
+            handshakes_per_ip: Limiter::new("handshakes_per_ip", cfg.handshakes_per_ip, cfg.limit_tracked),
+            record_requests_per_ip: Limiter::new(
+                "record_requests_per_ip",
+                cfg.record_requests_per_ip,
+                cfg.limit_tracked,
+            ),
             cfg,
         }
     }
@@ -320,6 +344,11 @@ impl Channel {
     /// Peers with any state.
     pub fn peer_count(&self) -> usize {
         self.peers.len()
+    }
+
+    /// The channel's rate limiters: configuration, sources tracked, refusals.
+    pub fn limits(&self) -> Vec<LimitStat> {
+        vec![self.handshakes_per_addr.stat(), self.handshakes_per_ip.stat(), self.record_requests_per_ip.stat()]
     }
 
     /// Whether a confirmed, unexpired session with `peer` exists.
@@ -562,7 +591,7 @@ impl Channel {
             Packet::Response(resp) => self.on_response(now, from, data, &resp),
             Packet::CookieReply(c) => self.on_cookie_reply(now, &c),
             Packet::Transport(t) => self.on_transport(now, from, &t),
-            Packet::RecordRequest(nonce) => self.on_record_request(from, nonce),
+            Packet::RecordRequest(nonce) => self.on_record_request(now, from, nonce),
             Packet::RecordReply(nonce, rec) => self.on_record_reply(from, nonce, rec),
         };
         if let Err(r) = result {
@@ -662,6 +691,10 @@ impl Channel {
             self.stats.responses_replayed += 1;
             self.transmit(from, resp);
             return Ok(());
+        }
+        // Before any Diffie-Hellman: one source (or one IP on many ports) gets a bounded share.
+        if !self.handshakes_per_addr.allow(now, from) || !self.handshakes_per_ip.allow(now, ip_key(from.ip())) {
+            return Err(DropReason::RateLimitedHandshake);
         }
         let (st, payload) =
             handshake::consume_initiation(self.identity.noise_secret(), init, false).map_err(|e| match e {
@@ -828,7 +861,13 @@ impl Channel {
         Ok(())
     }
 
-    fn on_record_request(&mut self, from: SocketAddr, nonce: [u8; 8]) -> Result<(), DropReason> {
+    fn on_record_request(&mut self, now: Instant, from: SocketAddr, nonce: [u8; 8]) -> Result<(), DropReason> {
+        if self.local_record.is_none() {
+            return Err(DropReason::NoRecord);
+        }
+        if !self.record_requests_per_ip.allow(now, ip_key(from.ip())) {
+            return Err(DropReason::RateLimitedRecordRequest);
+        }
         let rec = self.local_record.as_ref().ok_or(DropReason::NoRecord)?;
         let reply = packet::record_reply(nonce, rec).ok_or(DropReason::NoRecord)?;
         self.stats.records_served += 1;

@@ -10,6 +10,9 @@ use crate::identity::{Identity, NodeRecord};
 use crate::wire::packet::{self, Packet};
 use crate::wire::{self, Message};
 
+mod dht_ops;
+pub use dht_ops::{Local, Msg, Op, Rec, dht_ops};
+
 /// The responder identity every fuzz target and the seed corpus use (seed bytes 0x42).
 pub fn responder_identity() -> Identity {
     Identity::from_seed([0x42; 32])

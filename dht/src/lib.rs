@@ -18,6 +18,7 @@ pub mod identity;
 pub mod keyfile;
 pub mod lookup;
 pub mod proto;
+pub mod ratelimit;
 pub mod routing;
 #[doc(hidden)]
 pub mod simcrypto;

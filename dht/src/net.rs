@@ -90,6 +90,10 @@ pub struct NodeStats {
     pub buckets: Vec<(usize, usize)>,
     /// Records held (set entries counted one by one).
     pub records: usize,
+    /// Peers with any channel state (sessions, handshakes, queues): bounded by `max_peers`.
+    pub channel_peers: usize,
+    /// Every rate limiter: its configuration, sources tracked and refusals (wire-spec §8.1).
+    pub limits: Vec<crate::ratelimit::LimitStat>,
     /// Datagrams the socket refused to send.
     pub send_errors: u64,
 }
@@ -382,6 +386,8 @@ fn command(dht: &mut Dht, cmd: Command, w: &mut Waiters, send_errors: u64) -> bo
                 table: dht.table().len(),
                 buckets: dht.table().bucket_sizes(),
                 records: dht.store().len(),
+                channel_peers: dht.channel().peer_count(),
+                limits: dht.limits(),
                 send_errors,
             });
         }

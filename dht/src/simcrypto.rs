@@ -13,8 +13,8 @@
 //! Everything else (the Noise state machine, ChaCha20-Poly1305, every length and replay check,
 //! the Kademlia logic) is the real code. These stand-ins offer **no security at all**: anyone can
 //! "sign" for any key. The switch does not exist unless the crate is built with the `sim-crypto`
-//! feature, it is off until the simulator turns it on, and nothing but `suprnova-sim` enables the
-//! feature or calls the function.
+//! feature, it is off until the simulator turns it on, and nothing but `suprnova-sim` and the
+//! `dht_ops` fuzz target (a process of its own) enables the feature or calls the function.
 
 #[cfg(feature = "sim-crypto")]
 static INSECURE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

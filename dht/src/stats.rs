@@ -78,6 +78,14 @@ reasons! {
     UnexpectedResponse = "unexpected_response",
     /// A `Value` record that does not validate against its key (wrong key, bad signature).
     InvalidValue = "invalid_value",
+    /// An initiation over the per-address or per-IP handshake limit (§8.1).
+    RateLimitedHandshake = "rate_limited_handshake",
+    /// A record request over the per-IP limit.
+    RateLimitedRecordRequest = "rate_limited_record_request",
+    /// A request from a peer over its request limit.
+    RateLimitedRequest = "rate_limited_request",
+    /// A store from a peer over its store limit (answered with `Error` RATE_LIMITED).
+    RateLimitedStore = "rate_limited_store",
 }
 
 impl From<PacketError> for DropReason {
@@ -101,8 +109,14 @@ impl fmt::Display for DropReason {
 }
 
 /// Drop counters indexed by reason.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Drops([u64; 32]);
+#[derive(Clone, PartialEq, Eq)]
+pub struct Drops([u64; 48]);
+
+impl Default for Drops {
+    fn default() -> Self {
+        Drops([0; 48])
+    }
+}
 
 impl Drops {
     /// Counts one drop.
@@ -199,7 +213,7 @@ mod tests {
 
     #[test]
     fn reasons_fit_and_names_unique() {
-        assert!(DropReason::ALL.len() <= 32);
+        assert!(DropReason::ALL.len() <= 48);
         let names: std::collections::BTreeSet<_> = DropReason::ALL.iter().map(|r| r.name()).collect();
         assert_eq!(names.len(), DropReason::ALL.len());
     }

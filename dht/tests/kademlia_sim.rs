@@ -25,7 +25,11 @@ fn net(n: usize) -> Net {
 }
 
 fn joined(n: usize) -> Net {
-    let mut net = net(n);
+    joined_with(net(n))
+}
+
+fn joined_with(mut net: Net) -> Net {
+    let n = net.nodes.len();
     for i in 1..n {
         let seed = net.nodes[0].record().clone();
         let now = net.now;
@@ -162,10 +166,12 @@ fn bad_stores_get_error_codes_and_are_counted() {
         signature: [1; 64],
     };
     send(&mut net, 2, Body::Store { key: m.key(), record: Record::Mutable(m), ttl_s: 60, expected_seq: None });
-    // A quota flood: the per-peer quota (1000 by default) refuses the excess.
+    // A quota flood: the per-peer quota (1000 by default) refuses the excess. Paced at the
+    // store rate limit (100/s), which is tested on its own below.
     for i in 0..1100u32 {
         let (k, r) = imm(&i.to_le_bytes());
         send(&mut net, 100 + u64::from(i), Body::Store { key: k, record: r, ttl_s: 60, expected_seq: None });
+        net.advance(Duration::from_millis(10));
     }
     let s = net.nodes[1].dht_stats();
     assert_eq!(s.stores_refused.get("wrong_key"), Some(&1));
@@ -382,4 +388,105 @@ fn put_records_are_republished_and_put_once_records_lapse() {
     pump_without(&mut net, &[], 60, Duration::from_secs(1));
     assert_eq!(holders(&net, &kept, &all).len(), 3, "republished at 4/5 of its lifetime");
     assert!(holders(&net, &once, &all).is_empty(), "a put_once record lives its ttl only");
+}
+
+#[test]
+fn a_flooding_peer_is_held_to_its_request_and_store_limits_while_others_are_served() {
+    let mut net = joined(3);
+    let to = info(&net, 1);
+    // 3,000 pings at one instant from node 0: the burst (2,000) is answered, the rest dropped.
+    let now = net.now;
+    for i in 0..3000u64 {
+        let bytes = Message { id: 10_000 + i, body: Body::Ping }.encode().unwrap();
+        net.nodes[0].send_raw(now, &to, &bytes).unwrap();
+    }
+    net.run();
+    assert_eq!(net.nodes[1].stats().drops.get(DropReason::RateLimitedRequest), 1000);
+    assert_eq!(net.nodes[0].stats().drops.get(DropReason::UnexpectedResponse), 2000, "2,000 pongs came back");
+    // Another peer on the same IP is served at once: the per-IP bucket (10,000) has room.
+    let now = net.now;
+    let target = net.nodes[1].record().clone();
+    let req = net.nodes[2].ping(now, Target::Record(target)).unwrap();
+    net.run();
+    assert!(net.take_events(2).iter().any(|e| matches!(e, DhtEvent::Pong { request, .. } if *request == req)));
+
+    // Two seconds later node 0's request bucket is full again; 1,100 stores at once: the store
+    // burst (1,000) is checked and stored, the other 100 are answered RATE_LIMITED.
+    net.advance(Duration::from_secs(2));
+    let now = net.now;
+    for i in 0..1100u32 {
+        let (k, r) = imm(&i.to_le_bytes());
+        let body = Body::Store { key: k, record: r, ttl_s: 60, expected_seq: None };
+        let bytes = Message { id: 20_000 + u64::from(i), body }.encode().unwrap();
+        net.nodes[0].send_raw(now, &to, &bytes).unwrap();
+    }
+    net.run();
+    let n1 = &net.nodes[1];
+    assert_eq!(n1.stats().drops.get(DropReason::RateLimitedStore), 100);
+    assert_eq!(n1.dht_stats().stores_accepted, 1000);
+    assert_eq!(n1.store().len(), 1000);
+    let limits = n1.limits();
+    let stat = |name: &str| limits.iter().find(|l| l.name == name).unwrap().clone();
+    assert_eq!(stat("requests_per_peer").refused, 1000);
+    assert_eq!(stat("stores_per_peer").refused, 100);
+    assert_eq!(stat("requests_per_peer").tracked, 2, "node 0 and node 2");
+    assert_eq!(stat("requests_per_ip").refused, 0);
+}
+
+#[test]
+fn initiations_from_one_address_are_limited_before_any_diffie_hellman() {
+    use suprnova_dht::handshake::build_initiation;
+    // Node 1 never asks for cookies, so that only the rate limits stand in the way (an attacker
+    // with real addresses answers cookie replies anyway).
+    let cfgs = (0..2)
+        .map(|i| {
+            let mut c = config(i);
+            c.routing.exempt_loopback = true;
+            c.channel.cookie_threshold_per_s = u32::MAX;
+            c
+        })
+        .collect();
+    let mut net = joined_with(Net::new(cfgs));
+    let responder = net.nodes[1].record().clone();
+    let attacker = Identity::from_seed([77; 32]);
+    let src = std::net::SocketAddr::from(([127, 0, 0, 1], 40_000));
+    let send = |net: &mut Net, from: std::net::SocketAddr, n: u64, base: u64| {
+        let now = net.now;
+        for i in 0..n {
+            // A fresh initiation each time (new ephemeral, index and timestamp): none is a
+            // retransmission the response cache would answer.
+            let eph = [(i % 250) as u8 + 1; 32];
+            let (_, pkt) =
+                build_initiation(&attacker, &responder.noise_key, eph, i as u32, base + i, None, false).unwrap();
+            net.nodes[1].handle_datagram(now, from, &pkt);
+        }
+        let mut replies = 0;
+        while net.nodes[1].poll_transmit().is_some() {
+            replies += 1;
+        }
+        replies
+    };
+    // 50 at once from one address: the per-address burst (20) is answered.
+    assert_eq!(send(&mut net, src, 50, 1_800_000_000_000_000_000), 20);
+    assert_eq!(net.nodes[1].stats().drops.get(DropReason::RateLimitedHandshake), 30);
+    // The same IP on 100 other ports, 10 each: the per-address buckets are fresh, and the IP's
+    // bucket (1,000) holds.
+    let mut answered = 0;
+    for p in 0..100u16 {
+        let from = std::net::SocketAddr::from(([127, 0, 0, 1], 41_000 + p));
+        answered += send(&mut net, from, 10, 1_900_000_000_000_000_000 + u64::from(p) * 100);
+    }
+    // The IP's burst of 1,000 less the 20 already answered (node 1 initiated its join itself).
+    assert_eq!(answered, 980);
+    assert_eq!(net.nodes[1].stats().drops.get(DropReason::RateLimitedHandshake), 30 + 20);
+    assert_eq!(net.nodes[1].stats().drops.get(DropReason::CookieRequired), 0);
+    // Once the sessions have expired (180 s) and the buckets refilled, the honest node 0 on the
+    // same IP completes a fresh handshake and is answered.
+    net.advance(Duration::from_secs(200));
+    let now = net.now;
+    let target = net.nodes[1].record().clone();
+    assert!(!net.nodes[0].channel().has_session(&target.id, now));
+    let req = net.nodes[0].ping(now, Target::Record(target)).unwrap();
+    net.run();
+    assert!(net.take_events(0).iter().any(|e| matches!(e, DhtEvent::Pong { request, .. } if *request == req)));
 }

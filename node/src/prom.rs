@@ -138,6 +138,35 @@ impl Metrics {
         o.family("rate_limit_hits_total", "counter", "Inputs refused or slowed by a rate limit, by layer.");
         o.sample("rate_limit_hits_total", &[("layer", "gossip")], t.rate_limited);
         o.sample("rate_limit_hits_total", &[("layer", "dht_handshake")], c.drops.get(DropReason::CookieRequired));
+        for l in &d.limits {
+            o.sample("rate_limit_hits_total", &[("layer", l.name)], l.refused);
+        }
+        o.family(
+            "rate_limit_per_second",
+            "gauge",
+            "Configured sustained rate of each DHT rate limit (wire-spec 8.1); absent when off.",
+        );
+        for l in &d.limits {
+            if let Some(r) = l.rate {
+                o.sample("rate_limit_per_second", &[("limit", l.name)], u64::from(r.per_s));
+            }
+        }
+        o.family("rate_limit_burst", "gauge", "Configured burst of each DHT rate limit.");
+        for l in &d.limits {
+            if let Some(r) = l.rate {
+                o.sample("rate_limit_burst", &[("limit", l.name)], u64::from(r.burst));
+            }
+        }
+        o.family("rate_limit_tracked", "gauge", "Sources each DHT rate limit tracks now (bounded).");
+        for l in &d.limits {
+            o.sample("rate_limit_tracked", &[("limit", l.name)], l.tracked as u64);
+        }
+        o.one(
+            "dht_channel_peers",
+            "gauge",
+            "Peers with any DHT channel state (bounded by max_peers).",
+            d.channel_peers as u64,
+        );
         o.one("gossip_links_lost_total", "counter", "Gossip links that failed or closed.", t.links_lost);
         o.one("quic_connections", "gauge", "Open QUIC connections.", self.connections as u64);
         o.one("quic_connections_opened_total", "counter", "QUIC connections established.", self.connections_opened);

@@ -245,6 +245,16 @@ pub async fn status(via: &Via, as_json: bool) -> Result<()> {
         let parts: Vec<String> = d.iter().map(|(k, n)| format!("{k}={n}")).collect();
         println!("drops     {}", parts.join(" "));
     }
+    if let Some(l) = at(&v, "limits").as_object() {
+        let hit: Vec<String> = l
+            .iter()
+            .filter(|(_, x)| x["refused"].as_u64().unwrap_or(0) > 0)
+            .map(|(k, x)| format!("{k}={}", x["refused"]))
+            .collect();
+        if !hit.is_empty() {
+            println!("limited   {}", hit.join(" "));
+        }
+    }
     Ok(())
 }
 

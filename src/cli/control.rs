@@ -284,6 +284,20 @@ async fn status(st: &State) -> Answer {
     }
     let drops: serde_json::Map<String, Value> =
         m.dht.channel.drops.nonzero().into_iter().map(|(r, n)| (r.name().to_string(), json!(n))).collect();
+    let limits: serde_json::Map<String, Value> = m
+        .dht
+        .limits
+        .iter()
+        .map(|l| {
+            let v = json!({
+                "per_s": l.rate.map(|r| r.per_s),
+                "burst": l.rate.map(|r| r.burst),
+                "tracked": l.tracked,
+                "refused": l.refused,
+            });
+            (l.name.to_string(), v)
+        })
+        .collect();
     ok(json!({
         "id": st.node.id().to_string(),
         "version": env!("CARGO_PKG_VERSION"),
@@ -310,6 +324,8 @@ async fn status(st: &State) -> Answer {
         },
         "lookups": m.dht.dht.lookups,
         "drops": drops,
+        "channel_peers": m.dht.channel_peers,
+        "limits": limits,
     }))
 }
 

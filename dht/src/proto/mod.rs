@@ -11,7 +11,7 @@ mod serve;
 mod snapshot;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 pub use query::{GetMode, PutOutcome};
@@ -20,6 +20,7 @@ pub use snapshot::{Restored, SavedPeer, SavedRecord, Snapshot};
 use crate::channel::{Channel, ChannelConfig, ChannelEvent, PeerInfo, SendError, Transmit};
 use crate::identity::{Identity, NodeId, NodeRecord, RecordError};
 use crate::lookup::{Found, LookupConfig};
+use crate::ratelimit::{LimitStat, Limiter, Rate, ip_key};
 use crate::routing::{Entry, Insert, RoutingConfig, RoutingTable};
 use crate::stats::{ChannelStats, DropReason, Histogram};
 use crate::store::{RecordStore, StoreConfig, StoreError};
@@ -70,6 +71,16 @@ pub struct DhtConfig {
     pub neighbour_check: Duration,
     /// How many of our closest nodes the neighbour check watches.
     pub neighbours: usize,
+    /// Requests (Ping, FindNode, FindValue, FindSet, Store, and malformed messages) served per
+    /// peer; over it they are dropped unanswered. `None` turns a limit off. wire-spec §8.1.
+    pub requests_per_peer: Option<Rate>,
+    /// Requests served per source IP (IPv6: per /64), whatever the peer: many identities on one
+    /// host share it.
+    pub requests_per_ip: Option<Rate>,
+    /// Stores accepted for checking per peer; over it they are answered `Error` RATE_LIMITED.
+    pub stores_per_peer: Option<Rate>,
+    /// Stores per source IP (IPv6: per /64).
+    pub stores_per_ip: Option<Rate>,
 }
 
 impl Default for DhtConfig {
@@ -92,6 +103,10 @@ impl Default for DhtConfig {
             capabilities: 0,
             neighbour_check: Duration::from_secs(10),
             neighbours: 8,
+            requests_per_peer: Some(Rate::new(1000, 2000)),
+            requests_per_ip: Some(Rate::new(5000, 10_000)),
+            stores_per_peer: Some(Rate::new(100, 1000)),
+            stores_per_ip: Some(Rate::new(1000, 5000)),
         }
     }
 }
@@ -379,6 +394,37 @@ pub struct Dht {
     refreshed: BTreeMap<NodeId, Instant>,
     repair: repair::Repair,
     last_neighbour_check: Instant,
+    limits: Limits,
+}
+
+/// The DHT layer's rate limiters (the channel has its own).
+struct Limits {
+    requests_per_peer: Limiter<NodeId>,
+    requests_per_ip: Limiter<IpAddr>,
+    stores_per_peer: Limiter<NodeId>,
+    stores_per_ip: Limiter<IpAddr>,
+}
+
+impl Limits {
+    fn new(cfg: &DhtConfig) -> Self {
+        let n = cfg.channel.limit_tracked;
+        Limits {
+            requests_per_peer: Limiter::new("requests_per_peer", cfg.requests_per_peer, n),
+            requests_per_ip: Limiter::new("requests_per_ip", cfg.requests_per_ip, n),
+            stores_per_peer: Limiter::new("stores_per_peer", cfg.stores_per_peer, n),
+            stores_per_ip: Limiter::new("stores_per_ip", cfg.stores_per_ip, n),
+        }
+    }
+
+    /// Whether a request from `peer` at `addr` is served (and charged).
+    fn request(&mut self, now: Instant, peer: NodeId, addr: SocketAddr) -> bool {
+        self.requests_per_peer.allow(now, peer) && self.requests_per_ip.allow(now, ip_key(addr.ip()))
+    }
+
+    /// Whether a store from `peer` at `addr` is checked (and charged).
+    fn store(&mut self, now: Instant, peer: NodeId, addr: SocketAddr) -> bool {
+        self.stores_per_peer.allow(now, peer) && self.stores_per_ip.allow(now, ip_key(addr.ip()))
+    }
 }
 
 impl Dht {
@@ -399,6 +445,7 @@ impl Dht {
         let table = RoutingTable::new(record.id, cfg.routing.clone());
         let store = RecordStore::new(cfg.store.clone());
         Ok(Dht {
+            limits: Limits::new(&cfg),
             cfg,
             channel,
             record,
@@ -447,6 +494,20 @@ impl Dht {
     /// Channel counters, including drops by reason.
     pub fn stats(&self) -> &ChannelStats {
         self.channel.stats()
+    }
+
+    /// Every rate limiter of this node, the channel's first: configuration, sources tracked
+    /// (memory), refusals.
+    pub fn limits(&self) -> Vec<LimitStat> {
+        let l = &self.limits;
+        let mut v = self.channel.limits();
+        v.extend([
+            l.requests_per_peer.stat(),
+            l.requests_per_ip.stat(),
+            l.stores_per_peer.stat(),
+            l.stores_per_ip.stat(),
+        ]);
+        v
     }
 
     /// DHT counters.
@@ -808,6 +869,9 @@ impl Dht {
         let msg = match Message::decode(data) {
             Ok(m) => m,
             Err(_) => {
+                if !self.limits.request(now, peer, addr) {
+                    return self.channel.count_drop(DropReason::RateLimitedRequest);
+                }
                 self.channel.count_drop(DropReason::MalformedMessage);
                 if let Some(id) = Message::peek_id(data) {
                     self.reply(
@@ -822,6 +886,14 @@ impl Dht {
         };
         match msg.body {
             Body::Ping | Body::FindNode { .. } | Body::FindValue { .. } | Body::FindSet { .. } | Body::Store { .. } => {
+                if !self.limits.request(now, peer, addr) {
+                    return self.channel.count_drop(DropReason::RateLimitedRequest);
+                }
+                if matches!(msg.body, Body::Store { .. }) && !self.limits.store(now, peer, addr) {
+                    self.channel.count_drop(DropReason::RateLimitedStore);
+                    let code = crate::wire::message::error_code::RATE_LIMITED;
+                    return self.reply(now, peer, msg.id, serve::error(code, "store rate limit"));
+                }
                 self.peer_active(now, peer, addr);
                 self.serve(now, peer, addr, msg);
             }
