@@ -19,7 +19,7 @@ async fn main() {
     println!("each attack {secs} s against a fresh victim with two honest peers (127.0.0.1, 2 cores)");
     println!();
     println!(
-        "| attack | sent | rate/s | honest pings answered | rtt p50 / p99 ms | RSS before → peak MiB | victim drops (growth) | limits hit | other |"
+        "| attack | sent | rate/s | honest pings answered | rtt p50 / p99 ms | process RSS before → peak MiB | victim drops (growth) | limits hit | other |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     for (i, a) in Attack::ALL.iter().enumerate() {
@@ -31,6 +31,9 @@ async fn main() {
         other.extend(r.refused.iter().map(|(k, v)| format!("refused {k} {v}")));
         other.push(format!("records intact {}/{}", r.records.1, r.records.0));
         other.push(format!("channel peers {}", r.after.dht.channel_peers));
+        other.push(format!("records held {}", r.after.dht.records));
+        let tracked = r.after.dht.limits.iter().map(|l| l.tracked).max().unwrap_or(0);
+        other.push(format!("largest limiter table {tracked}"));
         println!(
             "| {} | {} | {:.0} | {:.1} % ({}/{}) | {:.2} / {:.2} | {:.0} → {:.0} | {} | {} | {} |",
             a.name(),

@@ -104,7 +104,8 @@ pub struct Report {
     pub records: (usize, usize),
     /// Attack-specific outcome (lookups found, honest broadcasts delivered, …).
     pub extra: BTreeMap<&'static str, u64>,
-    /// Process RSS before, and its peak so far after the attack, KiB (Linux; 0 elsewhere).
+    /// Process RSS before, and its peak during the attack, KiB (Linux; 0 elsewhere). The process
+    /// holds all three nodes and the attacker.
     pub rss_kb: (u64, u64),
     /// Datagrams the victim's socket handed to its DHT side during the attack (attack and honest
     /// traffic; loopback drops the rest when the socket buffer overflows).
@@ -228,13 +229,15 @@ pub fn rss_kb() -> (u64, u64) {
 }
 
 /// A `Dht` core on its own UDP socket, driven by hand: what an attacker (or a recorded honest
-/// peer) runs. Every datagram it sends is kept (up to 100,000).
+/// peer) runs. With `capture` set, the datagrams it sends are kept (up to 10,000).
 pub struct RawPeer {
     /// The core.
     pub dht: Dht,
     /// Its socket.
     pub sock: Arc<UdpSocket>,
-    /// What it sent.
+    /// Whether to keep what it sends.
+    pub capture: bool,
+    /// What it sent, if captured.
     pub sent: Vec<(SocketAddr, Vec<u8>)>,
     /// Events it reported.
     pub events: Vec<DhtEvent>,
@@ -249,19 +252,19 @@ impl RawPeer {
         cfg.routing.exempt_loopback = true;
         cfg.channel.rng_seed = seed;
         let dht = Dht::new(Identity::from_seed(seed), &[WireAddr::from(addr)], cfg, Instant::now()).unwrap();
-        RawPeer { dht, sock, sent: Vec::new(), events: Vec::new() }
+        RawPeer { dht, sock, capture: false, sent: Vec::new(), events: Vec::new() }
     }
 
     /// Sends what the core wants sent.
     pub async fn flush(&mut self) {
         while let Some(t) = self.dht.poll_transmit() {
             let _ = self.sock.send_to(&t.payload, t.dst).await;
-            if self.sent.len() < 100_000 {
+            if self.capture && self.sent.len() < 10_000 {
                 self.sent.push((t.dst, t.payload));
             }
         }
         while let Some(e) = self.dht.poll_event() {
-            if self.events.len() < 100_000 {
+            if self.events.len() < 10_000 {
                 self.events.push(e);
             }
         }
@@ -449,12 +452,15 @@ pub async fn run(attack: Attack, rate: u64, d: Duration, tag: u8) -> Report {
     if attack == Attack::Replay {
         // Traffic worth capturing: 200 pings over the session.
         let p = raw.as_mut().unwrap();
+        p.capture = true;
         for _ in 0..200 {
             let _ = p.dht.ping(Instant::now(), Target::Record(victim_rec.clone()));
         }
         p.pump(Duration::from_millis(300)).await;
     }
     let before = net.victim.metrics().await.unwrap();
+    // Linux: writing 5 resets the process's peak RSS, so the peak read after is this attack's.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
     let rss0 = rss_kb();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let prober = probe(net.honest[0].clone(), victim_rec.clone(), stop.clone());
