@@ -24,8 +24,7 @@ use std::time::Duration;
 use suprnova_dht::NodeId;
 use suprnova_dht::identity::Identity;
 use suprnova_dht::wire::{Key, MutableRecord, Record, SetEntry};
-use suprnova_node::{BlobHash, BlobProgress, Node, NodeError};
-use tokio::sync::mpsc;
+use suprnova_node::{BlobHash, Node, NodeError};
 use tokio::task::JoinSet;
 
 use crate::agent::{AgentAddr, Event, SyncReport};
@@ -66,21 +65,7 @@ impl Store {
 /// Fetches blob `hash` from `providers`, refusing it (before any chunk) if its manifest
 /// announces more than `max` bytes.
 async fn fetch_limited(node: &Node, hash: BlobHash, providers: Vec<NodeId>, max: u64) -> Result<u64, String> {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let fetching = {
-        let node = node.clone();
-        tokio::spawn(async move { node.fetch_blob(hash, &providers, Some(tx)).await })
-    };
-    while let Some(p) = rx.recv().await {
-        if let BlobProgress::Started { size, .. } = p {
-            if size > max {
-                fetching.abort();
-                return Err(format!("blob of {size} bytes, over the {max} allowed"));
-            }
-            break;
-        }
-    }
-    let (data, _) = fetching.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    let (data, _) = node.fetch_blob_at_most(hash, &providers, max, None).await.map_err(|e| e.to_string())?;
     Ok(data.len() as u64)
 }
 

@@ -769,23 +769,9 @@ async fn fetch(node: &Node, r: Ref, max: Option<u64>) -> Result<Vec<u8>, String>
         Ref::Blob(h) => {
             let hash = BlobHash(h);
             let providers = node.find_blob_providers(hash).await.map_err(|e| e.to_string())?;
-            let (tx, mut rx) = mpsc::unbounded_channel();
-            let fetching = {
-                let node = node.clone();
-                tokio::spawn(async move { node.fetch_blob(hash, &providers, Some(tx)).await })
-            };
-            if let Some(max) = max {
-                while let Some(p) = rx.recv().await {
-                    if let suprnova_node::BlobProgress::Started { size, .. } = p {
-                        if size > max {
-                            fetching.abort();
-                            return Err(format!("blob of {size} bytes, over the {max} allowed here"));
-                        }
-                        break;
-                    }
-                }
-            }
-            let (data, _) = fetching.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+            // Refused from the manifest, before any chunk, when over `max`.
+            let max = max.unwrap_or(u64::MAX);
+            let (data, _) = node.fetch_blob_at_most(hash, &providers, max, None).await.map_err(|e| e.to_string())?;
             Ok(data.to_vec())
         }
     }

@@ -87,6 +87,14 @@ pub enum BlobError {
     /// This node does not hold the blob.
     #[error("blob not held here")]
     NotFound,
+    /// The manifest announces more bytes than the caller accepts; nothing was downloaded.
+    #[error("blob of {size} bytes, over the {max} allowed here")]
+    TooLarge {
+        /// Size the manifest announces.
+        size: u64,
+        /// The caller's limit.
+        max: u64,
+    },
 }
 
 /// A complete blob we serve.

@@ -782,6 +782,19 @@ impl Node {
         providers: &[NodeId],
         progress: Option<mpsc::UnboundedSender<BlobProgress>>,
     ) -> Result<(Arc<Vec<u8>>, FetchReport), NodeError> {
+        self.fetch_blob_at_most(hash, providers, u64::MAX, progress).await
+    }
+
+    /// [`Node::fetch_blob`], refusing the blob with `BlobError::TooLarge` as soon as its verified
+    /// manifest announces more than `max` bytes, before any chunk is asked for (a blob already
+    /// held is returned whatever its size).
+    pub async fn fetch_blob_at_most(
+        &self,
+        hash: BlobHash,
+        providers: &[NodeId],
+        max: u64,
+        progress: Option<mpsc::UnboundedSender<BlobProgress>>,
+    ) -> Result<(Arc<Vec<u8>>, FetchReport), NodeError> {
         if let Some(s) = self.inner.blobs.get(&hash) {
             let report = FetchReport {
                 size: s.manifest.size,
@@ -832,6 +845,9 @@ impl Node {
                 (m, bytes, vec![None; n])
             }
         };
+        if manifest.size > max {
+            return Err(BlobError::TooLarge { size: manifest.size, max }.into());
+        }
         let resumed = chunks.iter().filter(|c| c.is_some()).count();
         report_progress(BlobProgress::Started { size: manifest.size, chunks: manifest.chunks.len(), held: resumed });
         let done_bytes: u64 = chunks.iter().flatten().map(|c| c.len() as u64).sum();

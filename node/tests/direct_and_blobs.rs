@@ -119,5 +119,14 @@ async fn blob_fetch_resumes_after_the_provider_goes_away() {
     assert!(*got == data, "hash-exact after the resume");
     assert_eq!(report.resumed, 5);
     assert_eq!(report.per_provider, vec![(nodes[1].id(), 35)]);
+    // A caller's size limit refuses a blob from its manifest: not one chunk is fetched.
+    let big = nodes[1].add_blob(vec![7; 1 << 20]);
+    let before = nodes[0].metrics().await.unwrap().blob_bytes_fetched;
+    let err = nodes[0].fetch_blob_at_most(big, &[nodes[1].id()], 64 << 10, None).await.unwrap_err();
+    assert!(
+        matches!(err, NodeError::Blob(BlobError::TooLarge { size, max }) if size == 1 << 20 && max == 64 << 10),
+        "{err:?}"
+    );
+    assert_eq!(nodes[0].metrics().await.unwrap().blob_bytes_fetched, before);
     common::stop_all(&nodes).await;
 }
