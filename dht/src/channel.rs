@@ -18,7 +18,7 @@ use crate::handshake::noise::InitiatorState;
 use crate::handshake::session::{Session, SessionError};
 use crate::handshake::{self, HandshakeError, cookie, ct_eq, replay::ReplayError};
 use crate::identity::{Identity, NodeId, NodeRecord};
-use crate::ratelimit::{LimitStat, Limiter, Rate, ip_key};
+use crate::ratelimit::{LimitStat, Limiter, Rate, allow_both, ip_key};
 use crate::stats::{ChannelStats, DropReason};
 use crate::wire::limits::MAX_PLAINTEXT;
 use crate::wire::packet::{self, INITIATION_MAC1, Initiation, Packet, RESPONSE_MAC1, Response, Transport};
@@ -60,12 +60,17 @@ pub struct ChannelConfig {
     /// Unix time (ns) that corresponds to the `now` given to `Channel::new`; initiation timestamps.
     pub unix_time_ns_at_start: u64,
     /// Initiations (passing mac1, not answered from the cache) per source address (IP and
-    /// port); `None` turns the limit off. wire-spec §8.1.
+    /// port); `None` turns the limit off. Initiations with a valid mac2 (a proven source) have
+    /// buckets of their own. wire-spec §8.1.
     pub handshakes_per_addr: Option<Rate>,
-    /// Initiations per source IP (IPv6: per /64), whatever the port.
+    /// Initiations per source IP (IPv6: per /64), whatever the port; proven and unproven apart.
     pub handshakes_per_ip: Option<Rate>,
-    /// Record requests answered per source IP (IPv6: per /64).
+    /// Record requests answered per source IP (IPv6: per /64), applied only while record
+    /// requests from everywhere exceed `record_requests_load_per_s` (a source address cannot be
+    /// proven here, so a forged one must not be able to use up a real one's bucket otherwise).
     pub record_requests_per_ip: Option<Rate>,
+    /// Record requests per second, from all sources, above which `record_requests_per_ip` applies.
+    pub record_requests_load_per_s: u32,
     /// Sources each of these limiters tracks at most (beyond that, newcomers share one bucket).
     pub limit_tracked: usize,
 }
@@ -92,6 +97,7 @@ impl Default for ChannelConfig {
             handshakes_per_addr: Some(Rate::new(5, 20)),
             handshakes_per_ip: Some(Rate::new(200, 1000)),
             record_requests_per_ip: Some(Rate::new(100, 1000)),
+            record_requests_load_per_s: 1000,
             limit_tracked: 4096,
         }
     }
@@ -276,9 +282,12 @@ pub struct Channel {
     events: VecDeque<ChannelEvent>,
     stats: ChannelStats,
     scratch: Vec<u8>,
-    handshakes_per_addr: Limiter<SocketAddr>,
-    handshakes_per_ip: Limiter<IpAddr>,
+    /// Keyed by (source proven by a valid mac2, address).
+    handshakes_per_addr: Limiter<(bool, SocketAddr)>,
+    handshakes_per_ip: Limiter<(bool, IpAddr)>,
     record_requests_per_ip: Limiter<IpAddr>,
+    record_load_window: Instant,
+    record_load_count: u32,
     /// A lower bound of the earliest deadline (`None`: no deadline). Every change that can bring a
     /// deadline forward lowers it at once; `handle_timeout` rescans all peers only when it is due
     /// and then sets it exactly. Without it, `poll_timeout` walked every peer after every
@@ -322,6 +331,8 @@ impl Channel {
                 cfg.record_requests_per_ip,
                 cfg.limit_tracked,
             ),
+            record_load_window: now,
+            record_load_count: 0,
             cfg,
         }
     }
@@ -636,6 +647,14 @@ impl Channel {
             .any(|s| ct_eq(&cookie::mac(&cookie::make_cookie(s, from), body), got))
     }
 
+    fn send_cookie_reply(&mut self, to: SocketAddr, init: &Initiation, source: &WireAddr) {
+        let nonce = self.random::<24>();
+        let reply =
+            handshake::build_cookie_reply(&self.identity.noise_public(), &self.cookie_secret, nonce, init, source);
+        self.stats.cookies_sent += 1;
+        self.transmit(to, reply);
+    }
+
     fn cached_response(&mut self, now: Instant, mac1: &[u8; 16]) -> Option<Vec<u8>> {
         while let Some((k, at)) = self.response_order.front() {
             if now.saturating_duration_since(*at) < self.cfg.response_cache_ttl {
@@ -671,19 +690,11 @@ impl Channel {
             return Err(DropReason::BadMac1);
         }
         let source = WireAddr::from(from);
-        if self.under_load(now) {
+        let loaded = self.under_load(now);
+        if loaded {
             self.rotate_cookie_secret(now);
             if !self.mac2_ok(data, &source) {
-                let nonce = self.random::<24>();
-                let reply = handshake::build_cookie_reply(
-                    &self.identity.noise_public(),
-                    &self.cookie_secret,
-                    nonce,
-                    init,
-                    &source,
-                );
-                self.stats.cookies_sent += 1;
-                self.transmit(from, reply);
+                self.send_cookie_reply(from, init, &source);
                 return Err(DropReason::CookieRequired);
             }
         }
@@ -693,7 +704,18 @@ impl Channel {
             return Ok(());
         }
         // Before any Diffie-Hellman: one source (or one IP on many ports) gets a bounded share.
-        if !self.handshakes_per_addr.allow(now, from) || !self.handshakes_per_ip.allow(now, ip_key(from.ip())) {
+        // A source proven by a valid mac2 has buckets of its own, so forged initiations can use
+        // up only the unproven ones; an unproven initiation over its limit gets a cookie reply,
+        // with which an honest initiator proves its address at once (§8.1).
+        let proven = loaded || {
+            self.rotate_cookie_secret(now);
+            self.mac2_ok(data, &source)
+        };
+        let (per_addr, per_ip) = (&mut self.handshakes_per_addr, &mut self.handshakes_per_ip);
+        if !allow_both(now, per_addr, (proven, from), per_ip, (proven, ip_key(from.ip()))) {
+            if !proven {
+                self.send_cookie_reply(from, init, &source);
+            }
             return Err(DropReason::RateLimitedHandshake);
         }
         let (st, payload) =
@@ -865,7 +887,14 @@ impl Channel {
         if self.local_record.is_none() {
             return Err(DropReason::NoRecord);
         }
-        if !self.record_requests_per_ip.allow(now, ip_key(from.ip())) {
+        if now.saturating_duration_since(self.record_load_window) >= Duration::from_secs(1) {
+            self.record_load_window = now;
+            self.record_load_count = 0;
+        }
+        self.record_load_count = self.record_load_count.saturating_add(1);
+        if self.record_load_count > self.cfg.record_requests_load_per_s
+            && !self.record_requests_per_ip.allow(now, ip_key(from.ip()))
+        {
             return Err(DropReason::RateLimitedRecordRequest);
         }
         let rec = self.local_record.as_ref().ok_or(DropReason::NoRecord)?;

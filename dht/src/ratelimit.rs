@@ -73,33 +73,45 @@ impl<K: Ord + Copy> Limiter<K> {
         Limiter { name, rate, max_keys, full_at: BTreeMap::new(), overflow: None, next_sweep: None, refused: 0 }
     }
 
-    /// Whether one more event from `key` at `now` is within the limit; if so it is charged.
+    /// Whether one more event from `key` at `now` is within the limit; if so it is charged,
+    /// else it is counted as refused.
     pub fn allow(&mut self, now: Instant, key: K) -> bool {
-        let Some(rate) = self.rate else { return true };
-        let ok = match self.full_at.get_mut(&key) {
-            Some(t) => charge(rate, now, t),
-            None => {
-                if self.full_at.len() >= self.max_keys {
-                    self.sweep(now);
-                }
-                if self.full_at.len() < self.max_keys {
-                    let mut t = now;
-                    let ok = charge(rate, now, &mut t);
-                    self.full_at.insert(key, t);
-                    ok
-                } else {
-                    let t = self.overflow.get_or_insert(now);
-                    charge(rate, now, t)
-                }
-            }
-        };
-        if !ok {
+        let ok = self.would_allow(now, &key);
+        if ok {
+            self.charge(now, key);
+        } else {
             self.refused += 1;
         }
         ok
     }
 
-    /// Forgets keys whose buckets are full again (at most every 100 ms, so a full table of
+    /// Whether `key` has a token at `now`, without charging it.
+    pub fn would_allow(&mut self, now: Instant, key: &K) -> bool {
+        let Some(rate) = self.rate else { return true };
+        self.sweep(now);
+        let t = match self.full_at.get(key) {
+            Some(t) => *t,
+            None if self.full_at.len() < self.max_keys => now,
+            None => self.overflow.unwrap_or(now),
+        };
+        gcra(rate, now, &mut t.clone())
+    }
+
+    /// Charges one event to `key` (call after `would_allow` said yes).
+    fn charge(&mut self, now: Instant, key: K) {
+        let Some(rate) = self.rate else { return };
+        if let Some(t) = self.full_at.get_mut(&key) {
+            gcra(rate, now, t);
+        } else if self.full_at.len() < self.max_keys {
+            let mut t = now;
+            gcra(rate, now, &mut t);
+            self.full_at.insert(key, t);
+        } else {
+            gcra(rate, now, self.overflow.get_or_insert(now));
+        }
+    }
+
+    /// Forgets keys whose buckets are full again, at most every 100 ms (so a full table of
     /// active keys costs one walk per 100 ms, not one per event).
     fn sweep(&mut self, now: Instant) {
         if self.next_sweep.is_some_and(|t| now < t) {
@@ -108,7 +120,32 @@ impl<K: Ord + Copy> Limiter<K> {
         self.next_sweep = Some(now + SWEEP_EVERY);
         self.full_at.retain(|_, t| *t > now);
     }
+}
 
+/// Admits one event only if both limiters have a token for their keys, and then charges both;
+/// a refusal is counted by the first limiter that refuses. So one limiter's refusal never spends
+/// the other's tokens (or makes it track a new key).
+pub fn allow_both<A: Ord + Copy, B: Ord + Copy>(
+    now: Instant,
+    a: &mut Limiter<A>,
+    ka: A,
+    b: &mut Limiter<B>,
+    kb: B,
+) -> bool {
+    if !a.would_allow(now, &ka) {
+        a.refused += 1;
+        return false;
+    }
+    if !b.would_allow(now, &kb) {
+        b.refused += 1;
+        return false;
+    }
+    a.charge(now, ka);
+    b.charge(now, kb);
+    true
+}
+
+impl<K: Ord + Copy> Limiter<K> {
     /// Keys tracked now.
     pub fn tracked(&self) -> usize {
         self.full_at.len()
@@ -132,7 +169,7 @@ impl<K: Ord + Copy> Limiter<K> {
 
 /// GCRA: `full_at` is when the bucket is full again. An event is admitted while the bucket holds
 /// a token, i.e. `full_at` is at most `(burst − 1)` intervals ahead of `now`.
-fn charge(rate: Rate, now: Instant, full_at: &mut Instant) -> bool {
+fn gcra(rate: Rate, now: Instant, full_at: &mut Instant) -> bool {
     if rate.burst == 0 {
         return false;
     }
@@ -198,7 +235,7 @@ mod tests {
         assert!(l.allow(t0, 101));
         assert!(!l.allow(t0, 102));
         assert_eq!(l.tracked(), 4, "the table never grows past its size");
-        // Keys 0..4 are full again after 1 s; a newcomer's arrival sweeps them.
+        // Keys 0..4 are full again after 1 s; the next event sweeps them.
         let t1 = t0 + Duration::from_secs(2);
         assert!(l.allow(t1, 200));
         assert_eq!(l.tracked(), 1);
@@ -210,6 +247,22 @@ mod tests {
             let _ = l.allow(t0 + Duration::from_millis(u64::from(k)), 1000 + k);
         }
         assert!(!l.allow(t0 + Duration::from_millis(500), 7), "still limited");
+    }
+
+    #[test]
+    fn allow_both_charges_neither_when_one_refuses() {
+        let t0 = Instant::now();
+        let mut per_addr = Limiter::new("a", Some(Rate::new(1, 5)), 16);
+        let mut per_ip = Limiter::new("b", Some(Rate::new(1, 2)), 16);
+        assert!(allow_both(t0, &mut per_addr, 1u8, &mut per_ip, 0u8));
+        assert!(allow_both(t0, &mut per_addr, 2u8, &mut per_ip, 0u8));
+        // The IP is out: the addresses are neither charged nor tracked.
+        for k in 3..10u8 {
+            assert!(!allow_both(t0, &mut per_addr, k, &mut per_ip, 0u8));
+        }
+        assert_eq!((per_addr.tracked(), per_addr.refused(), per_ip.refused()), (2, 0, 7));
+        // Address 1 was charged once: 4 of its 5 tokens are left.
+        assert!((0..4).all(|_| per_addr.allow(t0, 1)) && !per_addr.allow(t0, 1));
     }
 
     #[test]

@@ -10,8 +10,10 @@
 //! Invariants, checked after every operation: every timer bound holds; requests and queries stay
 //! within their caps; the channel holds state only for nodes that authenticated or that the node
 //! itself chose to contact; the store stays within its quotas and everything it serves validates;
-//! every routing-table record verifies; the rate limiters track no more than their table size.
-//! At the end, once sessions have expired and buckets refilled, the node still completes a fresh
+//! every routing-table record verifies; the rate limiters track no more than their table size,
+//! and every limiter refusal is exactly one drop under its reason. The node under test has tiny
+//! rate limits and limiter tables (a handful of tokens, four keys), so that short inputs reach
+//! refusals, the shared overflow bucket and the sweep. At the end, once sessions have expired and buckets refilled, the node still completes a fresh
 //! handshake with an honest peer and is answered.
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -379,6 +381,20 @@ fn info(rec: &NodeRecord, i: usize) -> PeerInfo {
 fn cfg(i: usize) -> DhtConfig {
     let mut c = config(i);
     c.routing.exempt_loopback = true;
+    if i == 0 {
+        // The node under test has tiny rate limits and limiter tables, so that short inputs reach
+        // refusals, the overflow bucket and the sweep.
+        use crate::ratelimit::Rate;
+        c.channel.handshakes_per_addr = Some(Rate::new(1, 2));
+        c.channel.handshakes_per_ip = Some(Rate::new(5, 8));
+        c.channel.record_requests_per_ip = Some(Rate::new(2, 2));
+        c.channel.record_requests_load_per_s = 3;
+        c.channel.limit_tracked = 4;
+        c.requests_per_peer = Some(Rate::new(20, 10));
+        c.requests_per_ip = Some(Rate::new(50, 20));
+        c.stores_per_peer = Some(Rate::new(5, 4));
+        c.stores_per_ip = Some(Rate::new(10, 8));
+    }
     c
 }
 
@@ -412,7 +428,7 @@ fn run(ops: Vec<Op>) -> Option<Net> {
     }
     let world = World::new(&net);
     let victim = info(&victim_rec, 0);
-    let limit_tracked = cfg(0).channel.limit_tracked;
+    let limit_tracked = cfg(1).channel.limit_tracked;
     for op in ops {
         step(&mut net, &world, &victim, op);
         check(&net, &world, limit_tracked);
@@ -426,8 +442,10 @@ fn run(ops: Vec<Op>) -> Option<Net> {
         net.take_events(i);
     }
     let now = net.now;
-    // Only a full request table refuses; the caps are checked above.
-    let req = net.nodes.get_mut(0)?.ping(now, Target::Record(peer)).ok()?;
+    let ping = net.nodes.get_mut(0)?.ping(now, Target::Record(peer));
+    // Only a full request table could refuse, and the caps are checked above.
+    assert!(ping.is_ok(), "the node cannot even send a ping: {ping:?}");
+    let req = ping.ok()?;
     let mut answered = false;
     for _ in 0..40 {
         net.run();
@@ -533,15 +551,30 @@ fn check(net: &Net, world: &World, limit_tracked: usize) {
         assert!(n.table().entries().all(|e| e.record.verify().is_ok()), "an unverified record in the table");
         assert!(n.limits().iter().all(|l| l.tracked <= limit_tracked));
     }
+    for n in &net.nodes {
+        // Every refusal of a limiter is one drop under its reason, and the other way round.
+        let refused =
+            |names: &[&str]| -> u64 { n.limits().iter().filter(|l| names.contains(&l.name)).map(|l| l.refused).sum() };
+        let d = &n.stats().drops;
+        use crate::stats::DropReason as R;
+        assert_eq!(d.get(R::RateLimitedHandshake), refused(&["handshakes_per_addr", "handshakes_per_ip"]));
+        assert_eq!(d.get(R::RateLimitedRecordRequest), refused(&["record_requests_per_ip"]));
+        assert_eq!(d.get(R::RateLimitedRequest), refused(&["requests_per_peer", "requests_per_ip"]));
+        assert_eq!(d.get(R::RateLimitedStore), refused(&["stores_per_peer", "stores_per_ip"]));
+    }
     let Some(v) = net.nodes.first() else { return };
     // Channel state only for nodes that authenticated (the honest peers) or that the node chose
-    // to contact (from the pool), never for a raw source.
+    // to contact (from the pool), never for a raw source; never for itself.
+    let mut others: Vec<NodeId> = world.pool.iter().map(|r| r.id).filter(|id| *id != v.id()).collect();
+    others.sort();
+    others.dedup();
     assert!(
-        v.channel().peer_count() <= world.pool.len(),
+        v.channel().peer_count() <= others.len(),
         "{} peers with channel state, {} possible",
         v.channel().peer_count(),
-        world.pool.len()
+        others.len()
     );
+    assert!(v.limits().iter().all(|l| l.tracked <= 4), "the node under test tracks at most 4 keys per limit");
     let s = v.store();
     let sc = &defaults.store;
     assert!(s.len() <= sc.max_items && s.bytes() <= sc.max_bytes);

@@ -20,7 +20,7 @@ pub use snapshot::{Restored, SavedPeer, SavedRecord, Snapshot};
 use crate::channel::{Channel, ChannelConfig, ChannelEvent, PeerInfo, SendError, Transmit};
 use crate::identity::{Identity, NodeId, NodeRecord, RecordError};
 use crate::lookup::{Found, LookupConfig};
-use crate::ratelimit::{LimitStat, Limiter, Rate, ip_key};
+use crate::ratelimit::{LimitStat, Limiter, Rate, allow_both, ip_key};
 use crate::routing::{Entry, Insert, RoutingConfig, RoutingTable};
 use crate::stats::{ChannelStats, DropReason, Histogram};
 use crate::store::{RecordStore, StoreConfig, StoreError};
@@ -418,12 +418,14 @@ impl Limits {
 
     /// Whether a request from `peer` at `addr` is served (and charged).
     fn request(&mut self, now: Instant, peer: NodeId, addr: SocketAddr) -> bool {
-        self.requests_per_peer.allow(now, peer) && self.requests_per_ip.allow(now, ip_key(addr.ip()))
+        let ip = ip_key(addr.ip());
+        allow_both(now, &mut self.requests_per_peer, peer, &mut self.requests_per_ip, ip)
     }
 
     /// Whether a store from `peer` at `addr` is checked (and charged).
     fn store(&mut self, now: Instant, peer: NodeId, addr: SocketAddr) -> bool {
-        self.stores_per_peer.allow(now, peer) && self.stores_per_ip.allow(now, ip_key(addr.ip()))
+        let ip = ip_key(addr.ip());
+        allow_both(now, &mut self.stores_per_peer, peer, &mut self.stores_per_ip, ip)
     }
 }
 
@@ -887,7 +889,11 @@ impl Dht {
         match msg.body {
             Body::Ping | Body::FindNode { .. } | Body::FindValue { .. } | Body::FindSet { .. } | Body::Store { .. } => {
                 if !self.limits.request(now, peer, addr) {
-                    return self.channel.count_drop(DropReason::RateLimitedRequest);
+                    // Answered (cheaply), so that an honest peer over the limit sees us alive and
+                    // busy rather than failing us after its timeout.
+                    self.channel.count_drop(DropReason::RateLimitedRequest);
+                    let code = crate::wire::message::error_code::RATE_LIMITED;
+                    return self.reply(now, peer, msg.id, serve::error(code, "request rate limit"));
                 }
                 if matches!(msg.body, Body::Store { .. }) && !self.limits.store(now, peer, addr) {
                     self.channel.count_drop(DropReason::RateLimitedStore);
@@ -977,10 +983,21 @@ impl Dht {
 
     fn on_error(&mut self, now: Instant, peer: NodeId, addr: SocketAddr, id: u64, code: u16) {
         let Some(p) = self.take_from(id, peer) else { return };
+        let busy = code == crate::wire::message::error_code::RATE_LIMITED;
         match p.waiting {
             Waiting::Pong { purpose: PingPurpose::User, .. } => {
                 self.events.push_back(DhtEvent::RequestFailed { request: id, error: RequestError::Refused(code) });
             }
+            // Over a rate limit is alive and answering, only busy: never a failure against its
+            // place in the table.
+            Waiting::Pong { purpose, .. } if busy => match purpose {
+                PingPurpose::Liveness => self.table.on_alive(now, &peer),
+                PingPurpose::Bootstrap(q) => {
+                    self.responder_alive(now, peer, addr);
+                    self.bootstrap_seed_done(now, q);
+                }
+                PingPurpose::Neighbour | PingPurpose::User => self.responder_alive(now, peer, addr),
+            },
             Waiting::StoreAck { query, .. } => {
                 self.responder_alive(now, peer, addr);
                 self.replica_done(now, query, peer, Err(RequestError::Refused(code)));
