@@ -72,7 +72,7 @@ pub struct DhtConfig {
     /// How many of our closest nodes the neighbour check watches.
     pub neighbours: usize,
     /// Requests (Ping, FindNode, FindValue, FindSet, Store, and malformed messages) served per
-    /// peer; over it they are dropped unanswered. `None` turns a limit off. wire-spec §8.1.
+    /// peer; over it they are answered `Error` RATE_LIMITED. `None` turns a limit off. wire-spec §8.1.
     pub requests_per_peer: Option<Rate>,
     /// Requests served per source IP (IPv6: per /64), whatever the peer: many identities on one
     /// host share it.
