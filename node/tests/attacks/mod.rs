@@ -550,7 +550,6 @@ pub async fn run(attack: Attack, rate: u64, d: Duration, tag: u8) -> Report {
                 &store(1, held_mutable.key(), Record::Mutable(held_mutable.clone())).encode().unwrap(),
             );
             p.pump(Duration::from_millis(200)).await;
-            extra.insert("mutable_held", 1);
             let mut rng = Rng::new(0x5eed_0005);
             let start = Instant::now();
             let mut sent = 0u64;
@@ -597,7 +596,6 @@ pub async fn run(attack: Attack, rate: u64, d: Duration, tag: u8) -> Report {
                 }
                 p.pump(Duration::from_millis(2)).await;
             }
-            extra.insert("mutable_seq_before", 5);
             sent
         }
         Attack::Colluders => {
