@@ -277,7 +277,6 @@ pub fn session_receive(data: &[u8]) {
     let mut sealed: Vec<(u64, Vec<u8>, Vec<u8>)> = Vec::new();
     let mut opened = std::collections::BTreeSet::new();
     let (mut out, mut buf) = (Vec::new(), Vec::new());
-    let mut jump_budget = 8 * WINDOW as usize;
     let mut bytes = data.iter().copied();
     while let Some(op) = bytes.next() {
         let arg = bytes.next().unwrap_or(0);
@@ -318,13 +317,8 @@ pub fn session_receive(data: &[u8]) {
                 assert!(rx.open_into(counter, &forged, &mut buf).is_err(), "a forged packet opened");
             }
             _ => {
-                // The peer sends (and loses) a run of packets: the window moves on. Bounded per
-                // input so that each run stays fast.
-                let run = (usize::from(arg) * 4).min(jump_budget);
-                jump_budget -= run;
-                for _ in 0..run {
-                    let _ = tx.seal_into(&[], &mut out);
-                }
+                // The peer sends (and loses) a run of up to 4,080 packets: the window moves on.
+                tx.skip_sent(u64::from(arg) * 16);
             }
         }
     }
