@@ -255,6 +255,25 @@ struct RecordRequest {
     deadline: Instant,
 }
 
+/// Events counted over one-second windows (wire-spec §5.6's load check, and the record-request
+/// threshold of §8.1).
+struct LoadWindow {
+    start: Instant,
+    count: u32,
+}
+
+impl LoadWindow {
+    /// Counts one event at `now` and returns the count in the current window.
+    fn count(&mut self, now: Instant) -> u32 {
+        if now.saturating_duration_since(self.start) >= Duration::from_secs(1) {
+            self.start = now;
+            self.count = 0;
+        }
+        self.count = self.count.saturating_add(1);
+        self.count
+    }
+}
+
 /// The address with an IPv4-mapped IPv6 address replaced by the IPv4 address it stands for.
 pub fn canonical(a: SocketAddr) -> SocketAddr {
     SocketAddr::new(a.ip().to_canonical(), a.port())
@@ -272,8 +291,8 @@ pub struct Channel {
     cookie_secret: [u8; 32],
     cookie_secret_prev: [u8; 32],
     cookie_secret_born: Instant,
-    load_window: Instant,
-    load_count: u32,
+    /// Initiations passing mac1 in the current second (the cookie's load check, §5.6).
+    initiations: LoadWindow,
     responses: HashMap<[u8; 16], Vec<u8>>,
     response_order: VecDeque<([u8; 16], Instant)>,
     record_requests: VecDeque<RecordRequest>,
@@ -286,8 +305,8 @@ pub struct Channel {
     handshakes_per_addr: Limiter<(bool, SocketAddr)>,
     handshakes_per_ip: Limiter<(bool, IpAddr)>,
     record_requests_per_ip: Limiter<IpAddr>,
-    record_load_window: Instant,
-    record_load_count: u32,
+    /// Record requests in the current second (their per-IP limit applies above a threshold).
+    record_request_load: LoadWindow,
     /// A lower bound of the earliest deadline (`None`: no deadline). Every change that can bring a
     /// deadline forward lowers it at once; `handle_timeout` rescans all peers only when it is due
     /// and then sets it exactly. Without it, `poll_timeout` walked every peer after every
@@ -313,8 +332,7 @@ impl Channel {
             cookie_secret,
             cookie_secret_prev,
             cookie_secret_born: now,
-            load_window: now,
-            load_count: 0,
+            initiations: LoadWindow { start: now, count: 0 },
             responses: HashMap::new(),
             response_order: VecDeque::new(),
             record_requests: VecDeque::new(),
@@ -331,8 +349,7 @@ impl Channel {
                 cfg.record_requests_per_ip,
                 cfg.limit_tracked,
             ),
-            record_load_window: now,
-            record_load_count: 0,
+            record_request_load: LoadWindow { start: now, count: 0 },
             cfg,
         }
     }
@@ -611,12 +628,7 @@ impl Channel {
     }
 
     fn under_load(&mut self, now: Instant) -> bool {
-        if now.saturating_duration_since(self.load_window) >= Duration::from_secs(1) {
-            self.load_window = now;
-            self.load_count = 0;
-        }
-        self.load_count = self.load_count.saturating_add(1);
-        self.load_count > self.cfg.cookie_threshold_per_s
+        self.initiations.count(now) > self.cfg.cookie_threshold_per_s
     }
 
     /// Rotates the cookie secret lazily (it is only used under load): after one lifetime the
@@ -707,10 +719,13 @@ impl Channel {
         // A source proven by a valid mac2 has buckets of its own, so forged initiations can use
         // up only the unproven ones; an unproven initiation over its limit gets a cookie reply,
         // with which an honest initiator proves its address at once (§8.1).
-        let proven = loaded || {
-            self.rotate_cookie_secret(now);
-            self.mac2_ok(data, &source)
-        };
+        // (An all-zero mac2, what an initiator without a cookie sends, is never valid: no hashing.)
+        let mac2_zero = data.get(INITIATION_MAC1 + 16..INITIATION_MAC1 + 32).is_none_or(|m| m.iter().all(|b| *b == 0));
+        let proven = loaded
+            || (!mac2_zero && {
+                self.rotate_cookie_secret(now);
+                self.mac2_ok(data, &source)
+            });
         let (per_addr, per_ip) = (&mut self.handshakes_per_addr, &mut self.handshakes_per_ip);
         if !allow_both(now, per_addr, (proven, from), per_ip, (proven, ip_key(from.ip()))) {
             if !proven {
@@ -887,12 +902,7 @@ impl Channel {
         if self.local_record.is_none() {
             return Err(DropReason::NoRecord);
         }
-        if now.saturating_duration_since(self.record_load_window) >= Duration::from_secs(1) {
-            self.record_load_window = now;
-            self.record_load_count = 0;
-        }
-        self.record_load_count = self.record_load_count.saturating_add(1);
-        if self.record_load_count > self.cfg.record_requests_load_per_s
+        if self.record_request_load.count(now) > self.cfg.record_requests_load_per_s
             && !self.record_requests_per_ip.allow(now, ip_key(from.ip()))
         {
             return Err(DropReason::RateLimitedRecordRequest);

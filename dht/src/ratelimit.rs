@@ -89,12 +89,12 @@ impl<K: Ord + Copy> Limiter<K> {
     pub fn would_allow(&mut self, now: Instant, key: &K) -> bool {
         let Some(rate) = self.rate else { return true };
         self.sweep(now);
-        let t = match self.full_at.get(key) {
+        let mut t = match self.full_at.get(key) {
             Some(t) => *t,
             None if self.full_at.len() < self.max_keys => now,
             None => self.overflow.unwrap_or(now),
         };
-        gcra(rate, now, &mut t.clone())
+        gcra(rate, now, &mut t)
     }
 
     /// Charges one event to `key` (call after `would_allow` said yes).
