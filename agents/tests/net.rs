@@ -26,7 +26,7 @@ async fn runtimes(n: usize, tag: u8) -> Vec<Runtime> {
     let mut nodes: Vec<Node> = Vec::new();
     for i in 0..n {
         let mut cfg = NodeConfig::with_seed(seed(i, tag), "127.0.0.1:0".parse().unwrap());
-        cfg.dht.routing.exempt_loopback = true;
+        cfg.dht.routing.exempt_local = true;
         let node = Node::spawn(cfg).await.unwrap();
         if let Some(first) = nodes.first() {
             node.bootstrap(vec![first.target()]).await.unwrap();

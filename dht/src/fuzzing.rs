@@ -107,8 +107,14 @@ pub fn routing_ops(data: &[u8]) {
     let now = Instant::now();
     let ids = signed_identities();
     let local = Identity::from_seed([0; 32]).id();
-    let cfg =
-        RoutingConfig { k: 3, replacements: 2, per_bucket_subnet: 2, per_table_subnet: 4, ..RoutingConfig::default() };
+    let cfg = RoutingConfig {
+        k: 3,
+        replacements: 2,
+        per_bucket_subnet: 2,
+        per_table_subnet: 4,
+        exempt_local: false,
+        ..RoutingConfig::default()
+    };
     let mut t = RoutingTable::new(local, cfg.clone());
     for op in data.chunks(3).take(512) {
         let (a, b, c) =

@@ -96,6 +96,10 @@ pub struct NodeStats {
     pub limits: Vec<crate::ratelimit::LimitStat>,
     /// Datagrams the socket refused to send.
     pub send_errors: u64,
+    /// Rejoining and dormant peers (wire-spec §7.6).
+    pub rejoin: crate::proto::RejoinStatus,
+    /// Replicas per record (r) this node stores with.
+    pub replication: usize,
 }
 
 /// Handle to a node running on a tokio task. Cheap to clone.
@@ -128,7 +132,8 @@ fn unix_now_ns() -> u64 {
 pub struct NodeOptions {
     /// The node database (routing table and records); `None` keeps everything in memory.
     pub database: Option<PathBuf>,
-    /// How often a changed state is written.
+    /// How often a changed record store is written. A changed routing table is written within
+    /// [`TABLE_SAVE_DELAY`], so that a node killed soon after joining restarts with its peers.
     pub snapshot_every: Duration,
 }
 
@@ -137,6 +142,9 @@ impl Default for NodeOptions {
         NodeOptions { database: None, snapshot_every: Duration::from_secs(5) }
     }
 }
+
+/// A routing table that changed is saved within this (the store waits for `snapshot_every`).
+pub const TABLE_SAVE_DELAY: Duration = Duration::from_secs(1);
 
 /// A node with no state on disk (`spawn_with` with default options).
 pub async fn spawn(identity: Identity, bind: SocketAddr, cfg: DhtConfig) -> io::Result<(NodeHandle, JoinHandle<()>)> {
@@ -210,15 +218,24 @@ fn unix_now_ms() -> u64 {
     unix_now_ns() / 1_000_000
 }
 
-/// Writes a snapshot if the state changed since `last`.
-fn save_if_changed(dht: &Dht, persist: Option<&Persist>, last: &mut (usize, u64)) {
+/// What was saved last, to decide whether to save again.
+struct Saved {
+    generation: (u64, u64),
+    at: Instant,
+}
+
+/// Writes a snapshot if the routing table changed since `last`, or if the store changed and
+/// `store_every` passed (`force`: whenever anything changed, as on shutdown).
+fn save_if_changed(dht: &Dht, persist: Option<&Persist>, last: &mut Saved, store_every: Duration, force: bool) {
     let Some(p) = persist else { return };
-    let generation = dht.snapshot_generation();
-    if generation == *last {
+    let (table, store) = dht.snapshot_generation();
+    let table_changed = table != last.generation.0;
+    let store_due = store != last.generation.1 && (force || last.at.elapsed() >= store_every);
+    if !table_changed && !store_due {
         return;
     }
     match p.save(&dht.snapshot(Instant::now(), unix_now_ms())) {
-        Ok(()) => *last = generation,
+        Ok(()) => *last = Saved { generation: (table, store), at: Instant::now() },
         Err(e) => tracing::warn!(error = %e, "cannot save node state"),
     }
 }
@@ -389,6 +406,8 @@ fn command(dht: &mut Dht, cmd: Command, w: &mut Waiters, send_errors: u64) -> bo
                 channel_peers: dht.channel().peer_count(),
                 limits: dht.limits(),
                 send_errors,
+                rejoin: dht.rejoin_status(),
+                replication: dht.config().replication,
             });
         }
         Command::Holds(keys, reply) => {
@@ -419,8 +438,8 @@ async fn run(
     persist: Option<Persist>,
     snapshot_every: Duration,
 ) {
-    let mut saved = dht.snapshot_generation();
-    let mut snapshot = tokio::time::interval(snapshot_every);
+    let mut saved = Saved { generation: dht.snapshot_generation(), at: Instant::now() };
+    let mut snapshot = tokio::time::interval(TABLE_SAVE_DELAY.min(snapshot_every));
     snapshot.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let mut waiters = Waiters::default();
@@ -447,7 +466,7 @@ async fn run(
                 let now = Instant::now();
                 let Some((from, datagram)) = r else {
                     // The demultiplexer is gone: the endpoint shut down, and so do we.
-                    save_if_changed(&dht, persist.as_ref(), &mut saved);
+                    save_if_changed(&dht, persist.as_ref(), &mut saved, snapshot_every, true);
                     return;
                 };
                 if !datagram.is_empty() {
@@ -475,11 +494,11 @@ async fn run(
                     while let Some(t) = dht.poll_transmit() {
                         let _ = socket.send_to(&t.payload, socket_dst(t.dst, ipv6_socket)).await;
                     }
-                    save_if_changed(&dht, persist.as_ref(), &mut saved);
+                    save_if_changed(&dht, persist.as_ref(), &mut saved, snapshot_every, true);
                     return;
                 }
             }
-            _ = snapshot.tick() => save_if_changed(&dht, persist.as_ref(), &mut saved),
+            _ = snapshot.tick() => save_if_changed(&dht, persist.as_ref(), &mut saved, snapshot_every, false),
             () = sleep => {}
         }
         let now = Instant::now();
@@ -550,6 +569,12 @@ fn dispatch(ev: DhtEvent, w: &mut Waiters) {
         DhtEvent::PeerConnected { peer, addr } => tracing::debug!(peer = %peer.short(), %addr, "session established"),
         DhtEvent::PeerAdded { peer } => tracing::debug!(peer = %peer.short(), "routing table: added"),
         DhtEvent::PeerRemoved { peer } => tracing::debug!(peer = %peer.short(), "routing table: removed"),
+        DhtEvent::Rejoining { peers, attempt, targets } => tracing::warn!(
+            peers,
+            attempt,
+            targets,
+            "routing table below its floor: rejoining through the bootstrap nodes and former peers"
+        ),
         DhtEvent::RecordStored { key, from } => {
             tracing::trace!(key = %hex::encode(key.0), from = %from.short(), "stored")
         }

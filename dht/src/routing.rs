@@ -20,8 +20,11 @@ pub struct RoutingConfig {
     pub per_bucket_subnet: usize,
     /// Nodes of one subnet in the whole table.
     pub per_table_subnet: usize,
-    /// Exempt loopback addresses from the diversity limits (tests and devnets only).
-    pub exempt_loopback: bool,
+    /// Exempt local addresses (loopback, RFC 1918 private, link-local, IPv6 unique local; see
+    /// [`is_local`]) from the diversity limits: on a LAN every peer shares a /24, and an attacker
+    /// who can fill a LAN with nodes is already inside it. Public addresses keep the limits. On by
+    /// default; `false` limits local addresses like public ones.
+    pub exempt_local: bool,
     /// A bucket with no lookup or insertion for this long is refreshed.
     pub bucket_refresh: Duration,
 }
@@ -33,9 +36,19 @@ impl Default for RoutingConfig {
             replacements: 10,
             per_bucket_subnet: 2,
             per_table_subnet: 10,
-            exempt_loopback: false,
+            exempt_local: true,
             bucket_refresh: Duration::from_secs(15 * 60),
         }
+    }
+}
+
+/// Whether `ip` is local: loopback (127.0.0.0/8, ::1), private (10.0.0.0/8, 172.16.0.0/12,
+/// 192.168.0.0/16), link-local (169.254.0.0/16, fe80::/10) or IPv6 unique local (fc00::/7).
+/// IPv4-mapped IPv6 addresses count as their IPv4 address.
+pub fn is_local(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
+        IpAddr::V6(v6) => v6.is_loopback() || v6.is_unique_local() || v6.is_unicast_link_local(),
     }
 }
 
@@ -170,7 +183,7 @@ impl RoutingTable {
     }
 
     fn exempt(&self, ip: IpAddr) -> bool {
-        self.cfg.exempt_loopback && ip.to_canonical().is_loopback()
+        self.cfg.exempt_local && is_local(ip)
     }
 
     fn diversity_ok(&self, bucket: &Bucket, addr: SocketAddr) -> bool {
@@ -283,6 +296,8 @@ impl RoutingTable {
         if let Some(pos) = bucket.entries.iter().position(|e| e.id() == *id) {
             let mut e = bucket.entries.remove(pos);
             e.last_seen = now;
+            // Alive again: earlier misses no longer count toward its removal.
+            e.failures = 0;
             bucket.entries.push(e);
         }
         if bucket.pending.as_ref().is_some_and(|b| b.0 == *id)
@@ -522,26 +537,32 @@ mod tests {
     }
 
     #[test]
-    fn diversity_limits_apply_unless_loopback_is_exempt() {
+    fn diversity_limits_apply_to_public_addresses_and_to_local_ones_when_asked() {
         let now = Instant::now();
         let local = Identity::from_seed([0; 32]).id();
-        let mut t = RoutingTable::new(local, RoutingConfig::default());
-        let same_net = |n: u32| SocketAddr::from(([192, 0, 2, (n % 250) as u8 + 1], 4000 + n as u16));
-        let mut added = 0;
-        for n in 0..100u32 {
-            if t.insert(now, entry(seed(n), same_net(n), now)) == Insert::Added {
-                added += 1;
-            }
+        let fill = |cfg: RoutingConfig, at: &dyn Fn(u32) -> SocketAddr| {
+            let mut t = RoutingTable::new(local, cfg);
+            let added = (0..100u32).filter(|&n| t.insert(now, entry(seed(n), at(n), now)) == Insert::Added).count();
+            assert!(t.subnet_counts().iter().all(|&c| c <= 10));
+            added
+        };
+        let public = |n: u32| SocketAddr::from(([192, 0, 2, (n % 250) as u8 + 1], 4000 + n as u16));
+        assert!(fill(RoutingConfig::default(), &public) <= 10, "a public /24 is limited by default");
+        let locals: [&dyn Fn(u32) -> SocketAddr; 5] = [
+            &|n| SocketAddr::from(([127, 0, 0, 1], 5000 + n as u16)),
+            &|n| SocketAddr::from(([10, 99, 0, (n % 250) as u8 + 1], 4433)),
+            &|n| SocketAddr::from(([192, 168, 1, (n % 250) as u8 + 1], 4433)),
+            &|n| SocketAddr::from(([169, 254, 7, (n % 250) as u8 + 1], 4433)),
+            &|n| SocketAddr::new(IpAddr::from([0xfd00, 0, 0, 0, 0, 0, 0, n as u16 + 1]), 4433),
+        ];
+        for at in locals {
+            assert!(fill(RoutingConfig::default(), at) > 10, "{} is exempt by default", at(0));
+            let limited = RoutingConfig { exempt_local: false, ..RoutingConfig::default() };
+            assert!(fill(limited, at) <= 10, "{} is limited when asked", at(0));
         }
-        assert!(added <= 10, "{added} nodes from one /24");
-        assert!(t.subnet_counts().iter().all(|&c| c <= 10));
-        let lo = |n: u32| SocketAddr::from(([127, 0, 0, 1], 5000 + n as u16));
-        let mut t = RoutingTable::new(local, RoutingConfig::default());
-        let added = (0..60u32).filter(|&n| t.insert(now, entry(seed(n), lo(n), now)) == Insert::Added).count();
-        assert!(added <= 10, "loopback is limited by default");
-        let mut t = RoutingTable::new(local, RoutingConfig { exempt_loopback: true, ..RoutingConfig::default() });
-        let added = (0..60u32).filter(|&n| t.insert(now, entry(seed(n), lo(n), now)) == Insert::Added).count();
-        assert!(added > 10, "exempt loopback takes {added}");
+        assert!(!is_local(IpAddr::from([198, 18, 0, 2])));
+        assert!(!is_local(IpAddr::from([100, 64, 0, 1])), "carrier-grade NAT space is shared, not a LAN");
+        assert!(is_local(IpAddr::from([0, 0, 0, 0, 0, 0xffff, 0x0a00, 1])), "IPv4-mapped 10.0.0.1");
     }
 
     #[test]
@@ -580,7 +601,8 @@ mod tests {
         fn invariants_hold(ops in proptest::collection::vec((0u32..300, 0u8..4, any::<bool>()), 1..400), target in any::<[u8; 32]>()) {
             let now = Instant::now();
             let local = Identity::from_seed([9; 32]).id();
-            let cfg = RoutingConfig { k: 4, replacements: 3, ..RoutingConfig::default() };
+            // Private addresses, with the limits applied to them (they are exempt by default).
+            let cfg = RoutingConfig { k: 4, replacements: 3, exempt_local: false, ..RoutingConfig::default() };
             let mut t = RoutingTable::new(local, cfg.clone());
             for (n, net, fail) in ops {
                 let e = entry(seed(n), SocketAddr::from(([10, net, (n % 7) as u8, 1], 4000)), now);

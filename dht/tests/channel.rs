@@ -296,7 +296,7 @@ fn node_with_another_static_key_cannot_answer() {
     let rec1 = net.nodes[1].record().clone();
     let now = net.now;
     let req = net.nodes[0].ping(now, Target::Record(rec1)).unwrap();
-    // Retries at 1 s and 3 s, abandoned at 7 s: before the 10 s request timeout.
+    // Retries at 0.25, 0.75, 1.75 and 3.75 s, abandoned at 7.75 s: before the 10 s request timeout.
     for _ in 0..9 {
         for mut p in net.take_wire() {
             p.dst = addr(2);
@@ -304,7 +304,7 @@ fn node_with_another_static_key_cannot_answer() {
         }
         net.advance(Duration::from_secs(1));
     }
-    assert_eq!(net.nodes[2].stats().drops.get(DropReason::BadMac1), 3);
+    assert_eq!(net.nodes[2].stats().drops.get(DropReason::BadMac1), 5);
     assert_eq!(net.nodes[2].channel().peer_count(), 0);
     let ev = net.take_events(0);
     assert!(ev.iter().any(

@@ -23,7 +23,7 @@ const PER_KIND: usize = 200;
 
 fn config(replication: usize) -> DhtConfig {
     let mut cfg = DhtConfig::default();
-    cfg.routing.exempt_loopback = true; // all nodes share 127.0.0.0/24
+    cfg.routing.exempt_local = true; // all nodes share 127.0.0.0/24
     cfg.replication = replication;
     // Loopback answers in microseconds; a dead node should cost little time.
     cfg.rpc_timeout = Duration::from_millis(500);

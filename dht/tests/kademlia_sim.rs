@@ -17,7 +17,7 @@ fn net(n: usize) -> Net {
         (0..n)
             .map(|i| {
                 let mut c = config(i);
-                c.routing.exempt_loopback = true;
+                c.routing.exempt_local = true;
                 c
             })
             .collect(),
@@ -443,7 +443,7 @@ fn initiations_from_one_address_are_limited_before_any_diffie_hellman() {
     let cfgs = (0..2)
         .map(|i| {
             let mut c = config(i);
-            c.routing.exempt_loopback = true;
+            c.routing.exempt_local = true;
             c.channel.cookie_threshold_per_s = u32::MAX;
             c
         })

@@ -37,6 +37,8 @@ struct Sim {
     nodes: Vec<Node>,
     rng: ChaCha20Rng,
     sent: u64,
+    /// While set, nodes below this id and the rest cannot reach each other (a partition).
+    cut: Option<P>,
 }
 
 impl Sim {
@@ -63,6 +65,7 @@ impl Sim {
             nodes,
             rng: ChaCha20Rng::from_seed([seed; 32]),
             sent: 0,
+            cut: None,
         }
     }
 
@@ -138,6 +141,17 @@ impl Sim {
                 Ev::Hpv { to, .. } | Ev::Pt { to, .. } => *to,
                 Ev::HpvTimer { node, .. } | Ev::PtTimer { node, .. } => *node,
             };
+            if let (Some(at), Ev::Hpv { from, .. } | Ev::Pt { from, .. }) = (self.cut, &ev)
+                && (*from < at) != (node < at)
+            {
+                // Across the cut: lost, and both ends' transports give the link up.
+                let from = *from;
+                self.nodes[from as usize].hpv.handle(hpv::In::ConnectionLost(node));
+                self.drain(from);
+                self.nodes[node as usize].hpv.handle(hpv::In::ConnectionLost(from));
+                self.drain(node);
+                continue;
+            }
             if !self.nodes[node as usize].alive {
                 // Messages to a dead node: the sender's transport notices the loss.
                 if let Ev::Hpv { from, .. } | Ev::Pt { from, .. } = ev
@@ -273,4 +287,72 @@ fn tree_repairs_after_thirty_percent_fail() {
         assert!(n.hpv.active().all(|x| !dead.contains(x)) || a > 0);
     }
     println!("after 30 failures: grafts {grafts}");
+}
+
+#[test]
+fn halves_meet_again_after_a_partition_and_catch_up_on_what_they_missed() {
+    let n = 12u32;
+    let mut sim = joined(n as usize, 4);
+    sim.cut = Some(n / 2);
+    // Messages on both sides during a 70 s cut (shuffles every 10 s here drain the passive views).
+    let mut during = Vec::new();
+    for k in 0..10u32 {
+        let origin = if k < 5 { k } else { n / 2 + k };
+        during.push(sim.broadcast(origin % n, format!("during the cut {k}").into_bytes()));
+        let t = sim.now_ms + 100;
+        sim.run_until(t);
+    }
+    let t = sim.now_ms + 70_000;
+    sim.run_until(t);
+    let crossing =
+        |sim: &Sim| (0..n).filter(|&i| sim.nodes[i as usize].hpv.active().any(|&p| (p < n / 2) != (i < n / 2))).count();
+    assert_eq!(crossing(&sim), 0, "no link crosses the cut");
+    sim.cut = None;
+    // After the heal, every node reads the member set (the node layer does so when the DHT sees a
+    // former peer answer again): every active view is full of its own side, yet they reconnect.
+    let everyone: Vec<PeerInfo<P>> = (0..n).map(|id| PeerInfo { id, data: vec![] }).collect();
+    for i in 0..n {
+        sim.nodes[i as usize].hpv.handle(hpv::In::Members { peers: everyone.clone(), mix: true });
+        sim.drain(i);
+    }
+    let t = sim.now_ms + 5_000;
+    sim.run_until(t);
+    assert!(crossing(&sim) > 0, "links cross again");
+    let mut after = Vec::new();
+    for k in 0..5u32 {
+        after.push(sim.broadcast(k * 2 % n, format!("after the heal {k}").into_bytes()));
+        let t = sim.now_ms + 50;
+        sim.run_until(t);
+    }
+    let t = sim.now_ms + 5_000;
+    sim.run_until(t);
+    for (i, node) in sim.nodes.iter().enumerate() {
+        for id in during.iter().chain(&after) {
+            let got = node.delivered.iter().filter(|x| *x == id).count();
+            assert_eq!(got, 1, "node {i}: a message from during or after the cut delivered {got} times");
+        }
+    }
+}
+
+#[test]
+fn known_members_cause_no_churn_unless_asked_to_mix() {
+    let n = 12u32;
+    let mut sim = joined(n as usize, 5);
+    let views =
+        |sim: &Sim| -> Vec<BTreeSet<P>> { sim.nodes.iter().map(|x| x.hpv.active().copied().collect()).collect() };
+    let before = views(&sim);
+    // Every member is already in a view (12 nodes, passive views of 30): nothing changes.
+    for i in 0..n {
+        let known: Vec<PeerInfo<P>> = sim.nodes[i as usize]
+            .hpv
+            .active()
+            .chain(sim.nodes[i as usize].hpv.passive())
+            .map(|&id| PeerInfo { id, data: vec![] })
+            .collect();
+        sim.nodes[i as usize].hpv.handle(hpv::In::Members { peers: known, mix: false });
+        sim.drain(i);
+    }
+    let t = sim.now_ms + 1_000;
+    sim.run_until(t);
+    assert_eq!(views(&sim), before, "no member was asked");
 }

@@ -68,7 +68,7 @@ async fn main() {
         let mut seed = [0u8; 32];
         seed[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
         let mut cfg = NodeConfig::with_seed(seed, "127.0.0.1:0".parse().unwrap());
-        cfg.dht.routing.exempt_loopback = true;
+        cfg.dht.routing.exempt_local = true;
         let n = Node::spawn(cfg).await.unwrap();
         if let Some(first) = nodes.first() {
             n.bootstrap(vec![first.target()]).await.unwrap();

@@ -118,13 +118,10 @@ impl NodeConfig {
         NodeConfig::with_seed(seed, listen)
     }
 
-    /// A configuration for the identity `seed`, with defaults everywhere (on a loopback address,
-    /// the routing table's per-subnet limits exempt loopback peers).
+    /// A configuration for the identity `seed`, with defaults everywhere (the routing table's
+    /// per-subnet limits exempt local peers: loopback, private, link-local and ULA addresses).
     pub fn with_seed(seed: [u8; 32], listen: SocketAddr) -> NodeConfig {
-        let mut dht = DhtConfig::default();
-        // Nodes on one machine all share 127.0.0.1: the per-subnet limits of the routing table
-        // would keep all but a few of them out.
-        dht.routing.exempt_loopback = listen.ip().is_loopback();
+        let dht = DhtConfig::default();
         NodeConfig {
             identity_seed: seed,
             listen,
@@ -412,12 +409,17 @@ impl Node {
 
     /// Stores an immutable value; returns its key (BLAKE3 of the value).
     pub async fn put_immutable(&self, value: Vec<u8>) -> Result<Key, NodeError> {
+        Ok(self.store_immutable(value).await?.0)
+    }
+
+    /// Like [`Node::put_immutable`], with how many replicas took it.
+    pub async fn store_immutable(&self, value: Vec<u8>) -> Result<(Key, PutOutcome), NodeError> {
         let key = Key::for_immutable(&value);
         let len = value.len();
         let value = suprnova_dht::wire::bounded::BoundedBytes::try_from(value.as_slice())
             .map_err(|_| NodeError::TooLarge(len, suprnova_dht::wire::limits::MAX_VALUE_LEN))?;
-        self.put(key, Record::Immutable { value }, dht_net_ttl(), None).await?;
-        Ok(key)
+        let out = self.put(key, Record::Immutable { value }, dht_net_ttl(), None).await?;
+        Ok((key, out))
     }
 
     /// The immutable value under `key`.
@@ -430,11 +432,22 @@ impl Node {
 
     /// Signs and stores a mutable record of ours under `salt` with `seq`; returns its key.
     pub async fn put_mutable(&self, salt: &[u8], seq: u64, value: &[u8], cas: Option<u64>) -> Result<Key, NodeError> {
+        Ok(self.store_mutable(salt, seq, value, cas).await?.0)
+    }
+
+    /// Like [`Node::put_mutable`], with how many replicas took it.
+    pub async fn store_mutable(
+        &self,
+        salt: &[u8],
+        seq: u64,
+        value: &[u8],
+        cas: Option<u64>,
+    ) -> Result<(Key, PutOutcome), NodeError> {
         let m = MutableRecord::sign(&self.inner.identity, salt, seq, value)
             .map_err(|_| NodeError::TooLarge(value.len(), suprnova_dht::wire::limits::MAX_VALUE_LEN))?;
         let key = m.key();
-        self.put(key, Record::Mutable(m), dht_net_ttl(), cas).await?;
-        Ok(key)
+        let out = self.put(key, Record::Mutable(m), dht_net_ttl(), cas).await?;
+        Ok((key, out))
     }
 
     /// The newest mutable record under `key` found by a full lookup.
@@ -588,24 +601,64 @@ impl Node {
         }
     }
 
+    /// Keeps a topic's membership alive: re-announces our entry, rejoins when the active view is
+    /// empty, and feeds the DHT member set to HyParView (`hyparview::In::Members`) every
+    /// `MEMBERS_EVERY` ticks, and at once for a few ticks after the DHT saw a former peer answer
+    /// again (a healed partition): the overlay reconnects even though no active view emptied.
     async fn membership(&self, topic: TopicId) {
+        /// Ticks (of 2 s) between two reads of the member set.
+        const MEMBERS_EVERY: u64 = 5;
+        /// Ticks after a revival during which the set is read and a member asked every tick.
+        const AFTER_REVIVAL: u64 = 3;
         let refresh = self.inner.cfg.topic_entry_ttl / 3;
         let mut last_announce = tokio::time::Instant::now();
         let mut interval = tokio::time::interval(Duration::from_secs(2));
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        let phase = getrandom::u64().unwrap_or(0) % MEMBERS_EVERY;
+        let mut revived = self.revivals().await;
+        let mut mixing = 0u64;
+        for tick in 0u64.. {
             interval.tick().await;
             if last_announce.elapsed() >= refresh {
                 last_announce = tokio::time::Instant::now();
                 let contact = encode_contact(&self.contact_addrs());
                 let _ = self.put_set_entry(topic.members_key(), &contact, self.inner.cfg.topic_entry_ttl).await;
             }
+            let now_revived = self.revivals().await;
+            if now_revived > revived {
+                mixing = AFTER_REVIVAL;
+            }
+            revived = now_revived;
             match self.inner.topics.info(topic).await {
                 None => return,
                 Some(info) if info.active.is_empty() => self.join_from_set(topic).await,
+                Some(info) if mixing > 0 || tick % MEMBERS_EVERY == phase || info.passive == 0 => {
+                    // Now and then (one read in four) ask a member even if all are known, so
+                    // that two halves whose passive views still list each other meet again.
+                    let mix = mixing > 0 || getrandom::u64().unwrap_or(0).is_multiple_of(4);
+                    self.feed_members(topic, mix).await;
+                }
                 Some(_) => {}
             }
+            mixing = mixing.saturating_sub(1);
         }
+    }
+
+    /// Former DHT peers that answered again (`RejoinStatus::revived`).
+    async fn revivals(&self) -> u64 {
+        self.inner.dht.stats().await.map_or(0, |s| s.rejoin.revived)
+    }
+
+    /// Reads the topic's member set and hands it to HyParView.
+    async fn feed_members(&self, topic: TopicId, mix: bool) {
+        let Ok(entries) = self.get_set(topic.members_key()).await else { return };
+        let me = self.id();
+        let members: Vec<(NodeId, Vec<SocketAddr>)> = entries
+            .iter()
+            .map(|e| (NodeId::from_public_key(&e.public_key), decode_contact(&e.value)))
+            .filter(|(id, a)| *id != me && !a.is_empty())
+            .collect();
+        let _ = self.inner.topics.members(topic, members, mix).await;
     }
 
     /// Signs and broadcasts `payload` on topic `name` (we must be subscribed).

@@ -9,7 +9,7 @@ async fn nodes(n: usize) -> Vec<Node> {
     let mut out: Vec<Node> = Vec::new();
     for i in 0..n {
         let mut cfg = NodeConfig::with_seed([i as u8 + 1; 32], "127.0.0.1:0".parse().unwrap());
-        cfg.dht.routing.exempt_loopback = true;
+        cfg.dht.routing.exempt_local = true;
         let node = Node::spawn(cfg).await.unwrap();
         if let Some(first) = out.first() {
             node.bootstrap(vec![first.target()]).await.unwrap();

@@ -173,7 +173,7 @@ impl DhtSim {
         cfg.channel.rng_seed = engine::derive(self.seed, "node rng", i as u64);
         cfg.channel.unix_time_ns_at_start = UNIX_START_NS + self.now();
         // Loopback is never used here; the diversity limits apply as on the internet.
-        cfg.routing.exempt_loopback = false;
+        cfg.routing.exempt_local = false;
         let now = self.instant(self.now());
         let dht = Dht::new(id, &[WireAddr::from(addr_of(i))], cfg, now).ok().map(Box::new);
         self.ids.push(dht.as_ref().map_or(NodeId([0; 32]), |d| d.id()));

@@ -59,7 +59,7 @@ impl Session {
         let control = match via.control {
             Some(addr) => {
                 let token_path = via.token_file.clone().unwrap_or_else(|| dir.join(http::TOKEN_FILE));
-                Control { addr, token: http::read_token(&token_path)? }
+                Control { addr, token: http::read_token(&token_path)?, data_dir: None }
             }
             None => Control::from_data_dir(&dir)?,
         };
@@ -196,6 +196,7 @@ pub async fn status(via: &Via, as_json: bool) -> Result<()> {
         return Ok(());
     }
     println!("node      {}", text(&v, "id"));
+    println!("key       {} (ed25519 public key)", text(&v, "public_key"));
     println!(
         "listen    udp {} (contact {})",
         text(&v, "listen"),
@@ -210,6 +211,17 @@ pub async fn status(via: &Via, as_json: bool) -> Result<()> {
         text(&v, "sessions"),
         text(&v, "connections")
     );
+    let r = &at(&v, "rejoin");
+    if at(r, "rejoining").as_bool() == Some(true) {
+        println!(
+            "rejoining the routing table is below its floor: attempt {} through {} seed(s) and {} former peer(s)",
+            text(r, "attempts"),
+            text(r, "seeds"),
+            text(r, "dormant")
+        );
+    } else if at(r, "dormant").as_u64().unwrap_or(0) > 0 {
+        println!("former    {} peer(s) that stopped answering, probed in turn", text(r, "dormant"));
+    }
     if let Some(b) = at(&v, "buckets").as_array().filter(|b| !b.is_empty()) {
         let parts: Vec<String> = b.iter().map(|x| format!("{}:{}", text(x, "bucket"), text(x, "peers"))).collect();
         println!("buckets   {}   (bucket:peers; bucket i holds distances in [2^i, 2^(i+1)))", parts.join(" "));
@@ -337,6 +349,12 @@ pub async fn put(a: &PutArgs) -> Result<()> {
         (None, None) => json!({ "kind": "immutable", "data": hex::encode(&data) }),
     };
     let r = Session::run(&a.via, async |c: &Control| c.call("/v1/put", &req).await).await?;
+    if at(&r, "replicas").as_u64() == Some(0) {
+        eprintln!(
+            "warning: no other node took a copy (stored on this node only): it has no reachable peers; \
+             the record is republished when peers come back"
+        );
+    }
     if a.json {
         println!("{r}");
         return Ok(());
@@ -421,7 +439,7 @@ pub async fn get(a: &GetArgs) -> Result<()> {
 
 // ---- topics and direct messages --------------------------------------------------------------
 
-pub async fn publish(via: &Via, topic: &str, msg: Option<String>, file: Option<PathBuf>) -> Result<()> {
+pub async fn publish(via: &Via, topic: &str, msg: Option<String>, file: Option<PathBuf>, as_json: bool) -> Result<()> {
     let data = message(msg, file.as_deref(), 65_536)?;
     let ephemeral = via.ephemeral;
     let r = Session::run(via, async |c: &Control| {
@@ -435,6 +453,13 @@ pub async fn publish(via: &Via, topic: &str, msg: Option<String>, file: Option<P
     .await
     .map_err(|e| anyhow!("publish on {topic}: {e}"))?;
     let n = text(&r, "neighbors");
+    if n == "0" {
+        eprintln!("warning: {topic} has no neighbour: no other node received the message now");
+    }
+    if as_json {
+        println!("{r}");
+        return Ok(());
+    }
     let plural = if n == "1" { "" } else { "s" };
     println!("published {} bytes on {topic} to {n} neighbour{plural} (id {})", data.len(), short(&text(&r, "id")));
     Ok(())
@@ -476,6 +501,9 @@ pub async fn subscribe(via: &Via, topic: &str, as_json: bool, count: Option<u64>
             if v.get("origin").is_none() {
                 if let Some(p) = v.get("neighbor_up").and_then(Value::as_str) {
                     eprintln!("neighbour up: {}", short(p));
+                }
+                if let Some(p) = v.get("neighbor_down").and_then(Value::as_str) {
+                    eprintln!("neighbour down: {}", short(p));
                 }
                 return Ok(false);
             }

@@ -9,6 +9,8 @@
 //! control = "127.0.0.1:0"                 # or "off"
 //! metrics = "127.0.0.1:9464"
 //! log_format = "json"                     # or "text"
+//! replication = 3                         # replicas per record
+//! ip_limits_local = false                 # IP-diversity limits on private addresses too
 //! ```
 
 use std::net::SocketAddr;
@@ -35,6 +37,10 @@ pub struct FileConfig {
     pub metrics: Option<SocketAddr>,
     /// `--log-format`.
     pub log_format: Option<String>,
+    /// `--replication`.
+    pub replication: Option<u16>,
+    /// `--ip-limits-local`.
+    pub ip_limits_local: Option<bool>,
 }
 
 /// Largest config file read.
@@ -87,6 +93,8 @@ mod tests {
             control = "off"
             metrics = "127.0.0.1:9464"
             log_format = "json"
+            replication = 6
+            ip_limits_local = true
             "#,
         )
         .map_err(|e| e.to_string());
@@ -98,6 +106,8 @@ mod tests {
         assert_eq!(c.control.as_deref(), Some("off"));
         assert_eq!(c.metrics.map(|m| m.port()), Some(9464));
         assert_eq!(c.log_format.as_deref(), Some("json"));
+        assert_eq!(c.replication, Some(6));
+        assert_eq!(c.ip_limits_local, Some(true));
     }
 
     #[test]

@@ -114,7 +114,12 @@ pub async fn start(
         let st = state.clone();
         async move { handle(st, req).await }
     }));
-    Ok(ControlServer { control: Control { addr, token }, task, inbox_task, files: data_dir.map(Path::to_path_buf) })
+    Ok(ControlServer {
+        control: Control { addr, token, data_dir: None },
+        task,
+        inbox_task,
+        files: data_dir.map(Path::to_path_buf),
+    })
 }
 
 /// The node's counters in Prometheus text format (served here and by `--metrics`).
@@ -298,13 +303,22 @@ async fn status(st: &State) -> Answer {
             (l.name.to_string(), v)
         })
         .collect();
+    let r = &m.dht.rejoin;
     ok(json!({
         "id": st.node.id().to_string(),
+        "public_key": hex::encode(st.node.record().public_key),
         "version": env!("CARGO_PKG_VERSION"),
         "listen": st.node.local_addr().to_string(),
         "contact": st.node.contact_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         "uptime_s": st.started.elapsed().as_secs(),
         "peers": m.dht.table,
+        "rejoin": {
+            "rejoining": r.rejoining,
+            "attempts": r.attempts,
+            "seeds": r.seeds,
+            "dormant": r.dormant,
+        },
+        "replication": m.dht.replication,
         "buckets": m.dht.buckets.iter().map(|(b, n)| json!({ "bucket": b, "peers": n })).collect::<Vec<_>>(),
         "sessions": m.dht.sessions,
         "records": m.dht.records,
@@ -321,6 +335,8 @@ async fn status(st: &State) -> Answer {
             "direct_received": m.direct_received,
             "blob_bytes_served": m.blob_bytes_served,
             "blob_bytes_fetched": m.blob_bytes_fetched,
+            "dht_retransmits": m.dht.dht.retransmits,
+            "dht_answers_repeated": m.dht.dht.answers_repeated,
         },
         "lookups": m.dht.dht.lookups,
         "drops": drops,
@@ -355,25 +371,27 @@ async fn put(st: &State, v: Value) -> Answer {
     let data = hex_field(&v, "data")?;
     match v.get("kind").and_then(Value::as_str).unwrap_or("immutable") {
         "immutable" => {
-            let key = st.node.put_immutable(data).await?;
-            ok(json!({ "kind": "immutable", "key": hex::encode(key.0) }))
+            let (key, out) = st.node.store_immutable(data).await?;
+            ok(json!({ "kind": "immutable", "key": hex::encode(key.0), "stored": out.stored, "replicas": out.remote }))
         }
         "mutable" => {
             let salt = hex_field(&v, "salt")?;
             let seq = v.get("seq").and_then(Value::as_u64).ok_or_else(|| Fail::Bad("missing 'seq'".into()))?;
-            let key = st.node.put_mutable(&salt, seq, &data, None).await?;
+            let (key, out) = st.node.store_mutable(&salt, seq, &data, None).await?;
             ok(json!({
                 "kind": "mutable",
                 "key": hex::encode(key.0),
                 "writer": hex::encode(st.node.record().public_key),
                 "seq": seq,
+                "stored": out.stored,
+                "replicas": out.remote,
             }))
         }
         "set" => {
             let key = key_field(&v, "key")?;
             let ttl = v.get("ttl_s").and_then(Value::as_u64).unwrap_or(3600);
             let out = st.node.put_set_entry(key, &data, Duration::from_secs(ttl)).await?;
-            ok(json!({ "kind": "set", "key": hex::encode(key.0), "stored": out.stored }))
+            ok(json!({ "kind": "set", "key": hex::encode(key.0), "stored": out.stored, "replicas": out.remote }))
         }
         k => Err(Fail::Bad(format!("unknown record kind '{k}' (immutable, mutable, set)"))),
     }
@@ -441,9 +459,18 @@ async fn publish(st: &State, v: Value) -> Answer {
     if let Ok(mut t) = st.topics.lock() {
         t.entry(name.clone()).or_default().1 = true;
     }
+    let bytes = data.len();
     let id = st.node.publish(&name, data).await?;
     let neighbors = st.node.topic_info(&name).await.map_or(0, |i| i.active.len());
-    ok(json!({ "topic": name, "id": hex::encode(id), "neighbors": neighbors }))
+    ok(json!({ "topic": name, "id": hex::encode(id), "bytes": bytes, "neighbors": neighbors }))
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// Waits (bounded) until the topic has an active neighbour.
@@ -473,11 +500,15 @@ async fn subscribe(st: Arc<State>, v: Value) -> Answer {
             };
             let line = match ev {
                 None => break,
-                Some(TopicEvent::Message { origin, seq, payload }) => {
-                    json!({ "origin": origin.to_string(), "seq": seq, "data": hex::encode(&payload) })
-                }
-                Some(TopicEvent::NeighborUp(p)) => json!({ "neighbor_up": p.to_string() }),
-                Some(TopicEvent::NeighborDown(p)) => json!({ "neighbor_down": p.to_string() }),
+                Some(TopicEvent::Message { origin, seq, payload }) => json!({
+                    "topic": name,
+                    "origin": origin.to_string(),
+                    "seq": seq,
+                    "data": hex::encode(&payload),
+                    "received_unix_ms": unix_ms(),
+                }),
+                Some(TopicEvent::NeighborUp(p)) => json!({ "neighbor_up": p.to_string(), "unix_ms": unix_ms() }),
+                Some(TopicEvent::NeighborDown(p)) => json!({ "neighbor_down": p.to_string(), "unix_ms": unix_ms() }),
             };
             if !tx.send(&line).await {
                 break;

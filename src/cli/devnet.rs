@@ -23,7 +23,7 @@ use super::{percentiles_ms, random_seed};
 /// by default for real nodes).
 fn devnet_config() -> DhtConfig {
     let mut cfg = DhtConfig::default();
-    cfg.routing.exempt_loopback = true;
+    cfg.routing.exempt_local = true;
     cfg
 }
 

@@ -154,6 +154,8 @@ pub struct Control {
     pub addr: SocketAddr,
     /// The bearer token.
     pub token: String,
+    /// The data dir whose `control.addr` named the endpoint, if one did.
+    pub data_dir: Option<PathBuf>,
 }
 
 /// Name of the file in the data dir holding the control endpoint's address.
@@ -174,14 +176,29 @@ impl Control {
         })?;
         let addr: SocketAddr =
             addr.trim().parse().with_context(|| format!("{} does not hold an address", addr_path.display()))?;
-        Ok(Control { addr, token: read_token(&dir.join(TOKEN_FILE))? })
+        Ok(Control { addr, token: read_token(&dir.join(TOKEN_FILE))?, data_dir: Some(dir.to_path_buf()) })
     }
 
     /// Sends one request; returns the status and the response body (not yet read).
     pub async fn send(&self, method: &str, path: &str, body: Bytes, content_type: &str) -> Result<Response<Incoming>> {
-        let stream = TcpStream::connect(self.addr).await.with_context(|| {
-            format!("cannot reach the node's control endpoint at {} (is the node still running?)", self.addr)
-        })?;
+        let stream = match TcpStream::connect(self.addr).await {
+            Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused && self.data_dir.is_some() => {
+                let dir = self.data_dir.as_deref().unwrap_or(Path::new("."));
+                bail!(
+                    "the node is not running: {} names {}, where nothing listens (the node stopped without \
+                     cleaning up, e.g. it was killed); start it with `suprnova node --data-dir {}`",
+                    dir.join(ADDR_FILE).display(),
+                    self.addr,
+                    dir.display()
+                );
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("cannot reach the node's control endpoint at {} (is the node still running?)", self.addr)
+                });
+            }
+        };
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .context("control endpoint: HTTP handshake failed")?;

@@ -91,6 +91,9 @@ pub enum Cmd {
         /// Read the message from a file (`-`: stdin).
         #[arg(long)]
         file: Option<PathBuf>,
+        /// Print the answer as JSON (topic, id, bytes, neighbors).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         via: client::Via,
     },
@@ -218,7 +221,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Ping { target, count, via } => client::ping(&via, &target, count).await,
         Cmd::Put(args) => client::put(&args).await,
         Cmd::Get(args) => client::get(&args).await,
-        Cmd::Publish { topic, message, file, via } => client::publish(&via, &topic, message, file).await,
+        Cmd::Publish { topic, message, file, json, via } => client::publish(&via, &topic, message, file, json).await,
         Cmd::Subscribe { topic, json, count, via } => client::subscribe(&via, &topic, json, count).await,
         Cmd::Send(a) => client::send(a, false).await,
         Cmd::Request(a) => client::send(a, true).await,

@@ -13,7 +13,8 @@ use super::{control, http, load_identity};
 #[derive(Args, Debug)]
 pub struct NodeArgs {
     /// TOML file with any of the settings below (keys: listen, data_dir, bootstrap, advertise,
-    /// control, metrics, log_format). Flags and environment variables win over it.
+    /// control, metrics, log_format, replication, ip_limits_local). Flags and environment
+    /// variables win over it.
     #[arg(long, env = "SUPRNOVA_CONFIG")]
     pub config: Option<PathBuf>,
     /// UDP address to listen on [default: 0.0.0.0:4433].
@@ -23,8 +24,9 @@ pub struct NodeArgs {
     /// control token [default: $XDG_DATA_HOME/suprnova or ~/.local/share/suprnova].
     #[arg(long, env = "SUPRNOVA_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Node to join through: NODEID@HOST:PORT, or HOST:PORT. Repeatable. Without any, a node
-    /// rejoins from the routing table saved in its data dir.
+    /// Node to join through: NODEID@HOST:PORT, or HOST:PORT. Repeatable. Remembered in the data
+    /// dir (DATA_DIR/bootstrap): without any, a node rejoins through the ones it was last given
+    /// and the routing table it saved. A node whose table runs low rejoins through them too.
     #[arg(long, value_delimiter = ',', env = "SUPRNOVA_BOOTSTRAP")]
     pub bootstrap: Vec<String>,
     /// Address other nodes should dial (HOST:PORT), put in topic membership entries. Needed
@@ -38,6 +40,16 @@ pub struct NodeArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics [default: off].
     #[arg(long, env = "SUPRNOVA_METRICS")]
     pub metrics: Option<SocketAddr>,
+    /// Replicas per record (r): a put stores on the r closest nodes and replica repair keeps r
+    /// copies. Raise it to survive more nodes failing at once (each put costs r stores)
+    /// [default: 3].
+    #[arg(long, env = "SUPRNOVA_REPLICATION", value_parser = clap::value_parser!(u16).range(1..=20))]
+    pub replication: Option<u16>,
+    /// Apply the routing table's IP-diversity limits (2 nodes per /24 per bucket, 10 per table)
+    /// to private, link-local and ULA addresses too. By default they apply to public addresses
+    /// only, so that the nodes of one LAN all fit.
+    #[arg(long, env = "SUPRNOVA_IP_LIMITS_LOCAL")]
+    pub ip_limits_local: bool,
 }
 
 /// The settings after flags, environment, config file and defaults are merged.
@@ -49,6 +61,8 @@ struct Settings {
     advertise: Vec<SocketAddr>,
     control: Option<SocketAddr>,
     metrics: Option<SocketAddr>,
+    replication: Option<u16>,
+    ip_limits_local: bool,
 }
 
 fn settings(a: NodeArgs) -> Result<Settings> {
@@ -73,19 +87,49 @@ fn settings(a: NodeArgs) -> Result<Settings> {
         advertise: if a.advertise.is_empty() { file.advertise.unwrap_or_default() } else { a.advertise },
         control,
         metrics: a.metrics.or(file.metrics),
+        replication: a.replication.or(file.replication),
+        ip_limits_local: a.ip_limits_local || file.ip_limits_local.unwrap_or(false),
     })
+}
+
+/// File in the data dir holding the bootstrap addresses a node was last given, one per line.
+pub const BOOTSTRAP_FILE: &str = "bootstrap";
+
+/// The bootstrap addresses to use: `given` (then saved in `dir`, replacing what was there), or,
+/// when none are given, the ones saved there last time.
+fn remember_bootstrap(dir: &std::path::Path, given: &[String]) -> Result<Vec<String>> {
+    let path = dir.join(BOOTSTRAP_FILE);
+    if !given.is_empty() {
+        let mut text = given.join("\n");
+        text.push('\n');
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        return Ok(given.to_vec());
+    }
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(text.lines().map(str::trim).filter(|l| !l.is_empty()).take(64).map(str::to_owned).collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
 }
 
 /// Runs a node until SIGINT/SIGTERM.
 pub async fn run_node(args: NodeArgs) -> Result<()> {
     let s = settings(args)?;
-    let seeds = super::parse_seeds(&s.bootstrap)?;
+    if s.replication.is_some_and(|r| !(1..=20).contains(&r)) {
+        bail!("replication must be between 1 and 20 (the lookup's k)");
+    }
     let listen = s.listen;
     let (ident, dir) = load_identity(s.data_dir)?;
+    let remembered = remember_bootstrap(&dir, &s.bootstrap)?;
+    let seeds = super::parse_seeds(&remembered)?;
     let db = dir.join("dht.redb");
     let mut cfg = suprnova_node::NodeConfig::with_seed(*ident.seed(), listen);
     cfg.database = Some(db.clone());
     cfg.advertise = s.advertise;
+    if let Some(r) = s.replication {
+        cfg.dht.replication = usize::from(r);
+    }
+    cfg.dht.routing.exempt_local = !s.ip_limits_local;
     let node = suprnova_node::Node::spawn(cfg)
         .await
         .with_context(|| format!("cannot start a node on {listen} with data dir {}", dir.display()))?;
@@ -126,14 +170,25 @@ pub async fn run_node(args: NodeArgs) -> Result<()> {
         None => None,
     };
     println!("reach it with: suprnova ping {}@{}", node.id(), node.local_addr());
-    let rejoin = seeds.is_empty() && restored.is_some_and(|r| r.peers > 0);
+    let rejoin = s.bootstrap.is_empty() && (restored.is_some_and(|r| r.peers > 0) || !seeds.is_empty());
+    if seeds.is_empty() && !rejoin {
+        println!(
+            "warning: no --bootstrap given and no saved peers in {}: this node is alone until another node contacts it",
+            dir.display()
+        );
+    }
     if !seeds.is_empty() || rejoin {
         // In the background: Ctrl-C must work while peers are still being contacted.
         let n = seeds.len();
         let joining = node.clone();
         tokio::spawn(async move {
             match joining.bootstrap(seeds).await {
-                Ok(peers) if rejoin => println!("rejoined from the saved routing table: {peers} peers"),
+                Ok(0) => println!(
+                    "warning: joined no one yet (0 peers); the node keeps trying through its bootstrap nodes and saved peers"
+                ),
+                Ok(peers) if rejoin => {
+                    println!("rejoined from the saved routing table and bootstrap nodes: {peers} peers")
+                }
                 Ok(peers) => println!("bootstrapped through {n} node(s): {peers} peers in the routing table"),
                 Err(e) => eprintln!("warning: bootstrap failed ({e}); the node keeps running and answers peers"),
             }

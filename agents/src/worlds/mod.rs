@@ -56,7 +56,7 @@ mod cluster {
             let mut nodes: Vec<Node> = Vec::new();
             for i in 0..n {
                 let mut c = NodeConfig::with_seed(*identity("node", seed, i as u64).seed(), ([127, 0, 0, 1], 0).into());
-                c.dht.routing.exempt_loopback = true;
+                c.dht.routing.exempt_local = true;
                 let node = Node::spawn(c).await.map_err(|e| e.to_string())?;
                 if let Some(first) = nodes.first() {
                     node.bootstrap(vec![first.target()]).await.map_err(|e| e.to_string())?;

@@ -380,7 +380,7 @@ fn info(rec: &NodeRecord, i: usize) -> PeerInfo {
 
 fn cfg(i: usize) -> DhtConfig {
     let mut c = config(i);
-    c.routing.exempt_loopback = true;
+    c.routing.exempt_local = true;
     if i == 0 {
         // The node under test has tiny rate limits and limiter tables, so that short inputs reach
         // refusals, the overflow bucket and the sweep.

@@ -6,7 +6,9 @@
 //! bootstraps are driven in `query`. Like the channel below it, it is fed `(now, input)` and polled.
 
 mod query;
+mod rejoin;
 mod repair;
+mod resend;
 mod serve;
 mod snapshot;
 
@@ -15,6 +17,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 pub use query::{GetMode, PutOutcome};
+pub use rejoin::{MAX_DORMANT, MAX_SEEDS, RejoinStatus};
 pub use snapshot::{Restored, SavedPeer, SavedRecord, Snapshot};
 
 use crate::channel::{Channel, ChannelConfig, ChannelEvent, PeerInfo, SendError, Transmit};
@@ -51,6 +54,12 @@ pub struct DhtConfig {
     pub lookup_stall: Duration,
     /// A whole query gives up after this.
     pub query_timeout: Duration,
+    /// Smallest retransmission timeout of a request (§6.7): an unanswered request is sent again
+    /// after the RTO (smoothed RTT + 4 deviations, at least this), doubling each time, until its
+    /// timeout. A LAN's sub-millisecond RTT would otherwise resend on every scheduling hiccup.
+    pub rto_min: Duration,
+    /// Largest retransmission timeout.
+    pub rto_max: Duration,
     /// Replicas per record (r).
     pub replication: usize,
     /// Requests of our own in flight.
@@ -71,6 +80,16 @@ pub struct DhtConfig {
     pub neighbour_check: Duration,
     /// How many of our closest nodes the neighbour check watches.
     pub neighbours: usize,
+    /// A table with fewer nodes than this makes the node rejoin through its seeds and dormant
+    /// peers, with backoff, until it has them again (§7.6).
+    pub min_peers: usize,
+    /// Longest wait between two rejoin attempts (the wait doubles from 1 s up to this).
+    pub rejoin_backoff_max: Duration,
+    /// Every this often one dormant peer (removed from the table for failing) is pinged, so
+    /// that the table heals after a partition (§7.6). Zero turns probing off.
+    pub dormant_probe: Duration,
+    /// How long a dormant peer is probed before it is forgotten.
+    pub dormant_keep: Duration,
     /// Requests (Ping, FindNode, FindValue, FindSet, Store, and malformed messages) served per
     /// peer; over it they are answered `Error` RATE_LIMITED. `None` turns a limit off. wire-spec §8.1.
     pub requests_per_peer: Option<Rate>,
@@ -94,6 +113,8 @@ impl Default for DhtConfig {
             rpc_timeout: Duration::from_secs(2),
             lookup_stall: Duration::from_millis(400),
             query_timeout: Duration::from_secs(30),
+            rto_min: Duration::from_millis(60),
+            rto_max: Duration::from_secs(1),
             replication: 3,
             max_pending_requests: 4096,
             max_queries: 256,
@@ -103,6 +124,10 @@ impl Default for DhtConfig {
             capabilities: 0,
             neighbour_check: Duration::from_secs(10),
             neighbours: 8,
+            min_peers: 2,
+            rejoin_backoff_max: Duration::from_secs(30),
+            dormant_probe: Duration::from_secs(2),
+            dormant_keep: Duration::from_secs(3600),
             requests_per_peer: Some(Rate::new(1000, 2000)),
             requests_per_ip: Some(Rate::new(5000, 10_000)),
             stores_per_peer: Some(Rate::new(100, 1000)),
@@ -208,6 +233,16 @@ pub enum DhtEvent {
         /// The node.
         peer: NodeId,
     },
+    /// The table holds fewer than `min_peers` nodes: the node bootstraps again through its
+    /// seeds and dormant peers (§7.6).
+    Rejoining {
+        /// Routing-table size now.
+        peers: usize,
+        /// Attempts since the table was last large enough (1 for the first).
+        attempt: u32,
+        /// Seeds and dormant peers asked.
+        targets: usize,
+    },
     /// A bootstrap finished; the routing table holds `peers` nodes.
     Bootstrapped {
         /// Query id.
@@ -311,6 +346,10 @@ pub struct DhtStats {
     pub repair_sweeps: u64,
     /// Stores sent to repair a key's replica set.
     pub repair_stores: u64,
+    /// Requests sent again because no answer came within the retransmission timeout (§6.7).
+    pub retransmits: u64,
+    /// Retransmitted requests from peers answered from the answer cache (§6.7).
+    pub answers_repeated: u64,
     /// Duration of finished queries by kind (`find_node`, `get`, `put`, `bootstrap`, `refresh`).
     pub query_latency: BTreeMap<&'static str, Histogram>,
 }
@@ -357,6 +396,8 @@ enum PingPurpose {
     Bootstrap(QueryId),
     /// The neighbour check: a failure counts against the node's place in the table.
     Neighbour,
+    /// A probe of a dormant peer (§7.6): an answer puts it back in the table.
+    Dormant,
 }
 
 #[derive(Debug)]
@@ -366,6 +407,8 @@ struct Pending {
     deadline: Instant,
     /// For lookup requests: when the lookup stops waiting for this one (see `lookup_stall`).
     stall: Option<Instant>,
+    /// The request's copy for retransmission (§6.7); `None` once it must not be sent again.
+    resend: Option<resend::Resend>,
 }
 
 /// Most parts a `Nodes` answer may come in (20 records need at most 5).
@@ -395,6 +438,13 @@ pub struct Dht {
     repair: repair::Repair,
     last_neighbour_check: Instant,
     limits: Limits,
+    rtt: resend::RttEstimate,
+    answers: resend::AnswerCache,
+    rejoin: rejoin::Rejoin,
+    /// The request being served (peer, id, digest of its bytes): its answers go to the cache.
+    serving: Option<(NodeId, u64, resend::RequestDigest)>,
+    /// Nodes added to or removed from the table so far (see `snapshot_generation`).
+    table_changes: u64,
 }
 
 /// The DHT layer's rate limiters (the channel has its own).
@@ -469,7 +519,17 @@ impl Dht {
             refreshed: BTreeMap::new(),
             repair: repair::Repair::default(),
             last_neighbour_check: now,
+            rtt: resend::RttEstimate::new(),
+            answers: resend::AnswerCache::default(),
+            rejoin: rejoin::Rejoin::default(),
+            serving: None,
+            table_changes: 0,
         })
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &DhtConfig {
+        &self.cfg
     }
 
     /// Our node id.
@@ -579,8 +639,11 @@ impl Dht {
         }
         let id = self.request_id();
         let bytes = Message { id, body }.encode().map_err(|_| RequestError::Send(SendError::TooLarge))?;
+        let clean = self.channel.has_session(&info.id, now);
         self.channel.send(now, info, &bytes).map_err(RequestError::Send)?;
-        self.pending.insert(id, Pending { waiting, started: now, deadline: now + timeout, stall: None });
+        let rto = self.rtt.rto(self.cfg.rto_min, self.cfg.rto_max);
+        let resend = Some(resend::Resend { info: *info, bytes, next: now + rto, rto, resent: 0, clean });
+        self.pending.insert(id, Pending { waiting, started: now, deadline: now + timeout, stall: None, resend });
         Ok(id)
     }
 
@@ -634,7 +697,13 @@ impl Dht {
         let deadline = now + self.cfg.request_timeout.min(self.cfg.channel.record_request_timeout);
         self.pending.insert(
             id,
-            Pending { waiting: Waiting::Record { addr, expect, then }, started: now, deadline, stall: None },
+            Pending {
+                waiting: Waiting::Record { addr, expect, then },
+                started: now,
+                deadline,
+                stall: None,
+                resend: None,
+            },
         );
         Ok(id)
     }
@@ -689,11 +758,15 @@ impl Dht {
     }
 
     fn peer_added(&mut self, now: Instant, peer: NodeId) {
+        self.table_changes += 1;
+        self.note_back(now, peer);
         self.repair_trigger(now, peer, true);
         self.events.push_back(DhtEvent::PeerAdded { peer });
     }
 
     fn peer_removed(&mut self, now: Instant, peer: NodeId) {
+        self.table_changes += 1;
+        self.note_dormant(now, peer);
         self.repair_trigger(now, peer, false);
         self.events.push_back(DhtEvent::PeerRemoved { peer });
     }
@@ -756,6 +829,8 @@ impl Dht {
                     self.peer_removed(now, peer);
                 }
                 PingPurpose::Bootstrap(q) => self.bootstrap_seed_done(now, q),
+                // Still dormant; probed again in turn.
+                PingPurpose::Dormant => {}
                 PingPurpose::Neighbour => {
                     self.node_failed(now, &peer);
                     // Still listed (fewer than `max_failures` so far): ask again now rather than
@@ -818,7 +893,8 @@ impl Dht {
                     match sent {
                         Ok(()) => {
                             let deadline = started + self.cfg.request_timeout;
-                            self.pending.insert(request, Pending { waiting: w, started, deadline, stall: None });
+                            self.pending
+                                .insert(request, Pending { waiting: w, started, deadline, stall: None, resend: None });
                         }
                         Err(e) => {
                             self.events.push_back(DhtEvent::RequestFailed { request, error: RequestError::Send(e) })
@@ -888,20 +964,13 @@ impl Dht {
         };
         match msg.body {
             Body::Ping | Body::FindNode { .. } | Body::FindValue { .. } | Body::FindSet { .. } | Body::Store { .. } => {
-                if !self.limits.request(now, peer, addr) {
-                    // Answered (cheaply), so that an honest peer over the limit sees us alive and
-                    // busy rather than failing us after its timeout.
-                    self.channel.count_drop(DropReason::RateLimitedRequest);
-                    let code = crate::wire::message::error_code::RATE_LIMITED;
-                    return self.reply(now, peer, msg.id, serve::error(code, "request rate limit"));
+                let request = resend::digest(data);
+                if self.answer_again(now, peer, msg.id, &request) {
+                    return;
                 }
-                if matches!(msg.body, Body::Store { .. }) && !self.limits.store(now, peer, addr) {
-                    self.channel.count_drop(DropReason::RateLimitedStore);
-                    let code = crate::wire::message::error_code::RATE_LIMITED;
-                    return self.reply(now, peer, msg.id, serve::error(code, "store rate limit"));
-                }
-                self.peer_active(now, peer, addr);
-                self.serve(now, peer, addr, msg);
+                self.serving = Some((peer, msg.id, request));
+                self.serve_request(now, peer, addr, msg);
+                self.serving = None;
             }
             Body::Pong { observed, record_seq } => self.on_pong(now, peer, addr, msg.id, observed, record_seq),
             Body::Nodes { total, nodes } => self.on_nodes(now, peer, addr, msg.id, total, nodes.into_inner()),
@@ -914,11 +983,36 @@ impl Dht {
         }
     }
 
+    /// A request from `peer`, past the answer cache: rate limits, then `serve`.
+    fn serve_request(&mut self, now: Instant, peer: NodeId, addr: SocketAddr, msg: Message) {
+        if !self.limits.request(now, peer, addr) {
+            // Answered (cheaply), so that an honest peer over the limit sees us alive and busy
+            // rather than failing us after its timeout.
+            self.channel.count_drop(DropReason::RateLimitedRequest);
+            let code = crate::wire::message::error_code::RATE_LIMITED;
+            return self.reply(now, peer, msg.id, serve::error(code, "request rate limit"));
+        }
+        if matches!(msg.body, Body::Store { .. }) && !self.limits.store(now, peer, addr) {
+            self.channel.count_drop(DropReason::RateLimitedStore);
+            let code = crate::wire::message::error_code::RATE_LIMITED;
+            return self.reply(now, peer, msg.id, serve::error(code, "store rate limit"));
+        }
+        self.peer_active(now, peer, addr);
+        self.serve(now, peer, addr, msg);
+    }
+
     /// The pending request `id` if it was sent to `peer`.
-    fn take_from(&mut self, id: u64, peer: NodeId) -> Option<Pending> {
+    fn take_from(&mut self, now: Instant, id: u64, peer: NodeId) -> Option<Pending> {
         let matches = self.pending.get(&id).is_some_and(|p| Self::waiting_peer(&p.waiting) == Some(peer));
         if matches {
-            self.pending.remove(&id)
+            let p = self.pending.remove(&id);
+            // Karn: only an answer to a request sent once, on a session, measures the round trip.
+            if let Some(p) = &p
+                && p.resend.as_ref().is_some_and(|r| r.resent == 0 && r.clean)
+            {
+                self.rtt.sample(now.saturating_duration_since(p.started));
+            }
+            p
         } else {
             self.channel.count_drop(DropReason::UnexpectedResponse);
             None
@@ -932,7 +1026,7 @@ impl Dht {
     }
 
     fn on_pong(&mut self, now: Instant, peer: NodeId, addr: SocketAddr, id: u64, observed: WireAddr, record_seq: u64) {
-        let Some(p) = self.take_from(id, peer) else { return };
+        let Some(p) = self.take_from(now, id, peer) else { return };
         self.note_observed(peer, observed);
         // A newer record than ours: fetch it (the node re-signed, e.g. after moving).
         if self.lookup_record(&peer).is_some_and(|r| r.seq < record_seq) {
@@ -947,6 +1041,7 @@ impl Dht {
             }
             PingPurpose::Liveness => self.table.on_alive(now, &peer),
             PingPurpose::Neighbour => self.responder_alive(now, peer, addr),
+            PingPurpose::Dormant => self.dormant_answered(now, peer, addr),
             PingPurpose::Bootstrap(q) => {
                 self.responder_alive(now, peer, addr);
                 self.bootstrap_seed_done(now, q);
@@ -982,7 +1077,7 @@ impl Dht {
     }
 
     fn on_error(&mut self, now: Instant, peer: NodeId, addr: SocketAddr, id: u64, code: u16) {
-        let Some(p) = self.take_from(id, peer) else { return };
+        let Some(p) = self.take_from(now, id, peer) else { return };
         let busy = code == crate::wire::message::error_code::RATE_LIMITED;
         match p.waiting {
             Waiting::Pong { purpose: PingPurpose::User, .. } => {
@@ -997,6 +1092,7 @@ impl Dht {
                     self.bootstrap_seed_done(now, q);
                 }
                 PingPurpose::Neighbour | PingPurpose::User => self.responder_alive(now, peer, addr),
+                PingPurpose::Dormant => self.dormant_answered(now, peer, addr),
             },
             Waiting::StoreAck { query, .. } => {
                 self.responder_alive(now, peer, addr);
@@ -1007,15 +1103,17 @@ impl Dht {
                 self.lookup_answered(now, query, peer, nodes);
             }
             other => {
-                self.pending
-                    .insert(id, Pending { waiting: other, started: p.started, deadline: p.deadline, stall: p.stall });
+                self.pending.insert(
+                    id,
+                    Pending { waiting: other, started: p.started, deadline: p.deadline, stall: p.stall, resend: None },
+                );
                 self.fail_request(now, id, RequestError::Refused(code));
             }
         }
     }
 
     fn on_nodes(&mut self, now: Instant, peer: NodeId, addr: SocketAddr, id: u64, total: u8, nodes: Vec<NodeRecord>) {
-        let Some(mut p) = self.take_from(id, peer) else { return };
+        let Some(mut p) = self.take_from(now, id, peer) else { return };
         let Waiting::Lookup { query, parts, total: want, nodes: mut got, .. } = p.waiting else {
             self.channel.count_drop(DropReason::UnexpectedResponse);
             return;
@@ -1032,7 +1130,10 @@ impl Dht {
                 Ok(()) if rec.id != self.id() => {
                     // Kept so that the node enters the routing table once it answers us.
                     self.remember(&rec);
-                    got.push(rec);
+                    // A retransmitted request is answered with every part again.
+                    if !got.iter().any(|r| r.id == rec.id) {
+                        got.push(rec);
+                    }
                 }
                 Ok(()) => {}
                 // A lying answer: the record does not verify or its id is not its key's.
@@ -1052,14 +1153,67 @@ impl Dht {
     /// Answers a request from `peer` with `body`.
     fn reply(&mut self, now: Instant, peer: NodeId, id: u64, body: Body) {
         if let Ok(bytes) = (Message { id, body }).encode() {
-            // A full queue toward a peer only loses this answer; the peer's request times out.
+            // A full queue toward a peer only loses this answer; the peer retransmits and gets it
+            // from the cache.
             let _ = self.channel.send_known(now, peer, &bytes);
+            if let Some((p, i, request)) = self.serving
+                && (p, i) == (peer, id)
+            {
+                self.answers.keep(now, peer, id, request, &bytes);
+            }
+        }
+    }
+
+    /// A request we answered already (the peer retransmitted it): the same answer again, from
+    /// the cache, without serving it twice. Returns whether it was one.
+    fn answer_again(&mut self, now: Instant, peer: NodeId, id: u64, request: &resend::RequestDigest) -> bool {
+        let Some(parts) = self.answers.get(peer, id, request) else { return false };
+        let parts = parts.to_vec();
+        for bytes in parts {
+            let _ = self.channel.send_known(now, peer, &bytes);
+        }
+        self.stats.answers_repeated += 1;
+        true
+    }
+
+    /// Sends again every request whose retransmission timeout passed (§6.7).
+    fn resend_due(&mut self, now: Instant) {
+        let max = self.cfg.rto_max;
+        let mut due = Vec::new();
+        for p in self.pending.values_mut() {
+            let Some(r) = p.resend.as_mut() else { continue };
+            if now < r.next {
+                continue;
+            }
+            // The answer comes again whole (from the responder's cache): count its parts anew;
+            // the records already kept are not added twice.
+            if let Waiting::Lookup { parts, .. } = &mut p.waiting {
+                *parts = 0;
+            }
+            r.resent += 1;
+            r.rto = (r.rto * 2).min(max);
+            r.next = now + r.rto;
+            due.push((r.info, r.bytes.clone()));
+        }
+        for (info, bytes) in due {
+            // Behind a handshake the first copy is still queued: the handshake retransmits.
+            if self.channel.has_session(&info.id, now) {
+                self.stats.retransmits += 1;
+                let _ = self.channel.send(now, &info, &bytes);
+            }
         }
     }
 
     /// Earliest time `handle_timeout` has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let req = self.pending.values().map(|p| p.stall.map_or(p.deadline, |s| s.min(p.deadline))).min();
+        let req = self
+            .pending
+            .values()
+            .map(|p| {
+                let t = p.stall.map_or(p.deadline, |s| s.min(p.deadline));
+                p.resend.as_ref().map_or(t, |r| r.next.min(t))
+            })
+            .min();
         let queries = self.queries.values().map(|q| q.deadline).min();
         let publish = self.published.values().map(|p| p.next).min();
         let repair = self.repair.next_timeout();
@@ -1067,7 +1221,14 @@ impl Dht {
         let neighbours = (!self.table.is_empty() && !check.is_zero())
             .then(|| self.last_neighbour_check.checked_add(check))
             .flatten();
-        let timers = [self.store.next_expiry(), self.channel.poll_timeout(), self.next_refresh(), repair, neighbours];
+        let timers = [
+            self.store.next_expiry(),
+            self.channel.poll_timeout(),
+            self.next_refresh(),
+            repair,
+            neighbours,
+            self.rejoin_timeout(),
+        ];
         [req, queries, publish].into_iter().chain(timers).flatten().min()
     }
 
@@ -1080,6 +1241,7 @@ impl Dht {
         for id in expired {
             self.fail_request(now, id, RequestError::Timeout);
         }
+        self.resend_due(now);
         let stalled: Vec<(QueryId, NodeId)> = self
             .pending
             .values_mut()
@@ -1101,6 +1263,7 @@ impl Dht {
         self.refresh_due(now);
         self.neighbours_due(now);
         self.repair_due(now);
+        self.rejoin_due(now);
     }
 
     /// The neighbour check (see `DhtConfig::neighbour_check`).

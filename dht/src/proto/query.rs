@@ -38,6 +38,8 @@ pub const MAX_SET_PAGES: u8 = 16;
 pub struct PutOutcome {
     /// Replicas that stored the record (this node included, if it is one of the r closest).
     pub stored: usize,
+    /// Of those, replicas other than this node: 0 means no other node took a copy.
+    pub remote: usize,
     /// Replicas that refused or did not answer.
     pub failed: usize,
     /// Hops of the lookup to the closest node.
@@ -117,8 +119,24 @@ impl Dht {
     }
 
     /// Joins the network through `seeds` (records, `NODEID@addr` or bare addresses), then looks up
-    /// our own id to fill the routing table. With no seeds it rejoins from the table it has.
+    /// our own id to fill the routing table. With no seeds it rejoins from the table it has. The
+    /// seeds are remembered: a node whose table runs low rejoins through them (§7.6).
     pub fn bootstrap(&mut self, now: Instant, seeds: Vec<Target>) -> Result<QueryId, RequestError> {
+        self.rejoin.remember_seeds(&seeds);
+        let q = self.start_bootstrap(now, seeds)?;
+        self.check_floor(now);
+        Ok(q)
+    }
+
+    /// Looks up our own id (a refresh of our neighbourhood), reporting nothing.
+    pub(super) fn self_lookup(&mut self, now: Instant) {
+        let me = self.id();
+        if let Ok(q) = self.new_query(now, Kind::Refresh, Some(me)) {
+            self.drive(now, q);
+        }
+    }
+
+    pub(super) fn start_bootstrap(&mut self, now: Instant, seeds: Vec<Target>) -> Result<QueryId, RequestError> {
         let q = self.new_query(now, Kind::Bootstrap { seeds_left: seeds.len() }, None)?;
         if seeds.is_empty() {
             self.bootstrap_lookup(now, q);
@@ -334,7 +352,7 @@ impl Dht {
         key: Key,
         records: Vec<Record>,
     ) {
-        let Some(p) = self.take_from(id, peer) else { return };
+        let Some(p) = self.take_from(now, id, peer) else { return };
         let Waiting::Lookup { query: q, .. } = p.waiting else {
             self.channel.count_drop(DropReason::UnexpectedResponse);
             return;
@@ -374,7 +392,7 @@ impl Dht {
         entries: Vec<crate::wire::SetEntry>,
         more: bool,
     ) {
-        let Some(p) = self.take_from(id, peer) else { return };
+        let Some(p) = self.take_from(now, id, peer) else { return };
         let Waiting::Lookup { query: q, pages, after, .. } = p.waiting else {
             self.channel.count_drop(DropReason::UnexpectedResponse);
             return;
@@ -430,7 +448,7 @@ impl Dht {
         id: u64,
         result: Result<(), RequestError>,
     ) {
-        let Some(p) = self.take_from(id, peer) else { return };
+        let Some(p) = self.take_from(now, id, peer) else { return };
         let Waiting::StoreAck { query, .. } = p.waiting else {
             self.channel.count_drop(DropReason::UnexpectedResponse);
             return;
@@ -447,7 +465,10 @@ impl Dht {
         };
         *left = left.saturating_sub(1);
         match result {
-            Ok(()) => outcome.stored += 1,
+            Ok(()) => {
+                outcome.stored += 1;
+                outcome.remote += usize::from(peer != self.channel.identity().id());
+            }
             Err(e) => {
                 outcome.failed += 1;
                 *error = Some(e);

@@ -110,8 +110,9 @@ impl Dht {
         out
     }
 
-    /// Changes since the last call that a snapshot would capture (cheap to poll).
-    pub fn snapshot_generation(&self) -> (usize, u64) {
-        (self.table.len(), self.store.generation())
+    /// (routing-table changes, store changes): what a snapshot would capture has changed when
+    /// either moved since the last call (cheap to poll).
+    pub fn snapshot_generation(&self) -> (u64, u64) {
+        (self.table_changes, self.store.generation())
     }
 }

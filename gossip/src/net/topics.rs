@@ -72,7 +72,9 @@ impl Default for TopicsConfig {
             reorder_timeout: Duration::from_secs(30),
             max_pending_per_origin: 16_384,
             max_origins: 10_000,
-            keepalive: Duration::from_secs(5),
+            // A fifth of the transport's idle timeout: four keep-alives in a row may be lost
+            // before a live link is taken for dead.
+            keepalive: Duration::from_secs(2),
             peer_frame_rate: 20_000,
             max_topics: 256,
         }
@@ -180,6 +182,7 @@ pub struct TopicInfo {
 enum Command {
     Subscribe(TopicId, oneshot::Sender<Result<mpsc::Receiver<TopicEvent>, TopicError>>),
     Join(TopicId, Vec<(NodeId, Vec<SocketAddr>)>),
+    Members(TopicId, Vec<(NodeId, Vec<SocketAddr>)>, bool),
     Publish(TopicId, Vec<u8>, oneshot::Sender<Result<MessageId, TopicError>>),
     Leave(TopicId),
     Info(TopicId, oneshot::Sender<Option<TopicInfo>>),
@@ -275,6 +278,18 @@ impl Topics {
     /// Joins `topic`'s overlay through `contacts`.
     pub async fn join(&self, topic: TopicId, contacts: Vec<(NodeId, Vec<SocketAddr>)>) -> Result<(), TopicError> {
         self.cmd.send(Command::Join(topic, contacts)).await.map_err(|_| TopicError::Stopped)
+    }
+
+    /// Members of `topic` read from its DHT member set: unknown ones become passive peers, and one
+    /// member that is not a neighbour yet is asked to become one if some were unknown or `mix`
+    /// (see `hyparview::In::Members`).
+    pub async fn members(
+        &self,
+        topic: TopicId,
+        members: Vec<(NodeId, Vec<SocketAddr>)>,
+        mix: bool,
+    ) -> Result<(), TopicError> {
+        self.cmd.send(Command::Members(topic, members, mix)).await.map_err(|_| TopicError::Stopped)
     }
 
     /// Signs and broadcasts `payload` on `topic`; returns the message id.
@@ -522,6 +537,19 @@ impl Driver {
                     self.contacts.insert(id, addrs);
                     t.hpv.handle(hyparview::In::Join(PeerInfo { id, data }));
                 }
+                self.flush(topic, now);
+            }
+            Command::Members(topic, members, mix) => {
+                let Some(t) = self.topics.get_mut(&topic) else { return };
+                let mut peers = Vec::new();
+                for (id, addrs) in members {
+                    if id == self.me || addrs.is_empty() {
+                        continue;
+                    }
+                    peers.push(PeerInfo { id, data: encode_contact(&addrs) });
+                    self.contacts.insert(id, addrs);
+                }
+                t.hpv.handle(hyparview::In::Members { peers, mix });
                 self.flush(topic, now);
             }
             Command::Publish(topic, payload, reply) => {

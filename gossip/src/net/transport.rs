@@ -35,7 +35,9 @@ pub mod kind {
 /// Transport tunables.
 #[derive(Clone, Debug)]
 pub struct TransportOptions {
-    /// A connection with no traffic for this long is closed.
+    /// A connection with no traffic for this long is closed. Gossip links send a keep-alive
+    /// every `TopicsConfig::keepalive`, so this is how long a dead or cut-off neighbour stays in
+    /// a topic's active view: short enough that the topic repairs within seconds of a crash.
     pub idle_timeout: Duration,
     /// Streams a peer may have open towards us at once, per direction kind.
     pub max_streams: u32,
@@ -52,7 +54,7 @@ pub struct TransportOptions {
 impl Default for TransportOptions {
     fn default() -> Self {
         TransportOptions {
-            idle_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(10),
             max_streams: 128,
             connect_timeout: Duration::from_secs(5),
             incoming_queue: 1024,

@@ -137,6 +137,18 @@ pub enum In<P> {
     },
     /// The connection to a peer was lost (failure detection by the transport).
     ConnectionLost(P),
+    /// Members of the topic learned outside the overlay (the DHT member set). Those in neither
+    /// view enter the passive view; then, if some were unknown or `mix` is set, one member that
+    /// is not an active neighbour (an unknown one first) is asked with high priority to become
+    /// one. A topic split by a partition has active views full of its own side and a passive
+    /// view drained of the other: this is how the halves find each other after the heal.
+    Members {
+        /// The members (at most `passive_view_capacity` are looked at).
+        peers: Vec<PeerInfo<P>>,
+        /// Ask a member to become a neighbour even if every member is known (the driver sets it
+        /// when it has a sign that the network healed, and now and then to mix the overlay).
+        mix: bool,
+    },
     /// A timer scheduled earlier fired.
     Timer(Timer<P>),
 }
@@ -276,6 +288,7 @@ impl<P: PeerId> HyParView<P> {
             }
             In::Message { from, msg } => self.on_message(from, msg),
             In::ConnectionLost(p) => self.on_peer_gone(&p),
+            In::Members { peers, mix } => self.on_members(peers, mix),
             In::Timer(Timer::Shuffle) => {
                 self.shuffle_scheduled = false;
                 self.shuffle();
@@ -483,6 +496,36 @@ impl<P: PeerId> HyParView<P> {
             self.out.push_back(Out::NeighborDown(p.clone()));
             self.refill();
         }
+    }
+
+    fn on_members(&mut self, peers: Vec<PeerInfo<P>>, mix: bool) {
+        let cap = self.cfg.passive_view_capacity;
+        let (mut unknown, mut known) = (Vec::new(), Vec::new());
+        for p in peers.into_iter().take(cap) {
+            if p.id == self.me.id || p.data.len() > self.cfg.max_peer_data || self.active.contains_key(&p.id) {
+                continue;
+            }
+            if self.passive.contains_key(&p.id) || self.pending.contains(&p.id) {
+                known.push(p);
+            } else {
+                unknown.push(p);
+            }
+        }
+        for p in &unknown {
+            self.add_passive(p.id.clone(), p.data.clone());
+        }
+        let pool = if unknown.is_empty() && mix { &known } else { &unknown };
+        let Some(q) = Self::pick(&mut self.rng, pool.iter()).cloned() else { return };
+        if self.pending.contains(&q.id) {
+            return;
+        }
+        self.pending.insert(q.id.clone());
+        let mine = self.me.data.clone();
+        self.send(&q.id, q.data, Message::Neighbor { high: true, data: mine });
+        self.out.push_back(Out::ScheduleTimer {
+            after: self.cfg.neighbor_request_timeout,
+            timer: Timer::NeighborTimeout(q.id),
+        });
     }
 
     /// Below capacity: ask a random passive peer to become a neighbour (one request at a time).

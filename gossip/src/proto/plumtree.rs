@@ -41,6 +41,12 @@ pub struct Config {
     pub cache_ttl: Duration,
     /// Payloads kept at most.
     pub max_cached: usize,
+    /// Payload bytes kept at most (the oldest go first).
+    pub max_cached_bytes: usize,
+    /// A new neighbour is told (lazily, by `IHave`) of up to this many of the most recent cached
+    /// messages, so that messages it missed while it was cut off reach it (0: none). This is the
+    /// catch-up after a partition heals; it holds for messages still in the cache (`cache_ttl`).
+    pub catch_up: usize,
     /// Largest payload accepted.
     pub max_message_size: usize,
     /// Ids per `IHave` message.
@@ -56,8 +62,12 @@ impl Default for Config {
             optimization_threshold: 7,
             message_ttl: Duration::from_secs(300),
             max_remembered: 100_000,
-            cache_ttl: Duration::from_secs(30),
+            // As long as ids are remembered: a neighbour that was cut off for up to this long is
+            // offered what it missed when it comes back (`catch_up`), within the byte bound.
+            cache_ttl: Duration::from_secs(300),
             max_cached: 10_000,
+            max_cached_bytes: 8 << 20,
+            catch_up: 1_000,
             max_message_size: 64 * 1024,
             max_ihave_batch: 64,
         }
@@ -178,6 +188,7 @@ pub struct Plumtree<P: PeerId> {
     seen_order: VecDeque<(Instant, MessageId)>,
     cache: BTreeMap<MessageId, (u16, Vec<u8>)>,
     cache_order: VecDeque<(Instant, MessageId)>,
+    cache_bytes: usize,
     /// Announcers of messages we lack, in arrival order.
     missing: BTreeMap<MessageId, VecDeque<(P, u16)>>,
     lazy_queue: BTreeMap<P, Vec<(MessageId, u16)>>,
@@ -198,6 +209,7 @@ impl<P: PeerId> Plumtree<P> {
             seen_order: VecDeque::new(),
             cache: BTreeMap::new(),
             cache_order: VecDeque::new(),
+            cache_bytes: 0,
             missing: BTreeMap::new(),
             lazy_queue: BTreeMap::new(),
             dispatch_scheduled: false,
@@ -249,7 +261,9 @@ impl<P: PeerId> Plumtree<P> {
             In::Message { from, msg } => self.on_message(now, from, msg),
             In::NeighborUp(p) => {
                 self.lazy.remove(&p);
-                self.eager.insert(p);
+                if self.eager.insert(p.clone()) {
+                    self.offer_cache(p);
+                }
             }
             In::NeighborDown(p) => {
                 self.eager.remove(&p);
@@ -279,12 +293,13 @@ impl<P: PeerId> Plumtree<P> {
                 self.seen.remove(&old);
             }
         }
-        self.cache.insert(id, (round, payload.to_vec()));
-        self.cache_order.push_back((now, id));
-        while self.cache_order.len() > self.cfg.max_cached {
-            if let Some((_, old)) = self.cache_order.pop_front() {
-                self.cache.remove(&old);
-            }
+        if self.cache.insert(id, (round, payload.to_vec())).is_none() {
+            self.cache_bytes += payload.len();
+            self.cache_order.push_back((now, id));
+        }
+        while self.cache_order.len() > self.cfg.max_cached || self.cache_bytes > self.cfg.max_cached_bytes {
+            let Some((_, old)) = self.cache_order.pop_front() else { break };
+            self.uncache(&old);
         }
         if !self.expire_scheduled {
             self.expire_scheduled = true;
@@ -308,7 +323,7 @@ impl<P: PeerId> Plumtree<P> {
                 break;
             }
             self.cache_order.pop_front();
-            self.cache.remove(&id);
+            self.uncache(&id);
         }
         if !self.seen_order.is_empty() {
             self.expire_scheduled = true;
@@ -316,6 +331,37 @@ impl<P: PeerId> Plumtree<P> {
                 after: self.cfg.cache_ttl.min(self.cfg.message_ttl),
                 timer: Timer::Expire,
             });
+        }
+    }
+
+    fn uncache(&mut self, id: &MessageId) {
+        if let Some((_, payload)) = self.cache.remove(id) {
+            self.cache_bytes = self.cache_bytes.saturating_sub(payload.len());
+        }
+    }
+
+    /// Payload bytes held for grafts.
+    pub fn cached_bytes(&self) -> usize {
+        self.cache_bytes
+    }
+
+    /// Announces the most recent cached messages to a new neighbour (see `Config::catch_up`).
+    fn offer_cache(&mut self, p: P) {
+        if self.cfg.catch_up == 0 || self.cache_order.is_empty() {
+            return;
+        }
+        let recent: Vec<(MessageId, u16)> = self
+            .cache_order
+            .iter()
+            .rev()
+            .filter_map(|(_, id)| self.cache.get(id).map(|(r, _)| (*id, r.saturating_add(1))))
+            .take(self.cfg.catch_up)
+            .collect();
+        let queue = self.lazy_queue.entry(p).or_default();
+        queue.extend(recent.into_iter().rev());
+        if !self.dispatch_scheduled {
+            self.dispatch_scheduled = true;
+            self.out.push_back(Out::ScheduleTimer { after: self.cfg.dispatch_timeout, timer: Timer::DispatchLazy });
         }
     }
 

@@ -162,7 +162,7 @@ fn seed(i: usize, tag: u8) -> [u8; 32] {
 
 fn node_config(i: usize, tag: u8) -> NodeConfig {
     let mut cfg = NodeConfig::with_seed(seed(i, tag), "127.0.0.1:0".parse().unwrap());
-    cfg.dht.routing.exempt_loopback = true;
+    cfg.dht.routing.exempt_local = true;
     cfg.transport.connect_timeout = Duration::from_secs(2);
     cfg
 }
@@ -251,7 +251,7 @@ impl RawPeer {
         let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
         let addr = sock.local_addr().unwrap();
         let mut cfg = DhtConfig::default();
-        cfg.routing.exempt_loopback = true;
+        cfg.routing.exempt_local = true;
         cfg.channel.rng_seed = seed;
         let dht = Dht::new(Identity::from_seed(seed), &[WireAddr::from(addr)], cfg, Instant::now()).unwrap();
         RawPeer { dht, sock, capture: false, sent: Vec::new(), events: Vec::new() }

@@ -11,7 +11,7 @@ pub fn config(i: usize) -> NodeConfig {
     seed[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
     seed[8] = 0x5a;
     let mut cfg = NodeConfig::with_seed(seed, "127.0.0.1:0".parse().unwrap());
-    cfg.dht.routing.exempt_loopback = true;
+    cfg.dht.routing.exempt_local = true;
     cfg.transport.connect_timeout = Duration::from_secs(2);
     cfg.topics.reorder_timeout = Duration::from_secs(5);
     cfg

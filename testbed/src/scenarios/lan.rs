@@ -129,6 +129,14 @@ pub fn loss(bed: &mut Bed, subs: &[Option<Subscription>], hold_s: u64) -> Result
     r.report(bed, 30, "with loss: ");
     let put_p50 = median(&mut r.put_ms);
     bed.check("with loss: put p50 under 100 ms", put_p50 < Duration::from_millis(100), ms(put_p50));
+    let sum = |field: &str| -> u64 {
+        bed.hosts.iter().filter_map(|h| h.status().ok()).map(|s| s["traffic"][field].as_u64().unwrap_or(0)).sum()
+    };
+    let (resent, repeated) = (sum("dht_retransmits"), sum("dht_answers_repeated"));
+    bed.figure(
+        "with loss: DHT requests retransmitted / answered again from the cache",
+        format!("{resent} / {repeated}"),
+    );
     let sent = publish_n(bed, "lossy", 20, &all, &all)?;
     check_delivery(bed, "with loss: 20 messages reach every host", subs, &sent, Duration::from_secs(10));
     let mut lowest = u64::MAX;
