@@ -502,3 +502,55 @@ fn initiations_from_one_address_are_limited_before_any_diffie_hellman() {
     net.run();
     assert!(net.take_events(0).iter().any(|e| matches!(e, DhtEvent::Pong { request, .. } if *request == req)));
 }
+
+/// 10 % of datagrams lost each way (a seeded choice): every put and get still succeeds, through
+/// retransmission (§6.7) rather than timeouts, and no node leaves a routing table.
+#[test]
+fn puts_and_gets_succeed_under_ten_percent_loss() {
+    let n = 12;
+    let mut net = joined(n);
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut lose = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng.is_multiple_of(10)
+    };
+    let step = Duration::from_millis(1);
+    let mut took = Vec::new();
+    for k in 0..30usize {
+        let (key, r) = imm(format!("lossy {k}").as_bytes());
+        let from = k % n;
+        let now = net.now;
+        let q = net.nodes[from].put(now, key, r, Duration::from_secs(300), None).unwrap();
+        let start = net.now;
+        let mut done = None;
+        for _ in 0..10_000 {
+            // Each datagram is lost on the way out or on the way in with 10 % each.
+            for p in net.take_wire() {
+                if !lose() && !lose() {
+                    net.deliver(p);
+                }
+            }
+            let ev = net.take_events(from);
+            if let Some(res) = ev.iter().find_map(|e| match e {
+                DhtEvent::PutDone { query, result } if *query == q => Some(*result),
+                _ => None,
+            }) {
+                done = Some(res);
+                break;
+            }
+            net.advance(step);
+        }
+        let res = done.expect("the put finished within 10 s of virtual time");
+        assert!(res.as_ref().is_ok_and(|o| o.stored == 3), "put {k}: {res:?}");
+        took.push(net.now - start);
+    }
+    took.sort();
+    let retransmits: u64 = net.nodes.iter().map(|x| x.dht_stats().retransmits).sum();
+    println!("30 puts under 10 % loss each way: p50 {:?}, max {:?}; {retransmits} retransmissions", took[15], took[29]);
+    assert!(retransmits > 0);
+    for x in &net.nodes {
+        assert_eq!(x.table().len(), n - 1, "no node lost a peer to loss alone");
+    }
+}

@@ -47,16 +47,17 @@ pub struct DhtConfig {
     pub request_timeout: Duration,
     /// One lookup or store request fails after this (covers a handshake if one is needed).
     pub rpc_timeout: Duration,
-    /// A lookup request unanswered after this stops counting against α: the lookup asks the
-    /// next candidate instead of waiting for `rpc_timeout`, and does not wait for it to finish
-    /// (a late answer is still used). Dead nodes in routing tables then cost a lookup this
-    /// much, not `rpc_timeout`.
+    /// A lookup request unanswered after four retransmission timeouts, or this if less, stops
+    /// counting against α: the lookup asks the next candidate instead of waiting for
+    /// `rpc_timeout`, and does not wait for it to finish (a late answer is still used). Dead
+    /// nodes in routing tables then cost a lookup this much, not `rpc_timeout`.
     pub lookup_stall: Duration,
     /// A whole query gives up after this.
     pub query_timeout: Duration,
     /// Smallest retransmission timeout of a request (§6.7): an unanswered request is sent again
     /// after the RTO (smoothed RTT + 4 deviations, at least this), doubling each time, until its
-    /// timeout. A LAN's sub-millisecond RTT would otherwise resend on every scheduling hiccup.
+    /// timeout. A LAN's sub-millisecond RTT would otherwise resend on every scheduling hiccup; a
+    /// needless resend costs the responder only a cached answer.
     pub rto_min: Duration,
     /// Largest retransmission timeout.
     pub rto_max: Duration,
@@ -113,7 +114,7 @@ impl Default for DhtConfig {
             rpc_timeout: Duration::from_secs(2),
             lookup_stall: Duration::from_millis(400),
             query_timeout: Duration::from_secs(30),
-            rto_min: Duration::from_millis(60),
+            rto_min: Duration::from_millis(15),
             rto_max: Duration::from_secs(1),
             replication: 3,
             max_pending_requests: 4096,
@@ -1122,6 +1123,9 @@ impl Dht {
         if want.is_some_and(|w| w != total) {
             self.channel.count_drop(DropReason::MalformedMessage);
         }
+        // A retransmitted request is answered with every part again: a part whose records we all
+        // hold already is a copy, not one more part.
+        let fresh = nodes.is_empty() || nodes.iter().any(|r| !got.iter().any(|g| g.id == r.id));
         for rec in nodes {
             // A record byte-identical to one already verified needs no second signature check
             // (answers repeat the same records over and over; verifying costs ~35 µs each).
@@ -1130,7 +1134,6 @@ impl Dht {
                 Ok(()) if rec.id != self.id() => {
                     // Kept so that the node enters the routing table once it answers us.
                     self.remember(&rec);
-                    // A retransmitted request is answered with every part again.
                     if !got.iter().any(|r| r.id == rec.id) {
                         got.push(rec);
                     }
@@ -1140,7 +1143,7 @@ impl Dht {
                 Err(_) => self.channel.count_drop(DropReason::BadRecord),
             }
         }
-        let parts = parts + 1;
+        let parts = parts + u8::from(fresh);
         if parts >= total {
             self.responder_alive(now, peer, addr);
             self.lookup_answered(now, query, peer, got);
@@ -1180,20 +1183,26 @@ impl Dht {
     fn resend_due(&mut self, now: Instant) {
         let max = self.cfg.rto_max;
         let mut due = Vec::new();
+        let mut slow = Vec::new();
         for p in self.pending.values_mut() {
             let Some(r) = p.resend.as_mut() else { continue };
             if now < r.next {
                 continue;
             }
-            // The answer comes again whole (from the responder's cache): count its parts anew;
-            // the records already kept are not added twice.
-            if let Waiting::Lookup { parts, .. } = &mut p.waiting {
-                *parts = 0;
-            }
             r.resent += 1;
-            r.rto = (r.rto * 2).min(max);
+            if let (1, Waiting::Lookup { peer, query, .. }) = (r.resent, &p.waiting) {
+                slow.push((*query, *peer));
+            }
+            // Two resends at the same timeout, then doubling: a lost datagram is far likelier
+            // than a congested path at the few packets a request costs.
+            if r.resent > 2 {
+                r.rto = (r.rto * 2).min(max);
+            }
             r.next = now + r.rto;
             due.push((r.info, r.bytes.clone()));
+        }
+        for (q, peer) in slow {
+            self.lookup_slow(now, q, peer);
         }
         for (info, bytes) in due {
             // Behind a handshake the first copy is still queued: the handshake retransmits.

@@ -101,10 +101,13 @@ impl Dht {
         }
         let id = self.next_query;
         self.next_query += 1;
-        // A set lives on the r closest nodes: its read ends when the 2r closest known have
-        // answered rather than k (20), a third of the requests for the same replicas.
+        // A record lives on the r closest nodes: a set read, and a put looking for where to store,
+        // end when the 2r closest known have answered rather than k (20): a third of the
+        // requests for the same replicas, and fewer answers to wait for on a lossy network.
         let k = match &kind {
-            Kind::Get { mode: GetMode::Set, .. } => (2 * self.cfg.replication).clamp(1, self.cfg.lookup.k),
+            Kind::Get { mode: GetMode::Set, .. } | Kind::Put { .. } => {
+                (2 * self.cfg.replication).clamp(1, self.cfg.lookup.k)
+            }
             _ => self.cfg.lookup.k,
         };
         let lookup = target.map(|t| self.start_lookup(t, k));
@@ -292,8 +295,9 @@ impl Dht {
                 match self.send_request(now, &info, body.clone(), w, self.cfg.rpc_timeout) {
                     Ok(id) => {
                         self.stats.rpcs_sent += 1;
+                        let stall = now + self.stall_after();
                         if let Some(p) = self.pending.get_mut(&id) {
-                            p.stall = Some(now + self.cfg.lookup_stall);
+                            p.stall = Some(stall);
                         }
                     }
                     Err(_) => failed.push(rec.id),
@@ -314,6 +318,12 @@ impl Dht {
         }
     }
 
+    /// How long a lookup waits for one request before asking others instead: four retransmission
+    /// timeouts (three sends), at most `lookup_stall`.
+    fn stall_after(&self) -> Duration {
+        (self.rtt.rto(self.cfg.rto_min, self.cfg.rto_max) * 4).min(self.cfg.lookup_stall)
+    }
+
     pub(super) fn lookup_answered(&mut self, now: Instant, q: QueryId, peer: NodeId, nodes: Vec<NodeRecord>) {
         let Some(l) = self.queries.get_mut(&q).and_then(|q| q.lookup.as_mut()) else { return };
         let nodes = nodes.into_iter().filter_map(|r| addr_of(&r).map(|a| (r, a))).collect();
@@ -325,6 +335,13 @@ impl Dht {
     pub(super) fn lookup_stalled(&mut self, now: Instant, q: QueryId, peer: NodeId) {
         let Some(l) = self.queries.get_mut(&q).and_then(|q| q.lookup.as_mut()) else { return };
         l.on_stall(&peer);
+        self.drive(now, q);
+    }
+
+    /// A lookup request of `q` to `peer` had to be resent: ask the next candidate meanwhile.
+    pub(super) fn lookup_slow(&mut self, now: Instant, q: QueryId, peer: NodeId) {
+        let Some(l) = self.queries.get_mut(&q).and_then(|q| q.lookup.as_mut()) else { return };
+        l.on_slow(&peer);
         self.drive(now, q);
     }
 
@@ -431,8 +448,9 @@ impl Dht {
             let body = Body::FindSet { key, after: last };
             if let Ok(id) = self.send_request(now, &info, body, w, self.cfg.rpc_timeout) {
                 self.stats.rpcs_sent += 1;
+                let stall = now + self.stall_after();
                 if let Some(p) = self.pending.get_mut(&id) {
-                    p.stall = Some(now + self.cfg.lookup_stall);
+                    p.stall = Some(stall);
                 }
                 return;
             }

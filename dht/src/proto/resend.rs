@@ -87,10 +87,13 @@ pub(super) fn digest(request: &[u8]) -> RequestDigest {
     d
 }
 
+/// The request's digest and the encoded parts of its answer.
+type Answer = (RequestDigest, Vec<Vec<u8>>);
+
 /// Encoded answers by (peer, message id), for retransmitted requests.
 #[derive(Debug, Default)]
 pub(super) struct AnswerCache {
-    answers: BTreeMap<(NodeId, u64), (RequestDigest, Vec<Vec<u8>>)>,
+    answers: BTreeMap<(NodeId, u64), Answer>,
     order: VecDeque<(Instant, NodeId, u64)>,
     bytes: usize,
 }

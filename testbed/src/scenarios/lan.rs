@@ -106,6 +106,9 @@ pub fn check_delivery(bed: &mut Bed, what: &str, subs: &[Option<Subscription>], 
     let (owed, got, dup) = tally(subs, sent);
     let when = took.map_or(format!("not all within {limit:?}"), |d| format!("all within {}", ms(d)));
     bed.check(what, got == owed && dup == 0, format!("{got}/{owed} delivered, {dup} duplicated; {when}"));
+    if got < owed {
+        bed.figure("missing (message, host)", super::missing(subs, sent, 12));
+    }
 }
 
 /// 30 records put and read back from random hosts, 50 messages from random hosts to all.

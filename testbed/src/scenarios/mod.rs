@@ -121,6 +121,31 @@ pub fn tally(subs: &[Option<Subscription>], sent: &[Sent]) -> (usize, usize, usi
     (owed, got, dup)
 }
 
+/// Up to `at_most` owed deliveries that did not happen, as `message@host` (the message as text).
+pub fn missing(subs: &[Option<Subscription>], sent: &[Sent], at_most: usize) -> String {
+    let mut out = Vec::new();
+    for s in sent {
+        for &i in &s.to {
+            let got = subs
+                .get(i)
+                .and_then(Option::as_ref)
+                .is_some_and(|sub| sub.counts(std::slice::from_ref(&s.hex)).first().copied().unwrap_or(0) > 0);
+            if !got && out.len() < at_most {
+                out.push(format!("{}@h{i}", unhex(&s.hex)));
+            }
+        }
+    }
+    out.join(" ")
+}
+
+fn unhex(h: &str) -> String {
+    let bytes: Vec<u8> = (0..h.len() / 2)
+        .filter_map(|i| h.get(i * 2..i * 2 + 2))
+        .filter_map(|b| u8::from_str_radix(b, 16).ok())
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 /// Waits (bounded by `limit`) until every owed delivery happened; returns how long it took.
 pub fn wait_delivered(subs: &[Option<Subscription>], sent: &[Sent], limit: Duration) -> Option<Duration> {
     let start = Instant::now();
