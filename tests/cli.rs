@@ -515,3 +515,34 @@ fn two_nodes_run_a_mesh_and_anyone_reads_its_certified_state() {
     stop(b);
     stop(a);
 }
+
+/// What a script needs from a lone node: `status --json` carries the public key; a put that no
+/// other node took and a publish that no neighbour received say so (stderr, and `replicas` /
+/// `neighbors` in `--json`); after `kill -9`, `status` says the node is not running.
+#[test]
+fn a_lone_node_says_so_and_a_killed_one_is_reported_not_running() {
+    let tmp = scratch();
+    let dir = tmp.0.join("alone");
+    let mut node = start_node(&dir, "127.0.0.1:0", None);
+    let s = status(&node);
+    let (_, id_text, _) = cli(&node, &["id"]);
+    let key = s["public_key"].as_str().unwrap();
+    assert_eq!(key.len(), 64);
+    assert!(id_text.contains(key), "status --json public_key is the one `suprnova id` prints");
+    assert_eq!(s["rejoin"]["rejoining"], false);
+    let (success, out, err) = cli(&node, &["put", "--json", "kept here only"]);
+    assert!(success, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((v["replicas"].as_u64(), v["stored"].as_u64()), (Some(0), Some(1)));
+    assert!(err.contains("no other node took a copy"), "{err}");
+    let (success, out, err) = cli(&node, &["publish", "lonely", "--json", "hello?"]);
+    assert!(success, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((v["neighbors"].as_u64(), v["bytes"].as_u64(), v["topic"].as_str()), (Some(0), Some(6), Some("lonely")));
+    assert!(err.contains("no neighbour"), "{err}");
+    node.child.kill().unwrap();
+    node.child.wait().unwrap();
+    let (success, _, err) = cli(&node, &["status"]);
+    assert!(!success);
+    assert!(err.contains("the node is not running"), "{err}");
+}

@@ -41,9 +41,6 @@ enum State {
     Failed,
     /// In flight past the stall time: no longer counted against α or waited for.
     Stalled,
-    /// In flight and resent once (its first datagram or answer was likely lost): no longer
-    /// counted against α, so the lookup goes on meanwhile, but still waited for.
-    Slow,
 }
 
 #[derive(Clone, Debug)]
@@ -158,7 +155,7 @@ impl Lookup {
     /// `from` answered with these (verified) nodes.
     pub fn on_response(&mut self, from: &NodeId, nodes: Vec<(NodeRecord, SocketAddr)>) {
         let Some(c) = self.find(from) else { return };
-        if !matches!(c.state, State::InFlight | State::Stalled | State::Slow) {
+        if !matches!(c.state, State::InFlight | State::Stalled) {
             return;
         }
         c.state = State::Responded;
@@ -171,19 +168,9 @@ impl Lookup {
     /// A request to `from` failed or timed out.
     pub fn on_failure(&mut self, from: &NodeId) {
         if let Some(c) = self.find(from)
-            && matches!(c.state, State::InFlight | State::Stalled | State::Slow)
+            && matches!(c.state, State::InFlight | State::Stalled)
         {
             c.state = State::Failed;
-        }
-    }
-
-    /// A request to `from` had to be resent: stop counting it against α (the next candidate is
-    /// asked meanwhile) but keep waiting for it.
-    pub fn on_slow(&mut self, from: &NodeId) {
-        if let Some(c) = self.find(from)
-            && c.state == State::InFlight
-        {
-            c.state = State::Slow;
         }
     }
 
@@ -191,7 +178,7 @@ impl Lookup {
     /// (an answer that comes later is still used).
     pub fn on_stall(&mut self, from: &NodeId) {
         if let Some(c) = self.find(from)
-            && matches!(c.state, State::InFlight | State::Slow)
+            && c.state == State::InFlight
         {
             c.state = State::Stalled;
         }
@@ -200,8 +187,7 @@ impl Lookup {
     /// Whether the lookup is done on every path.
     pub fn is_finished(&self) -> bool {
         (0..self.cfg.paths).all(|path| {
-            let in_flight =
-                self.candidates.values().any(|c| c.path == path && matches!(c.state, State::InFlight | State::Slow));
+            let in_flight = self.candidates.values().any(|c| c.path == path && c.state == State::InFlight);
             if in_flight {
                 return false;
             }

@@ -609,7 +609,7 @@ impl Node {
         /// Ticks (of 2 s) between two reads of the member set.
         const MEMBERS_EVERY: u64 = 5;
         /// Ticks after a revival during which the set is read and a member asked every tick.
-        const AFTER_REVIVAL: u64 = 3;
+        const AFTER_REVIVAL: u64 = 2;
         let refresh = self.inner.cfg.topic_entry_ttl / 3;
         let mut last_announce = tokio::time::Instant::now();
         let mut interval = tokio::time::interval(Duration::from_secs(2));

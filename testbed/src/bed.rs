@@ -157,6 +157,20 @@ impl Bed {
         Ok(())
     }
 
+    /// Cuts host `h` off from every other host (both ways).
+    pub fn isolate(&self, h: usize) -> Result<()> {
+        let ip = self.hosts.get(h).context("no such host")?.ip;
+        for i in 0..self.n() {
+            let cut = if i == h {
+                self.hosts.iter().filter(|x| x.ip != ip).map(|x| x.ip).collect()
+            } else {
+                std::iter::once(ip).collect()
+            };
+            self.net.set_faults(i, &Faults { cut, ..Faults::default() })?;
+        }
+        Ok(())
+    }
+
     /// Drops `pct` per cent of datagrams each way on every host.
     pub fn loss(&self, pct: u32) -> Result<()> {
         let faults = Faults { loss_in_pct: pct, loss_out_pct: pct, ..Faults::default() };

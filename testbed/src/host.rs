@@ -118,6 +118,19 @@ impl Host {
         bail!("node on {} did not come up in {START_TIMEOUT:?}; see {}", self.ns, self.log_hint())
     }
 
+    /// What the node printed (stdout and stderr) since its last start.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.log_hint()).unwrap_or_default()
+    }
+
+    /// Removes the data dir (identity, database, bootstrap list): the next start is a new node.
+    pub fn wipe(&mut self) -> Result<()> {
+        if self.data_dir.exists() {
+            fs::remove_dir_all(&self.data_dir)?;
+        }
+        Ok(())
+    }
+
     fn log_hint(&self) -> String {
         self.data_dir.join(format!("node-{}.log", self.starts)).display().to_string()
     }

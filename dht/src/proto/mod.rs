@@ -47,10 +47,10 @@ pub struct DhtConfig {
     pub request_timeout: Duration,
     /// One lookup or store request fails after this (covers a handshake if one is needed).
     pub rpc_timeout: Duration,
-    /// A lookup request unanswered after four retransmission timeouts, or this if less, stops
-    /// counting against α: the lookup asks the next candidate instead of waiting for
-    /// `rpc_timeout`, and does not wait for it to finish (a late answer is still used). Dead
-    /// nodes in routing tables then cost a lookup this much, not `rpc_timeout`.
+    /// A lookup request unanswered after this stops counting against α: the lookup asks the
+    /// next candidate instead of waiting for `rpc_timeout`, and does not wait for it to finish
+    /// (a late answer is still used; it is retransmitted meanwhile, §6.7). Dead nodes in routing
+    /// tables then cost a lookup this much, not `rpc_timeout`.
     pub lookup_stall: Duration,
     /// A whole query gives up after this.
     pub query_timeout: Duration,
@@ -440,6 +440,9 @@ pub struct Dht {
     last_neighbour_check: Instant,
     limits: Limits,
     rtt: resend::RttEstimate,
+    /// Round trips per peer (a network's RTTs differ by 30x: a global estimate alone would resend
+    /// to far peers too early); at most `max_known_records`, cleared when full.
+    peer_rtt: BTreeMap<NodeId, resend::RttEstimate>,
     answers: resend::AnswerCache,
     rejoin: rejoin::Rejoin,
     /// The request being served (peer, id, digest of its bytes): its answers go to the cache.
@@ -521,6 +524,7 @@ impl Dht {
             repair: repair::Repair::default(),
             last_neighbour_check: now,
             rtt: resend::RttEstimate::new(),
+            peer_rtt: BTreeMap::new(),
             answers: resend::AnswerCache::default(),
             rejoin: rejoin::Rejoin::default(),
             serving: None,
@@ -642,7 +646,8 @@ impl Dht {
         let bytes = Message { id, body }.encode().map_err(|_| RequestError::Send(SendError::TooLarge))?;
         let clean = self.channel.has_session(&info.id, now);
         self.channel.send(now, info, &bytes).map_err(RequestError::Send)?;
-        let rto = self.rtt.rto(self.cfg.rto_min, self.cfg.rto_max);
+        let (min, max) = (self.cfg.rto_min, self.cfg.rto_max);
+        let rto = self.peer_rtt.get(&info.id).map_or_else(|| self.rtt.rto(min, max), |e| e.rto(min, max));
         let resend = Some(resend::Resend { info: *info, bytes, next: now + rto, rto, resent: 0, clean });
         self.pending.insert(id, Pending { waiting, started: now, deadline: now + timeout, stall: None, resend });
         Ok(id)
@@ -1011,7 +1016,12 @@ impl Dht {
             if let Some(p) = &p
                 && p.resend.as_ref().is_some_and(|r| r.resent == 0 && r.clean)
             {
-                self.rtt.sample(now.saturating_duration_since(p.started));
+                let rtt = now.saturating_duration_since(p.started);
+                self.rtt.sample(rtt);
+                if self.peer_rtt.len() >= self.cfg.max_known_records && !self.peer_rtt.contains_key(&peer) {
+                    self.peer_rtt.clear();
+                }
+                self.peer_rtt.entry(peer).or_insert_with(resend::RttEstimate::new).sample(rtt);
             }
             p
         } else {
@@ -1183,16 +1193,12 @@ impl Dht {
     fn resend_due(&mut self, now: Instant) {
         let max = self.cfg.rto_max;
         let mut due = Vec::new();
-        let mut slow = Vec::new();
         for p in self.pending.values_mut() {
             let Some(r) = p.resend.as_mut() else { continue };
             if now < r.next {
                 continue;
             }
             r.resent += 1;
-            if let (1, Waiting::Lookup { peer, query, .. }) = (r.resent, &p.waiting) {
-                slow.push((*query, *peer));
-            }
             // Two resends at the same timeout, then doubling: a lost datagram is far likelier
             // than a congested path at the few packets a request costs.
             if r.resent > 2 {
@@ -1200,9 +1206,6 @@ impl Dht {
             }
             r.next = now + r.rto;
             due.push((r.info, r.bytes.clone()));
-        }
-        for (q, peer) in slow {
-            self.lookup_slow(now, q, peer);
         }
         for (info, bytes) in due {
             // Behind a handshake the first copy is still queued: the handshake retransmits.

@@ -295,7 +295,7 @@ impl Dht {
                 match self.send_request(now, &info, body.clone(), w, self.cfg.rpc_timeout) {
                     Ok(id) => {
                         self.stats.rpcs_sent += 1;
-                        let stall = now + self.stall_after();
+                        let stall = now + self.cfg.lookup_stall;
                         if let Some(p) = self.pending.get_mut(&id) {
                             p.stall = Some(stall);
                         }
@@ -318,12 +318,6 @@ impl Dht {
         }
     }
 
-    /// How long a lookup waits for one request before asking others instead: four retransmission
-    /// timeouts (three sends), at most `lookup_stall`.
-    fn stall_after(&self) -> Duration {
-        (self.rtt.rto(self.cfg.rto_min, self.cfg.rto_max) * 4).min(self.cfg.lookup_stall)
-    }
-
     pub(super) fn lookup_answered(&mut self, now: Instant, q: QueryId, peer: NodeId, nodes: Vec<NodeRecord>) {
         let Some(l) = self.queries.get_mut(&q).and_then(|q| q.lookup.as_mut()) else { return };
         let nodes = nodes.into_iter().filter_map(|r| addr_of(&r).map(|a| (r, a))).collect();
@@ -335,13 +329,6 @@ impl Dht {
     pub(super) fn lookup_stalled(&mut self, now: Instant, q: QueryId, peer: NodeId) {
         let Some(l) = self.queries.get_mut(&q).and_then(|q| q.lookup.as_mut()) else { return };
         l.on_stall(&peer);
-        self.drive(now, q);
-    }
-
-    /// A lookup request of `q` to `peer` had to be resent: ask the next candidate meanwhile.
-    pub(super) fn lookup_slow(&mut self, now: Instant, q: QueryId, peer: NodeId) {
-        let Some(l) = self.queries.get_mut(&q).and_then(|q| q.lookup.as_mut()) else { return };
-        l.on_slow(&peer);
         self.drive(now, q);
     }
 
@@ -448,7 +435,7 @@ impl Dht {
             let body = Body::FindSet { key, after: last };
             if let Ok(id) = self.send_request(now, &info, body, w, self.cfg.rpc_timeout) {
                 self.stats.rpcs_sent += 1;
-                let stall = now + self.stall_after();
+                let stall = now + self.cfg.lookup_stall;
                 if let Some(p) = self.pending.get_mut(&id) {
                     p.stall = Some(stall);
                 }

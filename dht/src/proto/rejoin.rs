@@ -122,7 +122,8 @@ impl Dht {
             r.attempts = 0;
             r.backoff = Duration::ZERO;
         } else if r.next_attempt.is_none() && (!r.seeds.is_empty() || !r.dormant.is_empty()) {
-            r.next_attempt = Some(now);
+            // Not at once: a bootstrap in progress (a node just started) fills the table first.
+            r.next_attempt = Some(now + REJOIN_BACKOFF_MIN);
         }
     }
 

@@ -667,20 +667,29 @@ impl Driver {
             }
             Input::Frame(from, Frame::Broadcast { topic, msg }) => {
                 let ttl_ms = u64::try_from(self.cfg.ttl.as_millis()).unwrap_or(u64::MAX);
-                let Some(t) = self.topics.get_mut(&topic) else {
+                let Some(t) = self.topics.get(&topic) else {
                     self.stats.unknown_topic += 1;
                     return;
                 };
                 if !t.hpv.active().any(|a| *a == from) {
                     // Only neighbours take part in the tree: anyone else could graft itself into
-                    // our eager set for good. A late frame from a dropped neighbour ends here too.
+                    // our eager set for good. The sender believes we are its neighbour (views got
+                    // out of step: an eviction crossed a message, or two evictions crossed): tell
+                    // it we are not, so it drops us and finds a working neighbour instead of
+                    // pushing into a link we ignore. A full message (signed, checked below) is
+                    // still taken: it cannot graft its sender (Plumtree grafts only lazy peers),
+                    // and dropping it could lose the only copy sent during a churn.
                     self.stats.not_neighbor += 1;
                     if !matches!(msg, plumtree::Message::Prune) {
-                        self.send_frame(from, &Frame::Broadcast { topic, msg: plumtree::Message::Prune });
-                        self.release_link(from);
+                        let frame = Frame::Membership { topic, msg: hyparview::Message::Disconnect { alive: true } };
+                        self.send_frame(from, &frame);
                     }
-                    return;
+                    if !matches!(msg, plumtree::Message::Gossip { .. }) {
+                        self.release_link(from);
+                        return;
+                    }
                 }
+                let Some(t) = self.topics.get_mut(&topic) else { return };
                 if let plumtree::Message::Gossip { id, payload, .. } = &msg
                     && !t.pt.has_seen(id)
                 {

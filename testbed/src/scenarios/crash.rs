@@ -136,6 +136,14 @@ pub fn rolling(bed: &mut Bed, subs: &mut [Option<Subscription>], records: &[(Str
         &sent,
         Duration::from_secs(15),
     );
+    if std::env::var_os("TESTBED_TRACE").is_some() {
+        for h in &bed.hosts {
+            if let Ok(s) = h.status() {
+                let t = s["topics"].to_string();
+                println!("    trace: {} topics {t} drops {}", h.ns, s["gossip_drops"]);
+            }
+        }
+    }
     let (mut ok, mut tried) = (0, 0);
     for (key, value) in records {
         tried += 1;

@@ -94,6 +94,9 @@ pub fn publish_n(bed: &mut Bed, tag: &str, count: usize, from: &[usize], to: &[u
         if !out.ok {
             bed.figure("publish failed", out.stderr.trim().to_owned());
         }
+        if std::env::var_os("TESTBED_TRACE").is_some() {
+            println!("    trace: h{p} {} {}", out.stdout.trim(), out.stderr.trim());
+        }
         sent.push(Sent::new(&text, p, to.iter().copied()));
     }
     Ok(sent)

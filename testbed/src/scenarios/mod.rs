@@ -4,6 +4,7 @@
 //! - `wan`: 12 hosts each on its own public-looking /24 with `--replication 6`: join, 200 records,
 //!   `kill -9` of half the hosts, their restart from their data dirs, a rolling restart.
 
+mod alone;
 mod crash;
 mod lan;
 
@@ -40,6 +41,8 @@ pub fn lan_session(bed: &mut Bed, plan: &Plan) -> Result<()> {
         bed.scenario = format!("cut-{secs}s");
         lan::partition(bed, &mut subs, secs)?;
     }
+    bed.scenario = "alone".into();
+    alone::isolated(bed, &subs)?;
     Ok(())
 }
 
@@ -52,6 +55,13 @@ pub fn wan_session(bed: &mut Bed) -> Result<()> {
     let records = crash::crash_half(bed, &mut subs)?;
     bed.scenario = "restart".into();
     crash::restart(bed, &mut subs, &records)?;
+    bed.scenario = "young".into();
+    alone::killed_young(bed)?;
+    let h = bed.n() - 1;
+    if let (Some(s), Some(host)) = (subs.get_mut(h), bed.hosts.get(h)) {
+        *s = Some(host.subscribe(TOPIC)?);
+    }
+    wait_topic(bed, &[h], Duration::from_secs(10));
     bed.scenario = "rolling".into();
     crash::rolling(bed, &mut subs, &records)?;
     Ok(())
