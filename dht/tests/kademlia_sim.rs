@@ -554,3 +554,46 @@ fn puts_and_gets_succeed_under_ten_percent_loss() {
         assert_eq!(x.table().len(), n - 1, "no node lost a peer to loss alone");
     }
 }
+
+/// Never alone (§7.6): a node cut off from every peer empties its table, reports that it rejoins
+/// (through its seed), keeps its former peers dormant, and is back in full once the network is.
+#[test]
+fn a_node_cut_off_rejoins_and_its_former_peers_come_back() {
+    let n = 5;
+    let mut net = joined(n);
+    let me = n - 1;
+    let seed = net.nodes[0].record().clone();
+    let now = net.now;
+    net.nodes[me].bootstrap(now, vec![Target::Record(seed)]).unwrap();
+    net.run();
+    assert_eq!(net.nodes[me].table().len(), n - 1);
+    // Cut: nothing from or to `me` arrives; its own lookups fail, so its table empties.
+    let cut = |p: &suprnova_dht::testing::InFlight| p.src == addr(me) || p.dst == addr(me);
+    for k in 0..120 {
+        if k % 10 == 0 {
+            let now = net.now;
+            let _ = net.nodes[me].find_node(now, NodeId([k as u8; 32]));
+        }
+        for p in net.take_wire() {
+            if !cut(&p) {
+                net.deliver(p);
+            }
+        }
+        net.advance(Duration::from_millis(500));
+    }
+    let status = net.nodes[me].rejoin_status();
+    assert_eq!(net.nodes[me].table().len(), 0, "every peer failed");
+    assert!(status.rejoining && status.attempts >= 1, "{status:?}");
+    assert_eq!((status.seeds, status.dormant), (1, n - 1));
+    let ev = net.take_events(me);
+    assert!(ev.iter().any(|e| matches!(e, DhtEvent::Rejoining { peers: 0, .. })));
+    // Healed: a dormant probe or a rejoin attempt gets through, and the table fills again.
+    for _ in 0..40 {
+        net.run();
+        net.advance(Duration::from_millis(250));
+    }
+    net.run();
+    assert_eq!(net.nodes[me].table().len(), n - 1, "every former peer is back");
+    let status = net.nodes[me].rejoin_status();
+    assert!(!status.rejoining && status.dormant == 0 && status.revived >= 1, "{status:?}");
+}

@@ -82,7 +82,9 @@ pub struct DhtConfig {
     /// How many of our closest nodes the neighbour check watches.
     pub neighbours: usize,
     /// A table with fewer nodes than this makes the node rejoin through its seeds and dormant
-    /// peers, with backoff, until it has them again (§7.6).
+    /// peers, with backoff, until it has them again (§7.6). The default, 1, means an empty table:
+    /// a node with one peer in a two-node network is not alone, and partitions heal through the
+    /// dormant-peer probes whatever the table's size.
     pub min_peers: usize,
     /// Longest wait between two rejoin attempts (the wait doubles from 1 s up to this).
     pub rejoin_backoff_max: Duration,
@@ -125,7 +127,7 @@ impl Default for DhtConfig {
             capabilities: 0,
             neighbour_check: Duration::from_secs(10),
             neighbours: 8,
-            min_peers: 2,
+            min_peers: 1,
             rejoin_backoff_max: Duration::from_secs(30),
             dormant_probe: Duration::from_secs(2),
             dormant_keep: Duration::from_secs(3600),

@@ -29,7 +29,8 @@ pub fn isolated(bed: &mut Bed, subs: &[Option<Subscription>]) -> Result<()> {
         let _ = bed.put(h, &format!("alone-{k}-{}", std::process::id()))?;
         k += 1;
         status = bed.hosts.get(h).and_then(|x| x.status().ok()).unwrap_or(Value::Null);
-        if status["rejoin"]["rejoining"] == true {
+        // Rejoining, and the first attempt (1 s after the table emptied) made and logged.
+        if status["rejoin"]["rejoining"] == true && status["rejoin"]["attempts"].as_u64().unwrap_or(0) >= 1 {
             break;
         }
         thread::sleep(Duration::from_secs(1));
