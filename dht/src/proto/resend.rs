@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use super::Dht;
 use crate::channel::PeerInfo;
 use crate::identity::NodeId;
 
@@ -156,6 +157,47 @@ impl AnswerCache {
     #[cfg(test)]
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+}
+
+impl Dht {
+    /// A request we answered already (the peer retransmitted it): the same answer again, from
+    /// the cache, without serving it twice. Returns whether it was one.
+    pub(super) fn answer_again(&mut self, now: Instant, peer: NodeId, id: u64, request: &RequestDigest) -> bool {
+        let Some(parts) = self.answers.get(peer, id, request) else { return false };
+        let parts = parts.to_vec();
+        for bytes in parts {
+            let _ = self.channel.send_known(now, peer, &bytes);
+        }
+        self.stats.answers_repeated += 1;
+        true
+    }
+
+    /// Sends again every request whose retransmission timeout passed (§6.7).
+    pub(super) fn resend_due(&mut self, now: Instant) {
+        let max = self.cfg.rto_max;
+        let mut due = Vec::new();
+        for p in self.pending.values_mut() {
+            let Some(r) = p.resend.as_mut() else { continue };
+            if now < r.next {
+                continue;
+            }
+            r.resent += 1;
+            // Two resends at the same timeout, then doubling: a lost datagram is far likelier
+            // than a congested path at the few packets a request costs.
+            if r.resent > 2 {
+                r.rto = (r.rto * 2).min(max);
+            }
+            r.next = now + r.rto;
+            due.push((r.info, r.bytes.clone()));
+        }
+        for (info, bytes) in due {
+            // Behind a handshake the first copy is still queued: the handshake retransmits.
+            if self.channel.has_session(&info.id, now) {
+                self.stats.retransmits += 1;
+                let _ = self.channel.send(now, &info, &bytes);
+            }
+        }
     }
 }
 
