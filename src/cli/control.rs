@@ -24,10 +24,13 @@ use suprnova_mesh::core::MeshConfig;
 use suprnova_mesh::life::{Board, Life, SetCell};
 use suprnova_mesh::net::{Mesh, get_state};
 use suprnova_mesh::world::{Genesis, Limits, SignedInput};
-use suprnova_node::{BlobHash, BlobProgress, Direct, Node, NodeError, TopicEvent};
+use suprnova_node::{BlobHash, BlobProgress, Direct, Node, NodeError};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
+
+mod status;
+mod topics;
 
 use super::http::{self, Body, Control, NdjsonTx, error, json as reply};
 use super::parse_target;
@@ -167,14 +170,14 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     let result = match (method, path.as_str()) {
-        (Method::GET, "/v1/status") => status(&st).await,
+        (Method::GET, "/v1/status") => status::status(&st).await,
         (Method::GET, "/metrics") => return metrics_response(&st.node).await,
         (Method::POST, "/v1/ping") => with_json(req, |v| ping(&st, v)).await,
         (Method::POST, "/v1/put") => with_json(req, |v| put(&st, v)).await,
         (Method::POST, "/v1/get") => with_json(req, |v| get(&st, v)).await,
-        (Method::POST, "/v1/publish") => with_json(req, |v| publish(&st, v)).await,
-        (Method::POST, "/v1/subscribe") => with_json(req, |v| subscribe(st.clone(), v)).await,
-        (Method::POST, "/v1/leave") => with_json(req, |v| leave(&st, v)).await,
+        (Method::POST, "/v1/publish") => with_json(req, |v| topics::publish(&st, v)).await,
+        (Method::POST, "/v1/subscribe") => with_json(req, |v| topics::subscribe(st.clone(), v)).await,
+        (Method::POST, "/v1/leave") => with_json(req, |v| topics::leave(&st, v)).await,
         (Method::POST, "/v1/send") => with_json(req, |v| send(&st, v, false)).await,
         (Method::POST, "/v1/request") => with_json(req, |v| send(&st, v, true)).await,
         (Method::POST, "/v1/listen") => Ok(listen(&st)),
@@ -272,90 +275,6 @@ fn peer_field(st: &State, v: &Value) -> Result<NodeId, Fail> {
     }
 }
 
-async fn status(st: &State) -> Answer {
-    let m = st.node.metrics().await?;
-    let names: Vec<String> = st.topics.lock().map(|t| t.keys().cloned().collect()).unwrap_or_default();
-    let mut topics = Vec::new();
-    for name in names {
-        if let Some(info) = st.node.topic_info(&name).await {
-            topics.push(json!({
-                "name": name,
-                "active": info.active.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
-                "passive": info.passive,
-                "eager": info.eager,
-                "lazy": info.lazy,
-            }));
-        }
-    }
-    let drops: serde_json::Map<String, Value> =
-        m.dht.channel.drops.nonzero().into_iter().map(|(r, n)| (r.name().to_string(), json!(n))).collect();
-    let limits: serde_json::Map<String, Value> = m
-        .dht
-        .limits
-        .iter()
-        .map(|l| {
-            let v = json!({
-                "per_s": l.rate.map(|r| r.per_s),
-                "burst": l.rate.map(|r| r.burst),
-                "tracked": l.tracked,
-                "refused": l.refused,
-            });
-            (l.name.to_string(), v)
-        })
-        .collect();
-    let r = &m.dht.rejoin;
-    ok(json!({
-        "id": st.node.id().to_string(),
-        "public_key": hex::encode(st.node.record().public_key),
-        "version": env!("CARGO_PKG_VERSION"),
-        "listen": st.node.local_addr().to_string(),
-        "contact": st.node.contact_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-        "uptime_s": st.started.elapsed().as_secs(),
-        "peers": m.dht.table,
-        "rejoin": {
-            "rejoining": r.rejoining,
-            "attempts": r.attempts,
-            "seeds": r.seeds,
-            "dormant": r.dormant,
-        },
-        "replication": m.dht.replication,
-        "buckets": m.dht.buckets.iter().map(|(b, n)| json!({ "bucket": b, "peers": n })).collect::<Vec<_>>(),
-        "sessions": m.dht.sessions,
-        "records": m.dht.records,
-        "connections": m.connections,
-        "topics": topics,
-        "blobs": m.blobs,
-        "traffic": {
-            "dht_packets_in": m.dht.channel.packets_in,
-            "dht_packets_out": m.dht.channel.packets_out,
-            "quic_datagrams_in": m.demux.0,
-            "quic_connections_opened": m.connections_opened,
-            "gossip_delivered": m.topics.delivered,
-            "gossip_duplicates": m.topics.duplicates,
-            "direct_received": m.direct_received,
-            "blob_bytes_served": m.blob_bytes_served,
-            "blob_bytes_fetched": m.blob_bytes_fetched,
-            "dht_retransmits": m.dht.dht.retransmits,
-            "dht_answers_repeated": m.dht.dht.answers_repeated,
-        },
-        "gossip_drops": {
-            "late": m.topics.late,
-            "skipped": m.topics.skipped,
-            "not_neighbor": m.topics.not_neighbor,
-            "hold_full": m.topics.hold_full,
-            "peer_queue_full": m.topics.peer_queue_full,
-            "subscriber_lagged": m.topics.subscriber_lagged,
-            "bad_signature": m.topics.bad_signature,
-            "bad_time": m.topics.bad_time,
-            "links_lost": m.topics.links_lost,
-        },
-        "lookups": m.dht.dht.lookups,
-        "drops": drops,
-        "channel_peers": m.dht.channel_peers,
-        "limits": limits,
-    }))
-}
-
 async fn ping(st: &State, v: Value) -> Answer {
     let (expect, addr) = parse_target(field(&v, "target")?).map_err(|e| Fail::Bad(format!("{e:#}")))?;
     let r = match st.node.dht().ping(Target::Addr { addr, expect }).await {
@@ -448,110 +367,6 @@ async fn get(st: &State, v: Value) -> Answer {
             }))
         }
     }
-}
-
-fn topic_name(v: &Value) -> Result<String, Fail> {
-    let t = field(v, "topic")?;
-    if t.is_empty() || t.len() > 256 {
-        return Err(Fail::Bad("a topic name is 1 to 256 bytes".into()));
-    }
-    Ok(t.to_string())
-}
-
-async fn publish(st: &State, v: Value) -> Answer {
-    let name = topic_name(&v)?;
-    let data = hex_field(&v, "data")?;
-    let joined = st.topics.lock().map(|t| t.get(&name).is_some_and(|e| e.1 || e.0 > 0)).unwrap_or(false);
-    if !joined {
-        // Join as a publisher: the topic stays joined so later publishes go out at once.
-        drop(st.node.subscribe(&name).await?);
-        wait_for_neighbor(&st.node, &name, Duration::from_secs(3)).await;
-    }
-    if let Ok(mut t) = st.topics.lock() {
-        t.entry(name.clone()).or_default().1 = true;
-    }
-    let bytes = data.len();
-    let id = st.node.publish(&name, data).await?;
-    let neighbors = st.node.topic_info(&name).await.map_or(0, |i| i.active.len());
-    ok(json!({ "topic": name, "id": hex::encode(id), "bytes": bytes, "neighbors": neighbors }))
-}
-
-/// Milliseconds since the Unix epoch (0 if the clock is before it).
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
-/// Waits (bounded) until the topic has an active neighbour.
-async fn wait_for_neighbor(node: &Node, name: &str, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if node.topic_info(name).await.is_some_and(|i| !i.active.is_empty()) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn subscribe(st: Arc<State>, v: Value) -> Answer {
-    let name = topic_name(&v)?;
-    let mut sub = st.node.subscribe(&name).await?;
-    if let Ok(mut t) = st.topics.lock() {
-        t.entry(name.clone()).or_default().0 += 1;
-    }
-    let (resp, tx) = http::ndjson_stream();
-    tokio::spawn(async move {
-        let _ = tx.send(&json!({ "subscribed": name })).await;
-        loop {
-            let ev = tokio::select! {
-                ev = sub.recv() => ev,
-                () = tx.closed() => break,
-            };
-            let line = match ev {
-                None => break,
-                Some(TopicEvent::Message { origin, seq, payload }) => json!({
-                    "topic": name,
-                    "origin": origin.to_string(),
-                    "seq": seq,
-                    "data": hex::encode(&payload),
-                    "received_unix_ms": unix_ms(),
-                }),
-                Some(TopicEvent::NeighborUp(p)) => json!({ "neighbor_up": p.to_string(), "unix_ms": unix_ms() }),
-                Some(TopicEvent::NeighborDown(p)) => json!({ "neighbor_down": p.to_string(), "unix_ms": unix_ms() }),
-            };
-            if !tx.send(&line).await {
-                break;
-            }
-        }
-        drop(sub);
-        // The last subscribe stream gone and no publish on it: leave the topic.
-        let leave_now = st
-            .topics
-            .lock()
-            .map(|mut t| {
-                let e = t.entry(name.clone()).or_default();
-                e.0 = e.0.saturating_sub(1);
-                let idle = e.0 == 0 && !e.1;
-                if idle {
-                    t.remove(&name);
-                }
-                idle
-            })
-            .unwrap_or(false);
-        if leave_now {
-            st.node.leave(&name).await;
-        }
-    });
-    Ok(resp)
-}
-
-async fn leave(st: &State, v: Value) -> Answer {
-    let name = topic_name(&v)?;
-    let was = st.topics.lock().map(|mut t| t.remove(&name).is_some()).unwrap_or(false);
-    st.node.leave(&name).await;
-    ok(json!({ "topic": name, "left": was }))
 }
 
 async fn send(st: &State, v: Value, request: bool) -> Answer {

@@ -1,0 +1,90 @@
+//! `GET /v1/status`: the node's state as one JSON object (the `status` subcommand prints it).
+
+use serde_json::{Value, json};
+
+use super::{Answer, State, ok};
+
+/// The status answer: identity, routing table, rejoining, topics, traffic, drops and limits.
+pub(super) async fn status(st: &State) -> Answer {
+    let m = st.node.metrics().await?;
+    let names: Vec<String> = st.topics.lock().map(|t| t.keys().cloned().collect()).unwrap_or_default();
+    let mut topics = Vec::new();
+    for name in names {
+        if let Some(info) = st.node.topic_info(&name).await {
+            topics.push(json!({
+                "name": name,
+                "active": info.active.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+                "passive": info.passive,
+                "eager": info.eager,
+                "lazy": info.lazy,
+            }));
+        }
+    }
+    let drops: serde_json::Map<String, Value> =
+        m.dht.channel.drops.nonzero().into_iter().map(|(r, n)| (r.name().to_string(), json!(n))).collect();
+    let limits: serde_json::Map<String, Value> = m
+        .dht
+        .limits
+        .iter()
+        .map(|l| {
+            let v = json!({
+                "per_s": l.rate.map(|r| r.per_s),
+                "burst": l.rate.map(|r| r.burst),
+                "tracked": l.tracked,
+                "refused": l.refused,
+            });
+            (l.name.to_string(), v)
+        })
+        .collect();
+    let r = &m.dht.rejoin;
+    ok(json!({
+        "id": st.node.id().to_string(),
+        "public_key": hex::encode(st.node.record().public_key),
+        "version": env!("CARGO_PKG_VERSION"),
+        "listen": st.node.local_addr().to_string(),
+        "contact": st.node.contact_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "uptime_s": st.started.elapsed().as_secs(),
+        "peers": m.dht.table,
+        "rejoin": {
+            "rejoining": r.rejoining,
+            "attempts": r.attempts,
+            "seeds": r.seeds,
+            "dormant": r.dormant,
+        },
+        "replication": m.dht.replication,
+        "buckets": m.dht.buckets.iter().map(|(b, n)| json!({ "bucket": b, "peers": n })).collect::<Vec<_>>(),
+        "sessions": m.dht.sessions,
+        "records": m.dht.records,
+        "connections": m.connections,
+        "topics": topics,
+        "blobs": m.blobs,
+        "traffic": {
+            "dht_packets_in": m.dht.channel.packets_in,
+            "dht_packets_out": m.dht.channel.packets_out,
+            "quic_datagrams_in": m.demux.0,
+            "quic_connections_opened": m.connections_opened,
+            "gossip_delivered": m.topics.delivered,
+            "gossip_duplicates": m.topics.duplicates,
+            "direct_received": m.direct_received,
+            "blob_bytes_served": m.blob_bytes_served,
+            "blob_bytes_fetched": m.blob_bytes_fetched,
+            "dht_retransmits": m.dht.dht.retransmits,
+            "dht_answers_repeated": m.dht.dht.answers_repeated,
+        },
+        "gossip_drops": {
+            "late": m.topics.late,
+            "skipped": m.topics.skipped,
+            "not_neighbor": m.topics.not_neighbor,
+            "hold_full": m.topics.hold_full,
+            "peer_queue_full": m.topics.peer_queue_full,
+            "subscriber_lagged": m.topics.subscriber_lagged,
+            "bad_signature": m.topics.bad_signature,
+            "bad_time": m.topics.bad_time,
+            "links_lost": m.topics.links_lost,
+        },
+        "lookups": m.dht.dht.lookups,
+        "drops": drops,
+        "channel_peers": m.dht.channel_peers,
+        "limits": limits,
+    }))
+}
