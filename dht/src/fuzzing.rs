@@ -125,7 +125,9 @@ pub fn routing_ops(data: &[u8]) {
         let id = record.id;
         match a % 4 {
             0 | 1 => {
-                if let Insert::PingFirst { ping } = t.insert(now, Entry { record, addr, last_seen: now, failures: 0 }) {
+                if let Insert::PingFirst { ping } =
+                    t.insert(now, Entry { record, addr, last_seen: now, failures: 0, failed_at: None })
+                {
                     if c % 2 == 0 {
                         t.on_alive(now, &ping);
                     } else {
@@ -134,7 +136,7 @@ pub fn routing_ops(data: &[u8]) {
                 }
             }
             2 => {
-                t.record_failure(&id, 2);
+                t.record_failure(now, now, &id, 2, Duration::from_millis(u64::from(c)));
             }
             _ => t.remove(&id),
         }

@@ -61,8 +61,10 @@ pub struct Entry {
     pub addr: SocketAddr,
     /// Last time it proved alive.
     pub last_seen: Instant,
-    /// Requests to it that failed since it last answered.
+    /// Failures counted since it last answered (timeouts close together count once).
     pub failures: u32,
+    /// When a failure was last counted.
+    pub failed_at: Option<Instant>,
 }
 
 impl Entry {
@@ -227,6 +229,7 @@ impl RoutingTable {
             old.addr = entry.addr;
             old.last_seen = now;
             old.failures = 0;
+            old.failed_at = None;
             if subnet(old_addr.ip()) == subnet(entry.addr.ip()) {
                 bucket.entries.push(old);
                 return Insert::Updated;
@@ -298,6 +301,7 @@ impl RoutingTable {
             e.last_seen = now;
             // Alive again: earlier misses no longer count toward its removal.
             e.failures = 0;
+            e.failed_at = None;
             bucket.entries.push(e);
         }
         if bucket.pending.as_ref().is_some_and(|b| b.0 == *id)
@@ -356,12 +360,26 @@ impl RoutingTable {
         added
     }
 
-    /// A request to `id` failed. After `max_failures` consecutive failures the node is removed as
-    /// by `on_failed`; returns whether it was removed.
-    pub fn record_failure(&mut self, id: &NodeId, max_failures: u32) -> bool {
+    /// A request to `id`, sent at `sent`, failed at `now`. It counts only if the node has not
+    /// proved alive since the request left, and only once per `spacing`: the requests of a burst
+    /// that time out together (the node, or we, were busy for a moment) are one failure, not
+    /// many. After `max_failures` counted failures the node is removed as by `on_failed`;
+    /// returns whether it was removed.
+    pub fn record_failure(
+        &mut self,
+        now: Instant,
+        sent: Instant,
+        id: &NodeId,
+        max_failures: u32,
+        spacing: Duration,
+    ) -> bool {
         let Some(i) = self.bucket_index(id) else { return false };
         let Some(b) = self.buckets.get_mut(i) else { return false };
         let Some(e) = b.entries.iter_mut().find(|e| e.id() == *id) else { return false };
+        if e.last_seen > sent || e.failed_at.is_some_and(|t| now.saturating_duration_since(t) < spacing) {
+            return false;
+        }
+        e.failed_at = Some(now);
         e.failures += 1;
         if e.failures >= max_failures {
             self.on_failed(id);
@@ -490,7 +508,7 @@ mod tests {
 
     fn entry(seed: [u8; 32], addr: SocketAddr, now: Instant) -> Entry {
         let rec = Identity::from_seed(seed).make_record(1, 0, &[WireAddr::from(addr)]).unwrap();
-        Entry { record: rec, addr, last_seen: now, failures: 0 }
+        Entry { record: rec, addr, last_seen: now, failures: 0, failed_at: None }
     }
 
     fn seed(n: u32) -> [u8; 32] {
@@ -534,6 +552,31 @@ mod tests {
         assert_eq!(t.on_failed(&far[1].id()), Some(far[2].id()));
         assert_eq!(t.len(), 2);
         assert!(t.get(&far[1].id()).is_none());
+    }
+
+    #[test]
+    fn timeouts_together_count_once_and_a_node_heard_since_is_not_failed() {
+        let t0 = Instant::now();
+        let local = Identity::from_seed([0; 32]).id();
+        let mut t = RoutingTable::new(local, RoutingConfig::default());
+        let e = entry(seed(1), addr(1), t0);
+        let id = e.id();
+        assert_eq!(t.insert(t0, e), Insert::Added);
+        let spacing = Duration::from_secs(1);
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // Ten requests sent together time out together: one failure, not ten.
+        for _ in 0..10 {
+            assert!(!t.record_failure(at(2000), at(1), &id, 2, spacing));
+        }
+        assert_eq!(t.get(&id).map(|e| e.failures), Some(1));
+        // It spoke after this request left: the timeout is not held against it.
+        t.on_alive(at(2500), &id);
+        assert!(!t.record_failure(at(4000), at(2000), &id, 2, spacing));
+        assert_eq!(t.get(&id).map(|e| e.failures), Some(0));
+        // Failures spread over time remove it.
+        assert!(!t.record_failure(at(6000), at(4000), &id, 2, spacing));
+        assert!(t.record_failure(at(8000), at(6000), &id, 2, spacing));
+        assert!(t.get(&id).is_none());
     }
 
     #[test]

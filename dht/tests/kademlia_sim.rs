@@ -82,6 +82,42 @@ fn bootstrap_fills_every_table_and_put_get_need_no_timer() {
 }
 
 #[test]
+fn a_burst_of_queries_waits_its_turn_and_every_one_completes() {
+    let mut net = Net::new(
+        (0..20)
+            .map(|i| {
+                let mut c = config(i);
+                c.routing.exempt_local = true;
+                c.max_active_queries = 2;
+                c
+            })
+            .collect(),
+    );
+    net = joined_with(net);
+    let now = net.now;
+    let keys: Vec<(Key, Record)> = (0..12u8).map(|i| imm(&[b'q', i])).collect();
+    let qs: Vec<_> = keys
+        .iter()
+        .map(|(k, r)| net.nodes[5].put(now, *k, r.clone(), Duration::from_secs(300), None).unwrap())
+        .collect();
+    assert!(net.nodes[5].dht_stats().queries_queued >= 10, "two run (at most), the others wait");
+    net.run();
+    let ev = net.take_events(5);
+    let done: Vec<_> = ev
+        .iter()
+        .filter_map(|e| match e {
+            DhtEvent::PutDone { query, result: Ok(o) } if o.stored == 3 => Some(*query),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(done.len(), 12, "every queued put ran and stored three copies");
+    assert!(qs.iter().all(|q| done.contains(q)));
+    for (k, _) in &keys {
+        assert_eq!(net.nodes.iter().filter(|n| n.store().get(net.now, k).len() == 1).count(), 3);
+    }
+}
+
+#[test]
 fn lying_nodes_answers_are_refused_and_counted() {
     let mut net = net(3);
     let honest = net.nodes[2].record().clone();

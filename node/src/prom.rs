@@ -94,7 +94,26 @@ impl Metrics {
         }
         o.one("dht_records_expired_total", "counter", "Records expired.", d.dht.records_expired);
         o.one("dht_republished_total", "counter", "Records republished by this node.", d.dht.republished);
+        o.one("dht_retransmits_total", "counter", "Requests sent again after their RTO.", d.dht.retransmits);
+        o.one(
+            "dht_resends_skipped_total",
+            "counter",
+            "Resends put off because the retransmission budget was spent.",
+            d.dht.resends_skipped,
+        );
+        o.one(
+            "dht_answers_repeated_total",
+            "counter",
+            "Retransmitted requests answered again from the answer cache.",
+            d.dht.answers_repeated,
+        );
         o.one("dht_repair_stores_total", "counter", "Stores sent to restore a record's replicas.", d.dht.repair_stores);
+        o.one(
+            "dht_repair_waits_total",
+            "counter",
+            "Repair steps deferred because the window of repair stores in flight was full.",
+            d.dht.repair_waits,
+        );
         o.one("dht_packets_in_total", "counter", "DHT datagrams received.", c.packets_in);
         o.one("dht_packets_out_total", "counter", "DHT datagrams sent.", c.packets_out);
         o.one("dht_send_errors_total", "counter", "DHT datagrams the socket refused.", d.send_errors);

@@ -225,6 +225,8 @@ pub struct Options {
     pub agents: usize,
     /// Print JSON instead of text.
     pub json: bool,
+    /// Print the DHT's counters summed over the nodes every 10 s (on stderr).
+    pub trace: bool,
 }
 
 /// Sends `rounds` pings over every pair, all pairs concurrently (each pair's pings in sequence).
@@ -326,6 +328,9 @@ pub async fn run(o: Options) -> Result<()> {
     report.startup_ms = t0.elapsed().as_secs_f64() * 1e3;
     let nodes: Vec<NodeHandle> = full.iter().map(|f| f.dht().clone()).collect();
     let pairs = pairs(&nodes, o.sample);
+    if o.trace {
+        tokio::spawn(super::devnet_dht::trace(nodes.clone()));
+    }
 
     let bar = bars.next("handshakes + pings", 3);
     let mut hs = concurrent(&pairs, 1).await?;

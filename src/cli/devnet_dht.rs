@@ -289,3 +289,41 @@ pub async fn replicas_restored(
     }
     out
 }
+
+/// Every 10 s, until the process ends: what the DHT did in those 10 s, summed over `nodes` (queries
+/// by kind, requests, failures, retransmissions, repair, drops by reason), one line on stderr.
+pub async fn trace(nodes: Vec<NodeHandle>) {
+    use std::collections::BTreeMap;
+    let mut last: BTreeMap<String, u64> = BTreeMap::new();
+    loop {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let mut now: BTreeMap<String, u64> = BTreeMap::new();
+        let mut add = |k: &str, v: u64| *now.entry(k.to_string()).or_default() += v;
+        for h in &nodes {
+            let Ok(s) = h.stats().await else { continue };
+            for (k, v) in &s.dht.query_latency {
+                add(&format!("queries_{k}"), v.count);
+            }
+            add("queries_queued", s.dht.queries_queued);
+            add("rpcs", s.dht.rpcs_sent);
+            add("rpcs_failed", s.dht.rpcs_failed);
+            add("retransmits", s.dht.retransmits);
+            add("resends_skipped", s.dht.resends_skipped);
+            add("repair_stores", s.dht.repair_stores);
+            add("stores_accepted", s.dht.stores_accepted);
+            add("handshakes", s.channel.handshakes_completed);
+            add("packets_in", s.channel.packets_in);
+            for (r, c) in s.channel.drops.nonzero() {
+                add(&format!("drop_{}", r.name()), c);
+            }
+        }
+        let delta: Vec<String> = now
+            .iter()
+            .map(|(k, v)| (k, v.saturating_sub(last.get(k).copied().unwrap_or(0))))
+            .filter(|(_, d)| *d > 0)
+            .map(|(k, d)| format!("{k}={d}"))
+            .collect();
+        eprintln!("devnet trace (10 s): {}", delta.join(" "));
+        last = now;
+    }
+}

@@ -175,6 +175,10 @@ pub enum Cmd {
         /// Report format: text, or json (one object on stdout; progress stays on stderr).
         #[arg(long, default_value = "text", value_parser = ["text", "json"])]
         report: String,
+        /// Every 10 s, print what the DHT did (queries, requests, failures, retransmissions,
+        /// repair, drops), summed over the nodes, on stderr: to see where a slow run spends it.
+        #[arg(long)]
+        trace: bool,
     },
 }
 
@@ -229,10 +233,11 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Blob(cmd) => client::blob(cmd).await,
         Cmd::Mesh(cmd) => mesh::run(cmd).await,
         Cmd::World(cmd) => world::run(cmd).await,
-        Cmd::Devnet { nodes, sample, pings, records, messages, paced, mesh_rounds, agents, report } => {
+        Cmd::Devnet { nodes, sample, pings, records, messages, paced, mesh_rounds, agents, report, trace } => {
             let json = report == "json";
-            devnet::run(devnet::Options { nodes, sample, pings, records, messages, paced, mesh_rounds, agents, json })
-                .await
+            let o =
+                devnet::Options { nodes, sample, pings, records, messages, paced, mesh_rounds, agents, json, trace };
+            devnet::run(o).await
         }
     }
 }

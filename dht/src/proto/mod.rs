@@ -5,6 +5,7 @@
 //! `DhtEvent`s carrying those ids. Peers' requests are answered in `serve`; lookups, gets, puts and
 //! bootstraps are driven in `query`. Like the channel below it, it is fed `(now, input)` and polled.
 
+mod config;
 mod query;
 mod rejoin;
 mod repair;
@@ -16,128 +17,22 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+pub use config::{DhtConfig, DhtStats};
 pub use query::{GetMode, PutOutcome};
 pub use rejoin::{MAX_DORMANT, MAX_SEEDS, RejoinStatus};
 pub use snapshot::{Restored, SavedPeer, SavedRecord, Snapshot};
 
-use crate::channel::{Channel, ChannelConfig, ChannelEvent, PeerInfo, SendError, Transmit};
+use crate::channel::{Channel, ChannelEvent, PeerInfo, SendError, Transmit};
 use crate::identity::{Identity, NodeId, NodeRecord, RecordError};
-use crate::lookup::{Found, LookupConfig};
-use crate::ratelimit::{LimitStat, Limiter, Rate, allow_both, ip_key};
-use crate::routing::{Entry, Insert, RoutingConfig, RoutingTable};
-use crate::stats::{ChannelStats, DropReason, Histogram};
-use crate::store::{RecordStore, StoreConfig, StoreError};
+use crate::lookup::Found;
+use crate::ratelimit::{LimitStat, Limiter, allow_both, ip_key};
+use crate::routing::{Entry, Insert, RoutingTable};
+use crate::stats::{ChannelStats, DropReason};
+use crate::store::{RecordStore, StoreError};
 use crate::wire::{Body, Key, Message, Record, WireAddr};
 
 /// Lifetime of a record put without a reason to choose another (ephemeral records, §7.4).
 pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
-
-/// Tunables of the `Dht`.
-#[derive(Clone, Debug)]
-pub struct DhtConfig {
-    /// The secure channel.
-    pub channel: ChannelConfig,
-    /// The routing table.
-    pub routing: RoutingConfig,
-    /// Lookups (α, k, disjoint paths).
-    pub lookup: LookupConfig,
-    /// The record store.
-    pub store: StoreConfig,
-    /// User pings fail after this (covers fetching the record and the handshake).
-    pub request_timeout: Duration,
-    /// One lookup or store request fails after this (covers a handshake if one is needed).
-    pub rpc_timeout: Duration,
-    /// A lookup request unanswered after this stops counting against α: the lookup asks the
-    /// next candidate instead of waiting for `rpc_timeout`, and does not wait for it to finish
-    /// (a late answer is still used; it is retransmitted meanwhile, §6.7). Dead nodes in routing
-    /// tables then cost a lookup this much, not `rpc_timeout`.
-    pub lookup_stall: Duration,
-    /// A whole query gives up after this.
-    pub query_timeout: Duration,
-    /// Smallest retransmission timeout of a request (§6.7): an unanswered request is sent again
-    /// after the RTO (smoothed RTT + 4 deviations, at least this), doubling each time, until its
-    /// timeout. A LAN's sub-millisecond RTT would otherwise resend on every scheduling hiccup; a
-    /// needless resend costs the responder only a cached answer.
-    pub rto_min: Duration,
-    /// Largest retransmission timeout.
-    pub rto_max: Duration,
-    /// Replicas per record (r).
-    pub replication: usize,
-    /// Requests of our own in flight.
-    pub max_pending_requests: usize,
-    /// Queries in flight.
-    pub max_queries: usize,
-    /// Node records remembered outside the routing table.
-    pub max_known_records: usize,
-    /// Consecutive failed requests after which a node leaves the routing table.
-    pub max_failures: u32,
-    /// Records we published that we keep republishing.
-    pub max_published: usize,
-    /// Capability flags advertised in our record.
-    pub capabilities: u64,
-    /// Every this often, our `neighbours` closest nodes not heard from for this long are pinged,
-    /// so that a replica that died is noticed (and its records repaired, §7.5) without waiting
-    /// for a lookup to stumble on it. Zero turns the check off.
-    pub neighbour_check: Duration,
-    /// How many of our closest nodes the neighbour check watches.
-    pub neighbours: usize,
-    /// A table with fewer nodes than this makes the node rejoin through its seeds and dormant
-    /// peers, with backoff, until it has them again (§7.6). The default, 1, means an empty table:
-    /// a node with one peer in a two-node network is not alone, and partitions heal through the
-    /// dormant-peer probes whatever the table's size.
-    pub min_peers: usize,
-    /// Longest wait between two rejoin attempts (the wait doubles from 1 s up to this).
-    pub rejoin_backoff_max: Duration,
-    /// Every this often one dormant peer (removed from the table for failing) is pinged, so
-    /// that the table heals after a partition (§7.6). Zero turns probing off.
-    pub dormant_probe: Duration,
-    /// How long a dormant peer is probed before it is forgotten.
-    pub dormant_keep: Duration,
-    /// Requests (Ping, FindNode, FindValue, FindSet, Store, and malformed messages) served per
-    /// peer; over it they are answered `Error` RATE_LIMITED. `None` turns a limit off. wire-spec §8.1.
-    pub requests_per_peer: Option<Rate>,
-    /// Requests served per source IP (IPv6: per /64), whatever the peer: many identities on one
-    /// host share it.
-    pub requests_per_ip: Option<Rate>,
-    /// Stores accepted for checking per peer; over it they are answered `Error` RATE_LIMITED.
-    pub stores_per_peer: Option<Rate>,
-    /// Stores per source IP (IPv6: per /64).
-    pub stores_per_ip: Option<Rate>,
-}
-
-impl Default for DhtConfig {
-    fn default() -> Self {
-        DhtConfig {
-            channel: ChannelConfig::default(),
-            routing: RoutingConfig::default(),
-            lookup: LookupConfig::default(),
-            store: StoreConfig::default(),
-            request_timeout: Duration::from_secs(10),
-            rpc_timeout: Duration::from_secs(2),
-            lookup_stall: Duration::from_millis(400),
-            query_timeout: Duration::from_secs(30),
-            rto_min: Duration::from_millis(15),
-            rto_max: Duration::from_secs(1),
-            replication: 3,
-            max_pending_requests: 4096,
-            max_queries: 256,
-            max_known_records: 4096,
-            max_failures: 2,
-            max_published: 10_000,
-            capabilities: 0,
-            neighbour_check: Duration::from_secs(10),
-            neighbours: 8,
-            min_peers: 1,
-            rejoin_backoff_max: Duration::from_secs(30),
-            dormant_probe: Duration::from_secs(2),
-            dormant_keep: Duration::from_secs(3600),
-            requests_per_peer: Some(Rate::new(1000, 2000)),
-            requests_per_ip: Some(Rate::new(5000, 10_000)),
-            stores_per_peer: Some(Rate::new(100, 1000)),
-            stores_per_ip: Some(Rate::new(1000, 5000)),
-        }
-    }
-}
 
 /// Whom to ping.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -328,35 +223,6 @@ pub struct Adversary {
     pub colluders: Option<std::sync::Arc<Vec<NodeRecord>>>,
 }
 
-/// Counters of the DHT layer (the channel has its own).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct DhtStats {
-    /// Lookups started (find_node, get, put, bootstrap, refresh).
-    pub lookups: u64,
-    /// Lookup and store requests sent.
-    pub rpcs_sent: u64,
-    /// Lookup and store requests that failed or timed out.
-    pub rpcs_failed: u64,
-    /// Stores from peers accepted.
-    pub stores_accepted: u64,
-    /// Stores from peers refused, by reason.
-    pub stores_refused: BTreeMap<&'static str, u64>,
-    /// Records expired.
-    pub records_expired: u64,
-    /// Records republished by us.
-    pub republished: u64,
-    /// Replica-repair sweeps over the store (a node left or joined near keys we hold).
-    pub repair_sweeps: u64,
-    /// Stores sent to repair a key's replica set.
-    pub repair_stores: u64,
-    /// Requests sent again because no answer came within the retransmission timeout (§6.7).
-    pub retransmits: u64,
-    /// Retransmitted requests from peers answered from the answer cache (§6.7).
-    pub answers_repeated: u64,
-    /// Duration of finished queries by kind (`find_node`, `get`, `put`, `bootstrap`, `refresh`).
-    pub query_latency: BTreeMap<&'static str, Histogram>,
-}
-
 /// Why an outstanding request was sent, and what to do with its answer.
 #[derive(Clone, Debug)]
 enum Waiting {
@@ -427,6 +293,10 @@ pub struct Dht {
     next_request: u64,
     pending: BTreeMap<u64, Pending>,
     queries: BTreeMap<QueryId, query::Query>,
+    /// Queries waiting for a turn (`max_active_queries`), oldest first, and how many run.
+    query_queue: std::collections::VecDeque<QueryId>,
+    active_queries: usize,
+    admitting: bool,
     next_query: QueryId,
     known: BTreeMap<NodeId, NodeRecord>,
     fetching: BTreeSet<SocketAddr>,
@@ -445,6 +315,8 @@ pub struct Dht {
     /// Round trips per peer (a network's RTTs differ by 30x: a global estimate alone would resend
     /// to far peers too early); at most `max_known_records`, cleared when full.
     peer_rtt: BTreeMap<NodeId, resend::RttEstimate>,
+    /// Retransmissions allowed (first transmissions earn them).
+    resend_budget: resend::ResendBudget,
     answers: resend::AnswerCache,
     rejoin: rejoin::Rejoin,
     /// The request being served (peer, id, digest of its bytes): its answers go to the cache.
@@ -512,6 +384,9 @@ impl Dht {
             next_request: 1,
             pending: BTreeMap::new(),
             queries: BTreeMap::new(),
+            query_queue: std::collections::VecDeque::new(),
+            active_queries: 0,
+            admitting: false,
             next_query: 1,
             known: BTreeMap::new(),
             fetching: BTreeSet::new(),
@@ -527,6 +402,7 @@ impl Dht {
             last_neighbour_check: now,
             rtt: resend::RttEstimate::new(),
             peer_rtt: BTreeMap::new(),
+            resend_budget: resend::ResendBudget::new(),
             answers: resend::AnswerCache::default(),
             rejoin: rejoin::Rejoin::default(),
             serving: None,
@@ -648,8 +524,8 @@ impl Dht {
         let bytes = Message { id, body }.encode().map_err(|_| RequestError::Send(SendError::TooLarge))?;
         let clean = self.channel.has_session(&info.id, now);
         self.channel.send(now, info, &bytes).map_err(RequestError::Send)?;
-        let (min, max) = (self.cfg.rto_min, self.cfg.rto_max);
-        let rto = self.peer_rtt.get(&info.id).map_or_else(|| self.rtt.rto(min, max), |e| e.rto(min, max));
+        self.resend_budget.earn();
+        let rto = self.rto_of(&info.id);
         let resend = Some(resend::Resend { info: *info, bytes, next: now + rto, rto, resent: 0, clean });
         self.pending.insert(id, Pending { waiting, started: now, deadline: now + timeout, stall: None, resend });
         Ok(id)
@@ -742,7 +618,7 @@ impl Dht {
     /// A node proved alive at `addr`: offer it to the routing table.
     fn saw_alive(&mut self, now: Instant, rec: &NodeRecord, addr: SocketAddr) {
         self.remember(rec);
-        let entry = Entry { record: rec.clone(), addr, last_seen: now, failures: 0 };
+        let entry = Entry { record: rec.clone(), addr, last_seen: now, failures: 0, failed_at: None };
         match self.table.insert(now, entry) {
             Insert::Added => self.peer_added(now, rec.id),
             Insert::PingFirst { ping } => {
@@ -750,7 +626,7 @@ impl Dht {
                     let info = PeerInfo { id: ping, noise_key: e.record.noise_key, addr: e.addr };
                     let w = Waiting::Pong { peer: ping, purpose: PingPurpose::Liveness };
                     if self.send_request(now, &info, Body::Ping, w, self.cfg.rpc_timeout).is_err() {
-                        self.node_failed(now, &ping);
+                        self.node_failed(now, now, &ping);
                     }
                 }
             }
@@ -758,9 +634,11 @@ impl Dht {
         }
     }
 
-    /// A request to `peer` failed: count it against the node's place in the table.
-    fn node_failed(&mut self, now: Instant, peer: &NodeId) {
-        if self.table.record_failure(peer, self.cfg.max_failures) {
+    /// A request to `peer` sent at `sent` failed: count it against the node's place in the table
+    /// (`RoutingTable::record_failure`: not if it spoke since, and a burst of timeouts once).
+    fn node_failed(&mut self, now: Instant, sent: Instant, peer: &NodeId) {
+        let spacing = self.cfg.rpc_timeout / 2;
+        if self.table.record_failure(now, sent, peer, self.cfg.max_failures, spacing) {
             self.peer_removed(now, *peer);
         }
     }
@@ -840,7 +718,7 @@ impl Dht {
                 // Still dormant; probed again in turn.
                 PingPurpose::Dormant => {}
                 PingPurpose::Neighbour => {
-                    self.node_failed(now, &peer);
+                    self.node_failed(now, p.started, &peer);
                     // Still listed (fewer than `max_failures` so far): ask again now rather than
                     // at the next check, so a dead neighbour is gone within a few timeouts.
                     self.ping_neighbour(now, peer);
@@ -852,13 +730,13 @@ impl Dht {
                     // A partial answer is still an answer.
                     self.lookup_answered(now, query, peer, nodes);
                 } else {
-                    self.node_failed(now, &peer);
+                    self.node_failed(now, p.started, &peer);
                     self.lookup_failed(now, query, peer);
                 }
             }
             Waiting::StoreAck { peer, query } => {
                 self.stats.rpcs_failed += 1;
-                self.node_failed(now, &peer);
+                self.node_failed(now, p.started, &peer);
                 self.replica_done(now, query, peer, Err(error));
             }
         }
@@ -1271,7 +1149,7 @@ impl Dht {
         let info = PeerInfo { id, noise_key: e.record.noise_key, addr: e.addr };
         let w = Waiting::Pong { peer: id, purpose: PingPurpose::Neighbour };
         if self.send_request(now, &info, Body::Ping, w, self.cfg.rpc_timeout).is_err() {
-            self.node_failed(now, &id);
+            self.node_failed(now, now, &id);
         }
     }
 

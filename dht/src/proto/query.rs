@@ -77,6 +77,8 @@ pub(super) struct Query {
     pub(super) lookup: Option<Lookup>,
     pub(super) deadline: Instant,
     pub(super) started: Instant,
+    /// Whether its lookup runs (or it waits in `query_queue`).
+    pub(super) admitted: bool,
 }
 
 /// A record we put and keep alive by putting it again before it expires.
@@ -111,8 +113,41 @@ impl Dht {
             _ => self.cfg.lookup.k,
         };
         let lookup = target.map(|t| self.start_lookup(t, k));
-        self.queries.insert(id, Query { kind, lookup, deadline: now + self.cfg.query_timeout, started: now });
+        let admitted = self.active_queries < self.cfg.max_active_queries.max(1);
+        if admitted {
+            self.active_queries += 1;
+        } else {
+            self.query_queue.push_back(id);
+            self.stats.queries_queued += 1;
+        }
+        let deadline = now + self.cfg.query_timeout;
+        self.queries.insert(id, Query { kind, lookup, deadline, started: now, admitted });
         Ok(id)
+    }
+
+    /// Query `q` is gone (`admitted`: it was running): its turn goes to the next waiting one.
+    fn query_removed(&mut self, now: Instant, q: QueryId, admitted: bool) {
+        if admitted {
+            self.active_queries = self.active_queries.saturating_sub(1);
+        } else {
+            self.query_queue.retain(|w| *w != q);
+        }
+        // A query admitted here may finish at once and come back through this function: the
+        // loop below goes on admitting, the nested call does not.
+        if self.admitting {
+            return;
+        }
+        self.admitting = true;
+        while self.active_queries < self.cfg.max_active_queries.max(1) {
+            let Some(next) = self.query_queue.pop_front() else { break };
+            let Some(query) = self.queries.get_mut(&next) else { continue };
+            query.admitted = true;
+            // The wait does not count against its time to run.
+            query.deadline = now + self.cfg.query_timeout;
+            self.active_queries += 1;
+            self.drive(now, next);
+        }
+        self.admitting = false;
     }
 
     fn start_lookup(&mut self, target: NodeId, k: usize) -> Lookup {
@@ -265,6 +300,9 @@ impl Dht {
 
     /// Sends what the lookup of `q` wants sent; finishes the query when the lookup is done.
     pub(super) fn drive(&mut self, now: Instant, q: QueryId) {
+        if self.queries.get(&q).is_some_and(|query| !query.admitted) {
+            return;
+        }
         for _ in 0..8 {
             let Some(query) = self.queries.get_mut(&q) else { return };
             let body = match &query.kind {
@@ -295,7 +333,7 @@ impl Dht {
                 match self.send_request(now, &info, body.clone(), w, self.cfg.rpc_timeout) {
                     Ok(id) => {
                         self.stats.rpcs_sent += 1;
-                        let stall = now + self.cfg.lookup_stall;
+                        let stall = self.stall_deadline(now, &rec.id);
                         if let Some(p) = self.pending.get_mut(&id) {
                             p.stall = Some(stall);
                         }
@@ -435,7 +473,7 @@ impl Dht {
             let body = Body::FindSet { key, after: last };
             if let Ok(id) = self.send_request(now, &info, body, w, self.cfg.rpc_timeout) {
                 self.stats.rpcs_sent += 1;
-                let stall = now + self.cfg.lookup_stall;
+                let stall = self.stall_deadline(now, &peer);
                 if let Some(p) = self.pending.get_mut(&id) {
                     p.stall = Some(stall);
                 }
@@ -463,6 +501,10 @@ impl Dht {
     }
 
     pub(super) fn replica_done(&mut self, now: Instant, q: QueryId, peer: NodeId, result: Result<(), RequestError>) {
+        if q == super::repair::REPAIR_QUERY {
+            self.repair_store_done();
+            return;
+        }
         let Some(Query { kind: Kind::Put { replicas_left: Some(left), outcome, error, .. }, .. }) =
             self.queries.get_mut(&q)
         else {
@@ -530,6 +572,7 @@ impl Dht {
             return self.start_storing(now, q);
         }
         let Some(query) = self.queries.remove(&q) else { return };
+        self.query_removed(now, q, query.admitted);
         let queries = query.lookup.as_ref().map_or(0, Lookup::queries);
         let name = match query.kind {
             Kind::FindNode => "find_node",
@@ -588,7 +631,9 @@ impl Dht {
             if let Some(query) = self.queries.get_mut(&q) {
                 query.deadline = now + self.cfg.rpc_timeout;
                 if matches!(query.kind, Kind::Put { replicas_left: Some(_), .. }) {
+                    let admitted = query.admitted;
                     self.queries.remove(&q);
+                    self.query_removed(now, q, admitted);
                     self.events.push_back(DhtEvent::PutDone { query: q, result: Err(RequestError::Timeout) });
                     continue;
                 }

@@ -107,9 +107,12 @@ impl Dht {
         self.check_floor(now);
     }
 
-    /// A node is in the table again: it is not dormant.
+    /// A node is in the table again: it is not dormant. A dormant one is back by whatever path
+    /// (its probe, a rejoin attempt, a lookup): it counts as revived.
     pub(super) fn note_back(&mut self, now: Instant, peer: NodeId) {
-        self.rejoin.dormant.remove(&peer);
+        if self.rejoin.dormant.remove(&peer).is_some() {
+            self.rejoin.revived += 1;
+        }
         self.check_floor(now);
     }
 

@@ -12,7 +12,10 @@
 //!   too, we store that key's records on it: a joining or restarted node receives the records it
 //!   is now responsible for.
 //!
-//! The work is a sweep over the store, paced at `REPAIR_CHUNK` keys per `REPAIR_PACE`: triggers
+//! The work is a sweep over the store, paced at `REPAIR_CHUNK` keys per `REPAIR_PACE` and by a
+//! window of `REPAIR_WINDOW` repair stores in flight: a step sends only while fewer are waiting for
+//! their answer, so a busy network (or a busy machine) slows repair down instead of being flooded
+//! by it, and repair never fills the table of pending requests that user requests need. Triggers
 //! collect while a sweep runs and start the next one. A store sent for repair keeps the remaining
 //! lifetime of the held copy, so repair never extends a record's life.
 
@@ -28,6 +31,9 @@ use crate::wire::{Body, Key};
 const REPAIR_CHUNK: usize = 128;
 /// Time between steps of a sweep.
 const REPAIR_PACE: Duration = Duration::from_millis(10);
+/// Repair stores waiting for their answer at most (a key's records go out together, so one key
+/// may overshoot it by its records times r - 1).
+pub(super) const REPAIR_WINDOW: usize = 32;
 /// Triggers remembered for the next sweep; past this the next sweep checks every key against the
 /// whole table (`Trigger::All`).
 const MAX_TRIGGERS: usize = 256;
@@ -47,6 +53,8 @@ pub(super) struct Repair {
     start: Option<Instant>,
     /// The sweep in progress: its triggers, the next key, when its next step is due.
     sweep: Option<Sweep>,
+    /// Repair stores sent and not yet answered, refused or timed out.
+    in_flight: usize,
 }
 
 #[derive(Debug)]
@@ -74,6 +82,11 @@ impl Repair {
 }
 
 impl Dht {
+    /// A repair store was answered, refused or timed out: its place in the window is free.
+    pub(super) fn repair_store_done(&mut self) {
+        self.repair.in_flight = self.repair.in_flight.saturating_sub(1);
+    }
+
     /// A node left the routing table (`joined` false) or entered it (`joined` true).
     pub(super) fn repair_trigger(&mut self, now: Instant, peer: NodeId, joined: bool) {
         if self.store.is_empty() {
@@ -109,6 +122,12 @@ impl Dht {
             if r.gone.is_empty() && r.joined.is_empty() && !r.overflow {
                 return;
             }
+            // Recounted at each sweep, so a lost decrement cannot stall repair for good.
+            self.repair.in_flight = self
+                .pending
+                .values()
+                .filter(|p| matches!(p.waiting, Waiting::StoreAck { query: REPAIR_QUERY, .. }))
+                .count();
             let first = self.store.keys().next().copied();
             self.repair.sweep = Some(Sweep {
                 gone: std::mem::take(&mut self.repair.gone),
@@ -122,10 +141,16 @@ impl Dht {
         let Some(mut sweep) = self.repair.sweep.take() else { return };
         let Some(from) = sweep.next_key else { return };
         let keys: Vec<Key> = self.store.keys_from(&from).take(REPAIR_CHUNK + 1).copied().collect();
+        sweep.next_key = keys.get(REPAIR_CHUNK).copied();
         for key in keys.iter().take(REPAIR_CHUNK) {
+            if self.repair.in_flight >= REPAIR_WINDOW {
+                // The window is full: go on from this key at a later step.
+                sweep.next_key = Some(*key);
+                self.stats.repair_waits += 1;
+                break;
+            }
             self.repair_key(now, key, &sweep);
         }
-        sweep.next_key = keys.get(REPAIR_CHUNK).copied();
         sweep.due = now + REPAIR_PACE;
         if sweep.next_key.is_some() {
             self.repair.sweep = Some(sweep);
@@ -171,6 +196,7 @@ impl Dht {
                 let w = Waiting::StoreAck { peer: *peer, query: REPAIR_QUERY };
                 if self.send_request(now, &info, body, w, self.cfg.rpc_timeout).is_ok() {
                     self.stats.repair_stores += 1;
+                    self.repair.in_flight += 1;
                 }
             }
         }

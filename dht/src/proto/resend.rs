@@ -3,7 +3,12 @@
 //! A request unanswered after one retransmission timeout (RTO) is sent again, under the same
 //! message id, with the RTO doubled each time, until its deadline. The RTO follows RFC 6298:
 //! smoothed round-trip time plus four deviations, sampled only from requests answered on their
-//! first transmission (Karn), clamped to `[rto_min, rto_max]`. A responder remembers the encoded
+//! first transmission (Karn), clamped to `[rto_min, rto_max]`. As in RFC 6298 §5.5, a timeout
+//! also backs the peer's RTO off for the requests that follow, until an answer to a request sent
+//! once measures the path again: a peer that is slow because it is overloaded is not sent every
+//! request three times. And retransmissions draw on a budget that only first transmissions fill
+//! (`RESEND_BUDGET_MAX`, one token per request): whatever happens, resending at most doubles the
+//! traffic, so an overloaded network is never pushed into collapse by its own retries. A responder remembers the encoded
 //! answers it sent, by (peer, message id), for `ANSWER_CACHE_LIFETIME`: a retransmitted request
 //! is answered again from the cache and never served twice, so a repeated `Store` with
 //! `expected_seq` is not refused as a compare-and-swap mismatch and costs no second check.
@@ -23,6 +28,35 @@ pub const ANSWER_CACHE_ENTRIES: usize = 512;
 pub const ANSWER_CACHE_BYTES: usize = 1 << 20;
 /// Largest answer (all its parts) kept for one request.
 pub const ANSWER_CACHE_MAX_ONE: usize = 16 * 1024;
+
+/// Tokens of the retransmission budget at most (and at the start): the resends a burst may take.
+pub const RESEND_BUDGET_MAX: u32 = 64;
+/// How far a peer's RTO is backed off at most by timeouts, as a power of two.
+const MAX_BACKOFF: u32 = 5;
+
+/// Retransmissions allowed: one token per request sent, one spent per resend.
+#[derive(Debug)]
+pub(super) struct ResendBudget {
+    tokens: u32,
+}
+
+impl ResendBudget {
+    pub fn new() -> Self {
+        ResendBudget { tokens: RESEND_BUDGET_MAX }
+    }
+
+    /// A request went out for the first time.
+    pub fn earn(&mut self) {
+        self.tokens = (self.tokens + 1).min(RESEND_BUDGET_MAX);
+    }
+
+    /// Takes a token for one resend, if there is one.
+    pub fn spend(&mut self) -> bool {
+        let ok = self.tokens > 0;
+        self.tokens = self.tokens.saturating_sub(1);
+        ok
+    }
+}
 
 /// A request's copy kept for retransmission.
 #[derive(Debug)]
@@ -47,15 +81,32 @@ pub(super) struct Resend {
 pub(super) struct RttEstimate {
     srtt: Option<Duration>,
     rttvar: Duration,
+    /// Timeouts since the last sample, as a power of two on the RTO (RFC 6298 §5.5).
+    backoff: u32,
+    /// When it was last backed off: the timeouts of requests sent together count once.
+    backed_off: Option<Instant>,
 }
 
 impl RttEstimate {
     pub fn new() -> Self {
-        RttEstimate { srtt: None, rttvar: Duration::ZERO }
+        RttEstimate { srtt: None, rttvar: Duration::ZERO, backoff: 0, backed_off: None }
+    }
+
+    /// A request timed out: later requests wait twice as long before a resend, until a sample.
+    /// Backs off at most once per RTO, so a burst of requests lost together doubles it once.
+    pub fn back_off(&mut self, now: Instant, min: Duration, max: Duration) {
+        let rto = self.rto(min, max);
+        if self.backed_off.is_some_and(|t| now.saturating_duration_since(t) < rto) {
+            return;
+        }
+        self.backed_off = Some(now);
+        self.backoff = (self.backoff + 1).min(MAX_BACKOFF);
     }
 
     /// A round trip measured on a request answered on its first transmission.
     pub fn sample(&mut self, rtt: Duration) {
+        self.backoff = 0;
+        self.backed_off = None;
         match self.srtt {
             None => {
                 self.srtt = Some(rtt);
@@ -72,8 +123,8 @@ impl RttEstimate {
     /// The retransmission timeout, clamped to `[min, max]`; 3 × `min` before the first sample,
     /// as a network we know nothing about yet may be slow.
     pub fn rto(&self, min: Duration, max: Duration) -> Duration {
-        let rto = self.srtt.map_or(min * 3, |s| s + self.rttvar * 4);
-        rto.clamp(min, max.max(min))
+        let rto = self.srtt.map_or(min * 3, |s| s + self.rttvar * 4).clamp(min, max.max(min));
+        (rto * (1 << self.backoff)).min(max.max(min))
     }
 }
 
@@ -161,6 +212,19 @@ impl AnswerCache {
 }
 
 impl Dht {
+    /// The retransmission timeout toward `peer` (its own estimate, else the node's).
+    pub(super) fn rto_of(&self, peer: &NodeId) -> Duration {
+        let (min, max) = (self.cfg.rto_min, self.cfg.rto_max);
+        self.peer_rtt.get(peer).map_or_else(|| self.rtt.rto(min, max), |e| e.rto(min, max))
+    }
+
+    /// When a lookup stops waiting for a request to `peer` sent `now`: `lookup_stall`, or two
+    /// of the peer's RTOs if that is longer, so that on a slow or loaded path the lookup does
+    /// not give up on every request (and ask still more peers) before its resend could answer.
+    pub(super) fn stall_deadline(&self, now: Instant, peer: &NodeId) -> Instant {
+        now + self.cfg.lookup_stall.max(self.rto_of(peer) * 2)
+    }
+
     /// A request we answered already (the peer retransmitted it): the same answer again, from
     /// the cache, without serving it twice. Returns whether it was one.
     pub(super) fn answer_again(&mut self, now: Instant, peer: NodeId, id: u64, request: &RequestDigest) -> bool {
@@ -173,13 +237,25 @@ impl Dht {
         true
     }
 
-    /// Sends again every request whose retransmission timeout passed (§6.7).
+    /// Sends again every request whose retransmission timeout passed (§6.7), as far as the
+    /// budget allows; one the budget refuses waits one more timeout.
     pub(super) fn resend_due(&mut self, now: Instant) {
-        let max = self.cfg.rto_max;
+        let (min, max) = (self.cfg.rto_min, self.cfg.rto_max);
         let mut due = Vec::new();
         for p in self.pending.values_mut() {
             let Some(r) = p.resend.as_mut() else { continue };
             if now < r.next {
+                continue;
+            }
+            // Only the peer's own RTO backs off: dead peers (churn) must not slow requests to
+            // the others down.
+            let known = self.peer_rtt.len() < self.cfg.max_known_records || self.peer_rtt.contains_key(&r.info.id);
+            if r.resent == 0 && known {
+                self.peer_rtt.entry(r.info.id).or_insert_with(RttEstimate::new).back_off(now, min, max);
+            }
+            if !self.resend_budget.spend() {
+                r.next = now + r.rto;
+                self.stats.resends_skipped += 1;
                 continue;
             }
             r.resent += 1;
@@ -221,6 +297,39 @@ mod tests {
         assert!(rto >= Duration::from_millis(400) && rto <= max, "{rto:?}");
         e.sample(Duration::from_secs(30));
         assert_eq!(e.rto(min, max), max);
+    }
+
+    #[test]
+    fn timeouts_back_the_rto_off_until_a_sample() {
+        let (min, max) = (Duration::from_millis(50), Duration::from_secs(1));
+        let now = Instant::now();
+        let mut e = RttEstimate::new();
+        for _ in 0..4 {
+            e.sample(Duration::from_millis(10));
+        }
+        assert_eq!(e.rto(min, max), min);
+        e.back_off(now, min, max);
+        e.back_off(now + Duration::from_millis(10), min, max);
+        assert_eq!(e.rto(min, max), min * 2, "timeouts within one RTO back off once");
+        e.back_off(now + Duration::from_millis(200), min, max);
+        assert_eq!(e.rto(min, max), min * 4);
+        for i in 0..10 {
+            e.back_off(now + Duration::from_secs(2 + i), min, max);
+        }
+        assert_eq!(e.rto(min, max), max, "clamped");
+        e.sample(Duration::from_millis(10));
+        assert_eq!(e.rto(min, max), min, "a sample ends the backoff");
+    }
+
+    #[test]
+    fn the_budget_allows_one_resend_per_request_beyond_its_burst() {
+        let mut b = ResendBudget::new();
+        let burst = (0..1000).take_while(|_| b.spend()).count();
+        assert_eq!(burst, RESEND_BUDGET_MAX as usize);
+        for _ in 0..10 {
+            b.earn();
+        }
+        assert_eq!((0..1000).take_while(|_| b.spend()).count(), 10);
     }
 
     #[test]

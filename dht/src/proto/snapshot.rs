@@ -88,7 +88,7 @@ impl Dht {
                 continue;
             }
             let addr: SocketAddr = p.addr.to_socket_addr();
-            let entry = Entry { record: p.record.clone(), addr, last_seen: now, failures: 0 };
+            let entry = Entry { record: p.record.clone(), addr, last_seen: now, failures: 0, failed_at: None };
             if matches!(self.table.insert(now, entry), crate::routing::Insert::Added) {
                 out.peers += 1;
             } else {

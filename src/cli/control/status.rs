@@ -70,6 +70,7 @@ pub(super) async fn status(st: &State) -> Answer {
             "blob_bytes_fetched": m.blob_bytes_fetched,
             "dht_retransmits": m.dht.dht.retransmits,
             "dht_answers_repeated": m.dht.dht.answers_repeated,
+            "dht_resends_skipped": m.dht.dht.resends_skipped,
         },
         "gossip_drops": {
             "late": m.topics.late,
