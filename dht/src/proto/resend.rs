@@ -3,8 +3,8 @@
 //! A request unanswered after one retransmission timeout (RTO) is sent again, under the same
 //! message id, with the RTO doubled each time, until its deadline. The RTO follows RFC 6298:
 //! smoothed round-trip time plus four deviations, sampled only from requests answered on their
-//! first transmission (Karn), clamped to `[rto_min, rto_max]`. As in RFC 6298 §5.5, a timeout
-//! also backs the peer's RTO off for the requests that follow, until an answer to a request sent
+//! first transmission (Karn), clamped to `[rto_min, rto_max]`. As in RFC 6298 §5.5, a resend that
+//! goes unanswered too backs the peer's RTO off for the requests that follow, until an answer to a request sent
 //! once measures the path again: a peer that is slow because it is overloaded is not sent every
 //! request three times. And retransmissions draw on a budget that only first transmissions fill
 //! (`RESEND_BUDGET_MAX`, one token per request): whatever happens, resending at most doubles the
@@ -247,10 +247,11 @@ impl Dht {
             if now < r.next {
                 continue;
             }
-            // Only the peer's own RTO backs off: dead peers (churn) must not slow requests to
-            // the others down.
+            // Only the peer's own RTO backs off (dead peers must not slow requests to the others
+            // down), and only when a resend went unanswered too: one lost datagram, the common
+            // case on a lossy path, says nothing about load.
             let known = self.peer_rtt.len() < self.cfg.max_known_records || self.peer_rtt.contains_key(&r.info.id);
-            if r.resent == 0 && known {
+            if r.resent == 1 && known {
                 self.peer_rtt.entry(r.info.id).or_insert_with(RttEstimate::new).back_off(now, min, max);
             }
             if !self.resend_budget.spend() {
