@@ -630,7 +630,11 @@ impl Dht {
             // A put still looking up gets to store on what it found; anything else ends here.
             if let Some(query) = self.queries.get_mut(&q) {
                 query.deadline = now + self.cfg.rpc_timeout;
-                if matches!(query.kind, Kind::Put { replicas_left: Some(_), .. }) {
+                // A put still storing, or one that never got its turn (it has no replicas to
+                // store on), ends here with a timeout.
+                if matches!(query.kind, Kind::Put { replicas_left: Some(_), .. })
+                    || (!query.admitted && matches!(query.kind, Kind::Put { .. }))
+                {
                     let admitted = query.admitted;
                     self.queries.remove(&q);
                     self.query_removed(now, q, admitted);
