@@ -111,6 +111,35 @@ pub fn check_delivery(bed: &mut Bed, what: &str, subs: &[Option<Subscription>], 
     bed.check(what, got == owed && dup == 0, format!("{got}/{owed} delivered, {dup} duplicated; {when}"));
     if got < owed {
         bed.figure("missing (message, host)", super::missing(subs, sent, 12));
+        gossip_state(bed);
+    }
+}
+
+/// One figure per host with its topic views and gossip counters: what a failed delivery check
+/// needs to be understood from the report alone.
+fn gossip_state(bed: &mut Bed) {
+    let mut rows = Vec::new();
+    for h in &bed.hosts {
+        let Ok(s) = h.status() else {
+            rows.push((h.ns.clone(), "no status".to_owned()));
+            continue;
+        };
+        let topic = s["topics"].as_array().and_then(|ts| ts.iter().find(|t| t["name"] == TOPIC).cloned());
+        let views = topic.map_or("not in the topic".to_owned(), |t| {
+            let active = t["active"].as_array().map_or(0, Vec::len);
+            format!("active {active}, passive {}, eager {}, lazy {}", t["passive"], t["eager"], t["lazy"])
+        });
+        let traffic = &s["traffic"];
+        rows.push((
+            h.ns.clone(),
+            format!(
+                "{views}; delivered {}, duplicates {}; drops {}",
+                traffic["gossip_delivered"], traffic["gossip_duplicates"], s["gossip_drops"]
+            ),
+        ));
+    }
+    for (ns, row) in rows {
+        bed.figure(&format!("gossip at {ns}"), row);
     }
 }
 
