@@ -36,6 +36,7 @@
 pub mod blobs;
 pub mod direct;
 mod prom;
+mod topics;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -268,7 +269,6 @@ struct Inner {
     blobs: BlobStore,
     addrs: Mutex<HashMap<NodeId, Vec<SocketAddr>>>,
     incoming: AsyncMutex<Option<mpsc::Receiver<Direct>>>,
-    memberships: Mutex<HashMap<TopicId, JoinHandle<()>>>,
     /// Provider announcements kept fresh, per blob.
     providing: Mutex<HashMap<BlobHash, JoinHandle<()>>>,
     counters: Counters,
@@ -308,7 +308,9 @@ impl Node {
             dht_net::spawn_shared(Identity::from_seed(cfg.identity_seed), socket, dht_rx, cfg.dht.clone(), opts)
                 .map_err(|e| NodeError::Start(e.to_string()))?;
         let contact = if cfg.advertise.is_empty() { vec![local] } else { cfg.advertise.clone() };
-        let topics = Topics::spawn(&identity, &contact, transport.clone(), cfg.topics.clone());
+        let mut topics_cfg = cfg.topics.clone();
+        topics_cfg.membership.entry_ttl = cfg.topic_entry_ttl;
+        let (topics, member_work) = Topics::spawn(&identity, &contact, transport.clone(), topics_cfg);
         let (in_tx, in_rx) = mpsc::channel(cfg.incoming_queue.max(1));
         let inner = Arc::new(Inner {
             identity,
@@ -319,7 +321,6 @@ impl Node {
             blobs: BlobStore::default(),
             addrs: Mutex::default(),
             incoming: AsyncMutex::new(Some(in_rx)),
-            memberships: Mutex::default(),
             providing: Mutex::default(),
             counters: Counters::default(),
             dht_task: Mutex::new(Some(dht_task)),
@@ -329,8 +330,10 @@ impl Node {
         });
         let node = Node { inner };
         let router = tokio::spawn(node.clone().route(streams, in_tx));
+        let members = tokio::spawn(node.clone().member_work(member_work));
         if let Ok(mut t) = node.inner.tasks.lock() {
             t.push(router);
+            t.push(members);
         }
         Ok(node)
     }
@@ -549,140 +552,9 @@ impl Node {
         }
     }
 
-    // ---- topics -------------------------------------------------------------------------------
-
-    /// Subscribes to the topic `name`: adds our signed entry to the topic's member set in the DHT,
-    /// joins the overlay through members read there, and keeps both fresh until [`Node::leave`].
-    pub async fn subscribe(&self, name: &str) -> Result<Subscription, NodeError> {
-        let topic = TopicId::from_name(name);
-        let rx = self.inner.topics.subscribe(topic).await?;
-        let already = self.inner.memberships.lock().map(|m| m.contains_key(&topic)).unwrap_or(false);
-        if !already {
-            // Announce and join once before returning, so that a caller who waits for every
-            // subscriber can publish right away; then keep the membership fresh.
-            self.announce_and_join(topic).await;
-            let node = self.clone();
-            let task = tokio::spawn(async move { node.membership(topic).await });
-            if let Ok(mut m) = self.inner.memberships.lock() {
-                m.insert(topic, task);
-            }
-        }
-        Ok(Subscription { topic, name: name.to_string(), rx })
-    }
-
-    async fn announce_and_join(&self, topic: TopicId) {
-        let key = topic.members_key();
-        let contact = encode_contact(&self.contact_addrs());
-        if let Err(e) = self.put_set_entry(key, &contact, self.inner.cfg.topic_entry_ttl).await {
-            tracing::debug!(error = %e, "topic announce failed");
-        }
-        self.join_from_set(topic).await;
-    }
-
-    async fn join_from_set(&self, topic: TopicId) {
-        let Ok(entries) = self.get_set(topic.members_key()).await else { return };
-        let me = self.id();
-        let mut contacts: Vec<(NodeId, Vec<SocketAddr>)> = entries
-            .iter()
-            .map(|e| (NodeId::from_public_key(&e.public_key), decode_contact(&e.value)))
-            .filter(|(id, a)| *id != me && !a.is_empty())
-            .collect();
-        // Two random members: enough to join, and not everyone through the same one.
-        let mut picked = Vec::new();
-        for _ in 0..2 {
-            if contacts.is_empty() {
-                break;
-            }
-            let i = (getrandom::u64().unwrap_or(0) % contacts.len() as u64) as usize;
-            picked.push(contacts.swap_remove(i));
-        }
-        if !picked.is_empty() {
-            let _ = self.inner.topics.join(topic, picked).await;
-        }
-    }
-
-    /// Keeps a topic's membership alive: re-announces our entry, rejoins when the active view is
-    /// empty, and feeds the DHT member set to HyParView (`hyparview::In::Members`) every
-    /// `MEMBERS_EVERY` ticks, and at once for a few ticks after the DHT saw a former peer answer
-    /// again (a healed partition): the overlay reconnects even though no active view emptied.
-    async fn membership(&self, topic: TopicId) {
-        /// Ticks (of 2 s) between two reads of the member set.
-        const MEMBERS_EVERY: u64 = 5;
-        /// Ticks after a revival during which the set is read and a member asked every tick.
-        const AFTER_REVIVAL: u64 = 2;
-        let refresh = self.inner.cfg.topic_entry_ttl / 3;
-        let mut last_announce = tokio::time::Instant::now();
-        let mut interval = tokio::time::interval(Duration::from_secs(2));
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let phase = getrandom::u64().unwrap_or(0) % MEMBERS_EVERY;
-        let mut revived = self.revivals().await;
-        let mut mixing = 0u64;
-        for tick in 0u64.. {
-            interval.tick().await;
-            if last_announce.elapsed() >= refresh {
-                last_announce = tokio::time::Instant::now();
-                let contact = encode_contact(&self.contact_addrs());
-                let _ = self.put_set_entry(topic.members_key(), &contact, self.inner.cfg.topic_entry_ttl).await;
-            }
-            let now_revived = self.revivals().await;
-            if now_revived > revived {
-                mixing = AFTER_REVIVAL;
-            }
-            revived = now_revived;
-            match self.inner.topics.info(topic).await {
-                None => return,
-                Some(info) if info.active.is_empty() => self.join_from_set(topic).await,
-                Some(info) if mixing > 0 || tick % MEMBERS_EVERY == phase || info.passive == 0 => {
-                    // Now and then (one read in four) ask a member even if all are known, so
-                    // that two halves whose passive views still list each other meet again.
-                    let mix = mixing > 0 || getrandom::u64().unwrap_or(0).is_multiple_of(4);
-                    self.feed_members(topic, mix).await;
-                }
-                Some(_) => {}
-            }
-            mixing = mixing.saturating_sub(1);
-        }
-    }
-
-    /// Former DHT peers that answered again (`RejoinStatus::revived`).
-    async fn revivals(&self) -> u64 {
-        self.inner.dht.stats().await.map_or(0, |s| s.rejoin.revived)
-    }
-
-    /// Reads the topic's member set and hands it to HyParView.
-    async fn feed_members(&self, topic: TopicId, mix: bool) {
-        let Ok(entries) = self.get_set(topic.members_key()).await else { return };
-        let me = self.id();
-        let members: Vec<(NodeId, Vec<SocketAddr>)> = entries
-            .iter()
-            .map(|e| (NodeId::from_public_key(&e.public_key), decode_contact(&e.value)))
-            .filter(|(id, a)| *id != me && !a.is_empty())
-            .collect();
-        let _ = self.inner.topics.members(topic, members, mix).await;
-    }
-
-    /// Signs and broadcasts `payload` on topic `name` (we must be subscribed).
-    pub async fn publish(&self, name: &str, payload: Vec<u8>) -> Result<MessageId, NodeError> {
-        Ok(self.inner.topics.publish(TopicId::from_name(name), payload).await?)
-    }
-
-    /// Leaves topic `name`: neighbours are told, subscriptions end.
-    pub async fn leave(&self, name: &str) {
-        let topic = TopicId::from_name(name);
-        if let Some(t) = self.inner.memberships.lock().ok().and_then(|mut m| m.remove(&topic)) {
-            t.abort();
-        }
-        self.inner.topics.leave(topic).await;
-    }
-
     /// Connection events (a QUIC connection to a peer came up or went down) from now on.
     pub fn events(&self) -> tokio::sync::broadcast::Receiver<ConnectionEvent> {
         self.inner.transport.events()
-    }
-
-    /// Views of topic `name`.
-    pub async fn topic_info(&self, name: &str) -> Option<TopicInfo> {
-        self.inner.topics.info(TopicId::from_name(name)).await
     }
 
     // ---- direct messages ----------------------------------------------------------------------
@@ -1217,11 +1089,8 @@ impl Node {
     /// connection and the socket.
     pub async fn shutdown(&self) {
         self.inner.stopping.store(true, Ordering::Relaxed);
-        let mut tasks: Vec<JoinHandle<()>> =
-            self.inner.memberships.lock().map(|mut m| m.drain().map(|(_, t)| t).collect()).unwrap_or_default();
-        tasks.extend(
-            self.inner.providing.lock().map(|mut m| m.drain().map(|(_, t)| t).collect::<Vec<_>>()).unwrap_or_default(),
-        );
+        let tasks: Vec<JoinHandle<()>> =
+            self.inner.providing.lock().map(|mut m| m.drain().map(|(_, t)| t).collect()).unwrap_or_default();
         for t in tasks {
             t.abort();
         }

@@ -6,7 +6,7 @@ pub mod tls;
 pub mod topics;
 pub mod transport;
 
-pub use topics::{TopicError, TopicEvent, TopicInfo, TopicStats, Topics, TopicsConfig};
+pub use topics::{MemberWork, MembershipConfig, TopicError, TopicEvent, TopicInfo, TopicStats, Topics, TopicsConfig};
 pub use transport::{
     ConnectError, ConnectionEvent, IncomingStream, Transport, TransportOptions, TransportStats, kind, peer_id,
 };

@@ -2,6 +2,7 @@
 
 pub mod hyparview;
 pub mod plumtree;
+pub mod topic;
 
 /// What the cores need of a peer identity: cheap to clone, ordered (iteration order that reaches
 /// output must be deterministic), printable.
