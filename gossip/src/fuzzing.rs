@@ -150,3 +150,113 @@ pub fn blob_manifest(data: &[u8]) {
         assert_eq!(postcard::to_allocvec(&r).ok().as_deref(), Some(data));
     }
 }
+
+/// The topic core fed arbitrary operations: frames from four peers (membership messages, signed
+/// broadcasts valid or corrupted, announcements, grafts, prunes, raw bytes decoded as frames),
+/// lost links, member-set answers, publishes, leaves and re-subscribes, and time. Invariants:
+/// views within capacity, never us; deliveries in order per origin run; every output drained
+/// within a bound.
+pub fn topic_ops(data: &[u8]) {
+    use crate::proto::topic::{Ed25519Verifier, Now, Out, TopicCore, TopicEvent, TopicsConfig};
+    use crate::wire::{Envelope, Frame, TopicId, decode_frame};
+    use std::collections::BTreeMap;
+    use suprnova_dht::{Identity, NodeId};
+
+    let mut cfg = TopicsConfig::default();
+    cfg.hyparview.active_view_capacity = 3;
+    cfg.hyparview.passive_view_capacity = 6;
+    let peers: Vec<Identity> = (1..=4u8).map(|i| Identity::from_seed([i; 32])).collect();
+    let ids: Vec<NodeId> = peers.iter().map(Identity::id).collect();
+    let me = Identity::from_seed([0; 32]);
+    let topic = TopicId::from_name("fuzz");
+    let addr = std::net::SocketAddr::from(([10, 0, 0, 1], 4433));
+    let t0 = Instant::now();
+    let mut ms = 0u64;
+    let now = |ms: u64| Now { at: t0 + Duration::from_millis(ms), unix_ms: 1_800_000_000_000 + ms };
+    let mut core = TopicCore::new(&me, &[addr], cfg.clone(), [9; 32], now(0));
+    let _ = core.subscribe(now(0), topic);
+    let mut verifier = Ed25519Verifier::default();
+    let mut last: BTreeMap<NodeId, u64> = BTreeMap::new();
+    let mut known_ids: Vec<[u8; 32]> = Vec::new();
+    for op in data.chunks(6).take(500) {
+        let b = |i: usize| op.get(i).copied().unwrap_or(0);
+        let k = usize::from(b(1)) % peers.len();
+        let (Some(from), Some(signer)) = (ids.get(k).copied(), peers.get(usize::from(b(2)) % peers.len())) else {
+            continue;
+        };
+        let at = now(ms);
+        let frame = |msg| Frame::Membership { topic, msg };
+        let broadcast = |msg| Frame::Broadcast { topic, msg };
+        let some_id = known_ids.get(usize::from(b(3)) % known_ids.len().max(1)).copied().unwrap_or([b(3); 32]);
+        match b(0) % 16 {
+            0 => core.frames(at, vec![(from, frame(hpv::Message::Join(vec![b(2)])))], &mut verifier),
+            1 => core.frames(
+                at,
+                vec![(from, frame(hpv::Message::Neighbor { high: b(2) % 2 == 1, data: vec![b(3)] }))],
+                &mut verifier,
+            ),
+            2 => core.frames(at, vec![(from, frame(hpv::Message::Disconnect { alive: b(2) % 2 == 1 }))], &mut verifier),
+            3 | 4 => {
+                // One run per origin, so that the order can be checked.
+                let Ok(env) = Envelope::sign(signer, &topic, 7, u64::from(b(3) % 8), at.unix_ms, vec![b(5)]) else {
+                    continue;
+                };
+                let mut payload = env.encode();
+                let flip = usize::from(b(5)) % payload.len().max(1);
+                if b(0) % 16 == 4
+                    && let Some(x) = payload.get_mut(flip)
+                {
+                    *x ^= 1;
+                }
+                let id = *blake3::hash(&payload).as_bytes();
+                known_ids.push(id);
+                let msg = pt::Message::Gossip { id, round: u16::from(b(4)), payload };
+                core.frames(at, vec![(from, broadcast(msg))], &mut verifier);
+            }
+            5 => core.frames(at, vec![(from, broadcast(pt::Message::IHave(vec![(some_id, 1)])))], &mut verifier),
+            6 => core.frames(
+                at,
+                vec![(from, broadcast(pt::Message::Graft { id: Some(some_id), round: 1 }))],
+                &mut verifier,
+            ),
+            7 => core.frames(at, vec![(from, broadcast(pt::Message::Prune))], &mut verifier),
+            8 => core.link_lost(at, from),
+            9 => {
+                let members = ids.iter().take(usize::from(b(2)) % 5).map(|id| (*id, vec![addr])).collect();
+                core.members_read(at, topic, members);
+            }
+            10 => {
+                ms += u64::from(b(2)) * 10 + u64::from(b(3)) * 1000;
+                core.handle_timeout(now(ms));
+            }
+            11 => {
+                let _ = core.publish(at, topic, vec![b(2); usize::from(b(3))]);
+            }
+            12 => core.revived(),
+            13 => {
+                core.leave(topic);
+                last.clear();
+                let _ = core.subscribe(at, topic);
+            }
+            14 => core.send_failed(at, topic, from),
+            _ => {
+                if let Some(f) = decode_frame(op) {
+                    core.frames(at, vec![(from, f)], &mut verifier);
+                }
+            }
+        }
+        for _ in 0..100_000 {
+            let Some(out) = core.poll() else { break };
+            if let Out::Event { event: TopicEvent::Message { origin, seq, .. }, .. } = out {
+                // Within a run of the origin, seqs only go up.
+                let prev = last.insert(origin, seq);
+                assert!(prev.is_none_or(|p| p < seq), "order: {prev:?} then {seq}");
+            }
+        }
+        if let Some(info) = core.info(&topic) {
+            assert!(info.active.len() <= cfg.hyparview.active_view_capacity);
+            assert!(info.passive <= cfg.hyparview.passive_view_capacity);
+            assert!(!info.active.contains(&me.id()));
+        }
+    }
+}

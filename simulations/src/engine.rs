@@ -237,6 +237,11 @@ impl NetModel {
     pub fn heal(&mut self) {
         self.stripes = 0;
     }
+
+    /// Whether a partition is in force.
+    pub fn is_partitioned(&self) -> bool {
+        self.stripes > 1
+    }
 }
 
 impl Default for NetModel {

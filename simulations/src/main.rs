@@ -106,9 +106,12 @@ enum Scenario {
     Partition {
         #[command(flatten)]
         common: Common,
-        /// Seconds the partition lasts.
-        #[arg(long, default_value_t = 60)]
-        partition_s: u64,
+        /// Seconds the partition lasts (comma-separated: one run per length).
+        #[arg(long, value_delimiter = ',', default_values_t = vec![60u64])]
+        partition_s: Vec<u64>,
+        /// Layers to run (comma-separated: routing, gossip).
+        #[arg(long, value_delimiter = ',', default_values_t = vec!["routing".to_string(), "gossip".to_string()])]
+        layers: Vec<String>,
         /// Seconds watched after the heal.
         #[arg(long, default_value_t = 60)]
         after_s: u64,
@@ -213,13 +216,22 @@ fn main() -> Result<()> {
             scenarios::bootstrap::run(&o)?;
             done(&common, wall);
         }
-        Scenario::Partition { common, partition_s, after_s } => {
+        Scenario::Partition { common, partition_s, layers, after_s } => {
             anyhow::ensure!(after_s > 0, "--after-s must be positive");
             check_loss(common.loss)?;
             let mut o = scenarios::partition::Options::new(first_size(&common)?, common.seed);
             o.out = Some(common.out.clone());
             o.loss = common.loss;
-            o.partition = nanos(partition_s, suprnova_sim::engine::SEC, "--partition-s")?;
+            anyhow::ensure!(!partition_s.is_empty(), "--partition-s needs at least one length");
+            o.partitions = partition_s
+                .iter()
+                .map(|&p| nanos(p, suprnova_sim::engine::SEC, "--partition-s"))
+                .collect::<Result<_>>()?;
+            for l in &layers {
+                anyhow::ensure!(l == "routing" || l == "gossip", "--layers takes routing and gossip, not {l:?}");
+            }
+            o.routing = layers.iter().any(|l| l == "routing");
+            o.gossip = layers.iter().any(|l| l == "gossip");
             o.after = nanos(after_s, suprnova_sim::engine::SEC, "--after-s")?;
             o.progress = !common.quiet;
             scenarios::partition::run(&o)?;

@@ -546,3 +546,61 @@ impl<P: PeerId> HyParView<P> {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+    use super::*;
+
+    fn peer(id: u32) -> PeerInfo<u32> {
+        PeerInfo { id, data: vec![1] }
+    }
+
+    fn neighbour_requests(h: &mut HyParView<u32>) -> Vec<u32> {
+        let mut to = Vec::new();
+        while let Some(o) = h.poll() {
+            if let Out::Send { to: p, msg: Message::Neighbor { .. }, .. } = o {
+                to.push(p);
+            }
+        }
+        to
+    }
+
+    /// A node with a full active view (1..=5) and 10..=14 passive, no request outstanding.
+    fn settled() -> HyParView<u32> {
+        let mut h = HyParView::new(peer(0), Config::default(), [7; 32]);
+        for p in 1..=5 {
+            h.handle(In::Message { from: p, msg: Message::Join(vec![1]) });
+        }
+        h.handle(In::Members { peers: (10..=14).map(peer).collect(), mix: false });
+        // The member asked (they were unknown) refuses: it stays a passive peer.
+        for p in neighbour_requests(&mut h) {
+            h.handle(In::Message { from: p, msg: Message::NeighborReject });
+        }
+        while h.poll().is_some() {}
+        assert_eq!(h.view_sizes(), (5, 5));
+        h
+    }
+
+    #[test]
+    fn known_members_cause_no_request_unless_asked_to_mix() {
+        let mut h = settled();
+        let known: Vec<PeerInfo<u32>> = h.active().chain(h.passive()).map(|&id| peer(id)).collect();
+        h.handle(In::Members { peers: known.clone(), mix: false });
+        assert_eq!(neighbour_requests(&mut h), Vec::<u32>::new(), "every member known: nobody is asked");
+        h.handle(In::Members { peers: known, mix: true });
+        let asked = neighbour_requests(&mut h);
+        assert_eq!(asked.len(), 1, "mixing asks one member");
+        assert!(!h.active().any(|a| asked.contains(a)), "not one that is already a neighbour");
+    }
+
+    #[test]
+    fn an_unknown_member_is_asked_first() {
+        let mut h = settled();
+        let mut members: Vec<PeerInfo<u32>> = h.passive().map(|&id| peer(id)).collect();
+        members.push(peer(99));
+        h.handle(In::Members { peers: members, mix: true });
+        assert_eq!(neighbour_requests(&mut h), vec![99]);
+    }
+}

@@ -132,8 +132,8 @@ pub fn build(o: &Options, mode: Mode) -> GossipSim {
     sim.fast_detect = o.fast_detect;
     if let Some(t) = o.graft_timeout {
         let d = std::time::Duration::from_nanos(t);
-        sim.plum_config.graft_timeout_1 = d;
-        sim.plum_config.graft_timeout_2 = d;
+        sim.config.plumtree.graft_timeout_1 = d;
+        sim.config.plumtree.graft_timeout_2 = d;
     }
     let mut rng = engine::rng(o.seed, "broadcast joins");
     for i in 0..o.nodes {
