@@ -359,14 +359,7 @@ impl Runtime {
         let node = &self.inner.node;
         let entries = match node.get_set(Key(domain_key(domain))).await {
             Ok(e) => e,
-            Err(e)
-                if matches!(
-                    &e,
-                    NodeError::Dht(suprnova_dht::net::NodeError::Request(suprnova_dht::proto::RequestError::NotFound))
-                ) =>
-            {
-                Vec::new()
-            }
+            Err(NodeError::NotFound) => Vec::new(),
             Err(e) => return Err(e.to_string()),
         };
         let mut set = JoinSet::new();

@@ -25,7 +25,6 @@ use std::time::Duration;
 
 use suprnova_dht::NodeId;
 use suprnova_dht::identity::Identity;
-use suprnova_dht::proto::RequestError;
 use suprnova_dht::wire::{Key, Record, SetEntry, WireAddr};
 use suprnova_mesh::presence::Spatial;
 use suprnova_mesh::world::SignedInput;
@@ -332,7 +331,7 @@ pub(crate) fn unix_ms() -> u64 {
 }
 
 fn not_found(e: &NodeError) -> bool {
-    matches!(e, NodeError::Dht(suprnova_dht::net::NodeError::Request(RequestError::NotFound)))
+    matches!(e, NodeError::NotFound)
 }
 
 fn ms(d: Duration) -> u64 {
@@ -762,7 +761,7 @@ impl Runtime {
         for k in keys {
             let Ok(entry) = SetEntry::sign(agent, &Key(k), a.time_ms, ttl_s, &value) else { continue };
             let node = self.inner.node.clone();
-            set.spawn(async move { node.dht().put_once(Key(k), Record::SetEntry(entry), ttl, None).await });
+            set.spawn(async move { node.put_once(Key(k), Record::SetEntry(entry), ttl).await });
         }
         let mut stored = 0;
         while let Some(r) = set.join_next().await {
@@ -822,7 +821,7 @@ impl Runtime {
         for k in keys {
             let Ok(entry) = SetEntry::sign(agent, &Key(k), seq, ttl_s, &[]) else { continue };
             let node = self.inner.node.clone();
-            set.spawn(async move { node.dht().put_once(Key(k), Record::SetEntry(entry), ttl, None).await });
+            set.spawn(async move { node.put_once(Key(k), Record::SetEntry(entry), ttl).await });
         }
         while set.join_next().await.is_some() {}
     }
@@ -1008,7 +1007,7 @@ impl Runtime {
                 self.inner.counters.send_failures.fetch_add(1, Ordering::Relaxed);
                 match err {
                     NodeError::Timeout => SendError::Timeout,
-                    NodeError::Refused => SendError::Refused,
+                    NodeError::Refused { .. } => SendError::Refused,
                     other => SendError::Network(other.to_string()),
                 }
             })?;

@@ -164,7 +164,7 @@ async fn forged_and_stale_announcements_are_dropped_and_counted() {
     let put = |k: &Identity, key: [u8; 32], seq: u64, value: Vec<u8>| {
         let entry = SetEntry::sign(k, &Key(key), seq, 120, &value).unwrap();
         let node = attacker.clone();
-        async move { node.dht().put_once(Key(key), Record::SetEntry(entry), Duration::from_secs(120), None).await.unwrap() }
+        async move { node.put_once(Key(key), Record::SetEntry(entry), Duration::from_secs(120)).await.unwrap() }
     };
     let announcement = |caps: &[&str], time: u64| Announcement {
         node: attacker.id().0,

@@ -657,8 +657,8 @@ async fn store_worker<S: serde::Serialize + Send + Sync + 'static>(
 /// The genesis as an immutable record under the mesh id when it fits one DHT value (up to
 /// about 25 members); else as a blob this member serves, located through the set under
 /// `store::genesis_locator_key` (wire-spec §13.8).
-async fn store_genesis(node: &Node, genesis: &Genesis) -> Result<(), NodeError> {
-    let bytes = postcard::to_allocvec(genesis).map_err(|e| NodeError::Stream(e.to_string()))?;
+async fn store_genesis(node: &Node, genesis: &Genesis) -> Result<(), StoreError> {
+    let bytes = postcard::to_allocvec(genesis).map_err(StoreError::Encode)?;
     if bytes.len() <= MAX_IMMUTABLE {
         node.put_immutable(bytes).await?;
         return Ok(());
@@ -674,9 +674,9 @@ async fn store_round<S: serde::Serialize>(
     mesh: &Digest,
     c: &Certified<S>,
     blobs: &mut Vec<BlobHash>,
-) -> Result<(), NodeError> {
+) -> Result<(), StoreError> {
     let Some(certificate) = c.certificate.clone() else { return Ok(()) };
-    let bytes = postcard::to_allocvec(&*c.state).map_err(|e| NodeError::Stream(e.to_string()))?;
+    let bytes = postcard::to_allocvec(&*c.state).map_err(StoreError::Encode)?;
     let base = RoundRecord {
         height: c.proposal.height,
         parent_height: c.proposal.parent_height,
@@ -695,15 +695,14 @@ async fn store_round<S: serde::Serialize>(
             let hash = node.add_blob(bytes);
             blobs.push(hash);
             node.provide_blob(hash).await?;
-            postcard::to_allocvec(&RoundRecord { state: StateRef::Blob(hash.0), ..base })
-                .map_err(|e| NodeError::Stream(e.to_string()))?
+            postcard::to_allocvec(&RoundRecord { state: StateRef::Blob(hash.0), ..base }).map_err(StoreError::Encode)?
         }
     };
     let at = if record.len() <= MAX_IMMUTABLE {
         let key = Key::for_immutable(&record);
         // Not republished: each round has its own record, and only the newest matters (the
         // worker rewrites it while no newer round comes), so older ones lapse after RECORD_TTL.
-        node.dht().put_once(key, immutable(&record)?, RECORD_TTL, None).await?;
+        node.put_once(key, immutable(&record)?, RECORD_TTL).await?;
         Ref::Immutable(key.0)
     } else {
         let hash = node.add_blob(record);
@@ -711,15 +710,28 @@ async fn store_round<S: serde::Serialize>(
         node.provide_blob(hash).await?;
         Ref::Blob(hash.0)
     };
-    let head =
-        postcard::to_allocvec(&Head { round: c.round, record: at }).map_err(|e| NodeError::Stream(e.to_string()))?;
+    let head = postcard::to_allocvec(&Head { round: c.round, record: at }).map_err(StoreError::Encode)?;
     node.put_set_entry(Key(store::heads_key(mesh)), &head, RECORD_TTL).await?;
     Ok(())
 }
 
-fn immutable(bytes: &[u8]) -> Result<suprnova_dht::wire::Record, NodeError> {
-    let value = BoundedBytes::try_from(bytes).map_err(|_| NodeError::TooLarge(bytes.len(), MAX_IMMUTABLE))?;
+fn immutable(bytes: &[u8]) -> Result<suprnova_dht::wire::Record, StoreError> {
+    let value = BoundedBytes::try_from(bytes).map_err(|_| StoreError::TooLarge(bytes.len()))?;
     Ok(suprnova_dht::wire::Record::Immutable { value })
+}
+
+/// Why a certified round (or the genesis) could not be stored.
+#[derive(Debug, thiserror::Error)]
+enum StoreError {
+    /// It did not encode.
+    #[error("encoding: {0}")]
+    Encode(#[source] postcard::Error),
+    /// Over an immutable record's size.
+    #[error("record of {0} bytes, over the {MAX_IMMUTABLE} an immutable value holds")]
+    TooLarge(usize),
+    /// The node failed.
+    #[error(transparent)]
+    Node(#[from] NodeError),
 }
 
 /// A state read from the DHT and checked.

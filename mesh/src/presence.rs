@@ -25,12 +25,9 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use suprnova_dht::identity::Identity;
-use suprnova_dht::proto::RequestError;
 use suprnova_dht::wire::bounded::BoundedBytes;
-use suprnova_dht::wire::message::error_code;
 use suprnova_dht::wire::{Key, Record, SetEntry};
 use suprnova_node::{Node, NodeError};
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::simplex::Digest;
@@ -98,19 +95,34 @@ pub enum PresenceError {
         /// The level.
         level: u8,
         /// Why.
-        why: String,
+        #[source]
+        why: WriteFailure,
     },
 }
 
 /// What one level's write achieved.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum LevelWrite {
     /// Stored on this many replicas.
     Stored(usize),
     /// Every replica that answered refused the cell as full.
     Full,
     /// Not stored, for this reason.
-    Failed(String),
+    Failed(WriteFailure),
+}
+
+/// Why a level's entry was not stored.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum WriteFailure {
+    /// The put went through but no replica stored the entry.
+    #[error("no replica stored it")]
+    NoReplica,
+    /// The write was not made (the announcement stopped first).
+    #[error("not written")]
+    NotWritten,
+    /// The node's put failed (or a replica refused), with the reason.
+    #[error("{0}")]
+    Node(#[source] Arc<NodeError>),
 }
 
 /// What an announcement wrote.
@@ -218,33 +230,26 @@ fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn not_found(e: &NodeError) -> bool {
-    matches!(e, NodeError::Dht(suprnova_dht::net::NodeError::Request(RequestError::NotFound)))
-}
-
 /// Writes one signed set entry and reports what the replicas said.
 async fn write_entry(node: Node, key: Key, entry: SetEntry, ttl: Duration) -> LevelWrite {
-    let (tx, mut rx) = mpsc::unbounded_channel();
     // Not republished by the DHT: the handle re-writes live agents itself, and `Gone` entries
     // must lapse.
-    let r = node.dht().put_once(key, Record::SetEntry(entry), ttl, Some(tx)).await;
+    let (r, answers) = node.put_reported(key, Record::SetEntry(entry), ttl, false).await;
     let mut full = 0usize;
     let mut other = None;
-    while let Ok((_, answer)) = rx.try_recv() {
+    for (_, answer) in answers {
         match answer {
             Ok(()) => {}
-            Err(RequestError::Refused(code)) if code == error_code::QUOTA => full += 1,
-            Err(e) => other = Some(e.to_string()),
+            Err(NodeError::Quota) => full += 1,
+            Err(e) => other = Some(e),
         }
     }
     match r {
         Ok(o) if o.stored > 0 => LevelWrite::Stored(o.stored),
         _ if full > 0 && other.is_none() => LevelWrite::Full,
-        Err(suprnova_dht::net::NodeError::Request(RequestError::Refused(code))) if code == error_code::QUOTA => {
-            LevelWrite::Full
-        }
-        Ok(_) => LevelWrite::Failed(other.unwrap_or_else(|| "no replica stored it".to_string())),
-        Err(e) => LevelWrite::Failed(e.to_string()),
+        Err(NodeError::Quota) => LevelWrite::Full,
+        Ok(_) => LevelWrite::Failed(other.map_or(WriteFailure::NoReplica, |e| WriteFailure::Node(Arc::new(e)))),
+        Err(e) => LevelWrite::Failed(WriteFailure::Node(Arc::new(e))),
     }
 }
 
@@ -348,7 +353,7 @@ impl Spatial {
         let levels: Vec<(Cell, LevelWrite)> = cells
             .iter()
             .zip(results)
-            .map(|(c, w)| (*c, w.unwrap_or_else(|| LevelWrite::Failed("not written".to_string()))))
+            .map(|(c, w)| (*c, w.unwrap_or(LevelWrite::Failed(WriteFailure::NotWritten))))
             .collect();
         match levels.last() {
             Some((c, LevelWrite::Full)) => Err(PresenceError::CellFull { level: c.level }),
@@ -443,7 +448,7 @@ impl Spatial {
                 };
                 let entries = match got {
                     Ok(v) => v,
-                    Err(e) if not_found(&e) => Vec::new(),
+                    Err(NodeError::NotFound) => Vec::new(),
                     Err(_) => {
                         complete = false;
                         continue;

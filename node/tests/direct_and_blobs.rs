@@ -40,7 +40,7 @@ async fn request_response_across_20_nodes_that_know_one_bootstrap_node() {
     assert!(matches!(nodes[5].request(nobody, b"?").await, Err(NodeError::UnknownPeer(_))));
     // Too large is refused locally.
     let big = vec![0u8; 2 << 20];
-    assert!(matches!(nodes[5].request(nodes[6].id(), &big).await, Err(NodeError::TooLarge(..))));
+    assert!(matches!(nodes[5].request(nodes[6].id(), &big).await, Err(NodeError::TooLarge { .. })));
     common::stop_all(&nodes).await;
 }
 

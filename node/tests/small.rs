@@ -83,7 +83,7 @@ async fn records_requests_topics_and_blobs() {
             drop(responder);
         }
     });
-    assert!(matches!(ns[0].request(ns[2].id(), b"x").await, Err(suprnova_node::NodeError::Refused)));
+    assert!(matches!(ns[0].request(ns[2].id(), b"x").await, Err(suprnova_node::NodeError::Refused { code: None })));
     dropper.await.unwrap();
 
     // Topics: everyone subscribes, two publish.

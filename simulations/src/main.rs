@@ -147,7 +147,7 @@ enum Scenario {
         #[arg(long, default_value_t = 40)]
         messages: usize,
         /// The papers' failure detection: a message to a dead peer is reported lost after this
-        /// many ms (default: QUIC's idle timeout of 30 s, keep-alive 5 s).
+        /// many ms (default: QUIC's idle timeout of 10 s, keep-alive 2 s, as the daemon).
         #[arg(long)]
         fast_detect_ms: Option<u64>,
         /// Plumtree graft timeout in ms (default: the production 40 ms).

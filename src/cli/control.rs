@@ -200,14 +200,13 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         Err(Fail::Node(e)) => {
             let code = match &e {
                 NodeError::Timeout => StatusCode::GATEWAY_TIMEOUT,
-                NodeError::UnknownPeer(_) | NodeError::Connect(_) | NodeError::Refused | NodeError::Busy => {
-                    StatusCode::BAD_GATEWAY
-                }
-                NodeError::Dht(suprnova_dht::net::NodeError::Request(suprnova_dht::proto::RequestError::NotFound)) => {
-                    StatusCode::NOT_FOUND
-                }
-                NodeError::Blob(suprnova_node::BlobError::NotFound) => StatusCode::NOT_FOUND,
-                NodeError::TooLarge(..) => StatusCode::PAYLOAD_TOO_LARGE,
+                NodeError::UnknownPeer(_)
+                | NodeError::Unreachable { .. }
+                | NodeError::WrongPeer(_)
+                | NodeError::Refused { .. }
+                | NodeError::Busy => StatusCode::BAD_GATEWAY,
+                NodeError::NotFound | NodeError::Blob(suprnova_node::BlobError::NotFound) => StatusCode::NOT_FOUND,
+                NodeError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             };
             error(code, e)
@@ -277,17 +276,15 @@ fn peer_field(st: &State, v: &Value) -> Result<NodeId, Fail> {
 
 async fn ping(st: &State, v: Value) -> Answer {
     let (expect, addr) = parse_target(field(&v, "target")?).map_err(|e| Fail::Bad(format!("{e:#}")))?;
-    let r = match st.node.dht().ping(Target::Addr { addr, expect }).await {
+    let r = match st.node.ping(Target::Addr { addr, expect }).await {
         Ok(r) => r,
-        Err(suprnova_dht::net::NodeError::Request(
-            e @ (suprnova_dht::proto::RequestError::Timeout | suprnova_dht::proto::RequestError::HandshakeFailed),
-        )) => {
+        Err(e @ (NodeError::Timeout | NodeError::Unreachable { .. })) => {
             return Ok(error(
                 StatusCode::GATEWAY_TIMEOUT,
                 format!("no answer from {addr} ({e}); is a suprnova node listening there?"),
             ));
         }
-        Err(e) => return Err(Fail::Node(e.into())),
+        Err(e) => return Err(Fail::Node(e)),
     };
     ok(json!({
         "peer": r.peer.to_string(),
@@ -331,7 +328,7 @@ async fn get(st: &State, v: Value) -> Answer {
     let key = key_field(&v, "key")?;
     let got = match st.node.get(key).await {
         Ok(g) => g,
-        Err(NodeError::Dht(suprnova_dht::net::NodeError::Request(suprnova_dht::proto::RequestError::NotFound))) => {
+        Err(NodeError::NotFound) => {
             return Ok(error(StatusCode::NOT_FOUND, "no node holds a record under this key"));
         }
         Err(e) => return Err(e.into()),

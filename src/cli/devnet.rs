@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use serde::Serialize;
 use suprnova_dht::identity::NodeRecord;
-use suprnova_dht::net::{NodeError, NodeHandle, PingReply};
 use suprnova_dht::proto::{DhtConfig, Target};
 use suprnova_dht::stats::Drops;
+use suprnova_node::{Node, NodeError, PingReply};
 use tokio::task::JoinSet;
 
 use super::devnet_dht::{Boot, KindFigures};
@@ -36,7 +36,7 @@ fn sample_of(i: usize, n: usize, sample: usize) -> Vec<usize> {
 }
 
 /// (node, peer record) for every ordered pair in the sample.
-fn pairs(nodes: &[NodeHandle], sample: usize) -> Vec<(NodeHandle, NodeRecord)> {
+fn pairs(nodes: &[Node], sample: usize) -> Vec<(Node, NodeRecord)> {
     let n = nodes.len();
     let mut out = Vec::new();
     for (i, me) in nodes.iter().enumerate() {
@@ -230,7 +230,7 @@ pub struct Options {
 }
 
 /// Sends `rounds` pings over every pair, all pairs concurrently (each pair's pings in sequence).
-async fn concurrent(pairs: &[(NodeHandle, NodeRecord)], rounds: usize) -> Result<Phase> {
+async fn concurrent(pairs: &[(Node, NodeRecord)], rounds: usize) -> Result<Phase> {
     let t = Instant::now();
     let mut set = JoinSet::new();
     for (me, rec) in pairs {
@@ -257,7 +257,7 @@ async fn concurrent(pairs: &[(NodeHandle, NodeRecord)], rounds: usize) -> Result
 }
 
 /// One ping at a time over every pair, `rounds` times.
-async fn sequential(pairs: &[(NodeHandle, NodeRecord)], rounds: usize) -> Phase {
+async fn sequential(pairs: &[(Node, NodeRecord)], rounds: usize) -> Phase {
     let t = Instant::now();
     let mut phase = Phase { rtts_ms: Vec::new(), failures: Vec::new(), elapsed: Duration::ZERO };
     for _ in 0..rounds {
@@ -326,7 +326,7 @@ pub async fn run(o: Options) -> Result<()> {
     }
     bar.finish();
     report.startup_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let nodes: Vec<NodeHandle> = full.iter().map(|f| f.dht().clone()).collect();
+    let nodes: Vec<Node> = full.clone();
     let pairs = pairs(&nodes, o.sample);
     if o.trace {
         tokio::spawn(super::devnet_dht::trace(nodes.clone()));
@@ -452,7 +452,7 @@ pub async fn run(o: Options) -> Result<()> {
         stopping.spawn(async move { f.shutdown().await });
     }
     while stopping.join_next().await.is_some() {}
-    let survivors: Vec<NodeHandle> = nodes.get(..stop_from).unwrap_or(&[]).to_vec();
+    let survivors: Vec<Node> = nodes.get(..stop_from).unwrap_or(&[]).to_vec();
     // Up to 200 records of each kind are read back through random survivors, 16 at a time. A
     // record whose every replica stopped is counted as lost, not read: with r replicas and a
     // third of the nodes gone at once, about (1/3)^r of records are expected to be.
@@ -528,7 +528,7 @@ pub async fn run(o: Options) -> Result<()> {
 
     let mut drops = Drops::default();
     for h in &survivors {
-        let s = h.stats().await?;
+        let s = h.dht_stats().await?;
         drops.merge(&s.channel.drops);
         report.handshakes_completed += s.channel.handshakes_completed;
         report.sessions += s.sessions;

@@ -7,10 +7,10 @@ use anyhow::Result;
 use serde::Serialize;
 use suprnova_dht::NodeId;
 use suprnova_dht::identity::Identity;
-use suprnova_dht::net::NodeHandle;
 use suprnova_dht::proto::{DEFAULT_TTL, Target};
 use suprnova_dht::wire::bounded::BoundedBytes;
 use suprnova_dht::wire::{Key, MutableRecord, Record, SetEntry};
+use suprnova_node::Node;
 use tokio::task::JoinSet;
 
 use super::devnet::Latency;
@@ -33,17 +33,17 @@ pub struct Boot {
     pub table_max: usize,
 }
 
-async fn table_sizes(nodes: &[NodeHandle]) -> Result<Vec<usize>> {
+async fn table_sizes(nodes: &[Node]) -> Result<Vec<usize>> {
     let mut out = Vec::with_capacity(nodes.len());
     for h in nodes {
-        out.push(h.stats().await?.table);
+        out.push(h.dht_stats().await?.table);
     }
     Ok(out)
 }
 
 /// Every node but the seed joins through node 0, all at once; meanwhile the routing tables are
 /// watched until each holds 20 peers.
-pub async fn bootstrap(nodes: &[NodeHandle], bar: &indicatif::ProgressBar) -> Result<Boot> {
+pub async fn bootstrap(nodes: &[Node], bar: &indicatif::ProgressBar) -> Result<Boot> {
     let t = Instant::now();
     let seed = nodes.first().map(|h| h.record().clone()).ok_or_else(|| anyhow::anyhow!("no nodes"))?;
     let goal = 20.min(nodes.len().saturating_sub(1));
@@ -146,7 +146,7 @@ pub fn picker() -> Result<impl FnMut(usize) -> usize> {
 }
 
 /// Reads `rec` under `key` through `h`; Ok(Some(hop)) when the same record came back.
-pub async fn read_back(h: &NodeHandle, key: Key, rec: &Record) -> Result<Option<u32>, String> {
+pub async fn read_back(h: &Node, key: Key, rec: &Record) -> Result<Option<u32>, String> {
     let got = if matches!(rec, Record::SetEntry(_)) {
         h.get_all(key).await.map(|v| v.into_iter().find(|g| &g.record == rec))
     } else {
@@ -165,11 +165,7 @@ fn set_entry(id: &Identity, key: &Key, value: &[u8]) -> Result<Record> {
 }
 
 /// `n` puts and `n` gets of each record kind, one at a time from random nodes.
-pub async fn records(
-    nodes: &[NodeHandle],
-    n: usize,
-    bar: &indicatif::ProgressBar,
-) -> Result<(Vec<KindFigures>, Vec<Item>)> {
+pub async fn records(nodes: &[Node], n: usize, bar: &indicatif::ProgressBar) -> Result<(Vec<KindFigures>, Vec<Item>)> {
     let mut out = Vec::new();
     let mut kept: Vec<Item> = Vec::new();
     let mut pick = picker()?;
@@ -197,21 +193,16 @@ pub async fn records(
         let mut replicas = Vec::with_capacity(n);
         for (key, rec) in &items {
             let Some(h) = nodes.get(pick(nodes.len())) else { continue };
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
             let t = Instant::now();
-            match h.put_with_progress(*key, rec.clone(), DEFAULT_TTL, None, tx).await {
+            let (result, answers) = h.put_reported(*key, rec.clone(), DEFAULT_TTL, true).await;
+            match result {
                 Ok(_) => {
                     put_ms.push(t.elapsed().as_secs_f64() * 1e3);
                     f.puts_ok += 1;
                 }
                 Err(e) => f.fail(format!("put: {e}")),
             }
-            let mut stored = Vec::new();
-            while let Ok((peer, r)) = rx.try_recv() {
-                if r.is_ok() {
-                    stored.push(peer);
-                }
-            }
+            let stored: Vec<_> = answers.into_iter().filter(|(_, r)| r.is_ok()).map(|(peer, _)| peer).collect();
             replicas.push(stored);
             bar.inc(1);
         }
@@ -257,7 +248,7 @@ pub struct Restored {
 /// Counts the live copies of each key on `survivors` every 250 ms until every key has `want`
 /// of them or `limit` passes.
 pub async fn replicas_restored(
-    survivors: &[NodeHandle],
+    survivors: &[Node],
     keys: Vec<Key>,
     want: usize,
     since: Instant,
@@ -292,7 +283,7 @@ pub async fn replicas_restored(
 
 /// Every 10 s, until the process ends: what the DHT did in those 10 s, summed over `nodes` (queries
 /// by kind, requests, failures, retransmissions, repair, drops by reason), one line on stderr.
-pub async fn trace(nodes: Vec<NodeHandle>) {
+pub async fn trace(nodes: Vec<Node>) {
     use std::collections::BTreeMap;
     let mut last: BTreeMap<String, u64> = BTreeMap::new();
     loop {
@@ -300,7 +291,7 @@ pub async fn trace(nodes: Vec<NodeHandle>) {
         let mut now: BTreeMap<String, u64> = BTreeMap::new();
         let mut add = |k: &str, v: u64| *now.entry(k.to_string()).or_default() += v;
         for h in &nodes {
-            let Ok(s) = h.stats().await else { continue };
+            let Ok(s) = h.dht_stats().await else { continue };
             for (k, v) in &s.dht.query_latency {
                 add(&format!("queries_{k}"), v.count);
             }

@@ -135,7 +135,7 @@ pub async fn run_node(args: NodeArgs) -> Result<()> {
         .with_context(|| format!("cannot start a node on {listen} with data dir {}", dir.display()))?;
     println!("node {} listening on udp {} (DHT and QUIC)", node.id(), node.local_addr());
     println!("data dir {}", dir.display());
-    let restored = node.dht().restored();
+    let restored = node.restored();
     if let Some(r) = restored.filter(|r| r.peers + r.records > 0) {
         println!("restored {} peers and {} records from {}", r.peers, r.records, db.display());
     }

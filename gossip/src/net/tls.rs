@@ -43,7 +43,10 @@ pub enum TlsSetupError {
     Tls(#[from] TlsError),
     /// quinn refused the configuration.
     #[error("quic crypto: {0}")]
-    Quic(String),
+    Quic(#[source] quinn::crypto::rustls::NoInitialCipherSuite),
+    /// The QUIC endpoint could not be made on the socket.
+    #[error("quic endpoint: {0}")]
+    Endpoint(#[source] std::io::Error),
 }
 
 /// The ed25519 key in a certificate, parsed with webpki (never by pattern search: a crafted
@@ -238,7 +241,7 @@ impl TlsConfigs {
             .with_single_cert(vec![self.cert.clone()], PrivateKeyDer::Pkcs8(self.key.clone_key()))?;
         cfg.alpn_protocols = vec![ALPN.to_vec()];
         cfg.max_early_data_size = 0;
-        quinn::crypto::rustls::QuicServerConfig::try_from(cfg).map_err(|e| TlsSetupError::Quic(e.to_string()))
+        quinn::crypto::rustls::QuicServerConfig::try_from(cfg).map_err(TlsSetupError::Quic)
     }
 
     /// Client side, dialling `expected`.
@@ -250,7 +253,7 @@ impl TlsConfigs {
             .with_client_auth_cert(vec![self.cert.clone()], PrivateKeyDer::Pkcs8(self.key.clone_key()))?;
         cfg.alpn_protocols = vec![ALPN.to_vec()];
         cfg.enable_early_data = false;
-        quinn::crypto::rustls::QuicClientConfig::try_from(cfg).map_err(|e| TlsSetupError::Quic(e.to_string()))
+        quinn::crypto::rustls::QuicClientConfig::try_from(cfg).map_err(TlsSetupError::Quic)
     }
 }
 

@@ -73,9 +73,18 @@ pub enum ConnectError {
     /// It is us.
     #[error("refusing to connect to ourselves")]
     SelfConnect,
+    /// TLS could not be set up for this peer.
+    #[error("connect failed: {0}")]
+    Tls(#[source] TlsSetupError),
+    /// quinn refused to start the connection.
+    #[error("connect failed: {0}")]
+    Dial(#[source] quinn::ConnectError),
     /// The handshake failed (a different key than the NodeId asked for ends here).
     #[error("connect failed: {0}")]
-    Failed(String),
+    Handshake(#[source] quinn::ConnectionError),
+    /// The peer proved another identity than the one dialled (or none).
+    #[error("connect failed: the peer proved another id ({0:?})")]
+    WrongPeer(Option<NodeId>),
     /// No answer in time.
     #[error("connect timed out")]
     Timeout,
@@ -189,7 +198,7 @@ impl Transport {
             Arc::new(shared),
             Arc::new(quinn::TokioRuntime),
         )
-        .map_err(|e| TlsSetupError::Quic(e.to_string()))?;
+        .map_err(TlsSetupError::Endpoint)?;
         let (tx, rx) = mpsc::channel(opts.incoming_queue);
         let inner = Arc::new(Inner {
             endpoint,
@@ -269,7 +278,7 @@ impl Transport {
         if addrs.is_empty() {
             return Err(ConnectError::NoAddress);
         }
-        let crypto = self.inner.tls.client(peer).map_err(|e| ConnectError::Failed(e.to_string()))?;
+        let crypto = self.inner.tls.client(peer).map_err(ConnectError::Tls)?;
         let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
         cfg.transport_config(self.inner.transport.clone());
         let mut last = ConnectError::NoAddress;
@@ -278,22 +287,23 @@ impl Transport {
                 Ok(c) => c,
                 Err(quinn::ConnectError::EndpointStopping) => return Err(ConnectError::Closed),
                 Err(e) => {
-                    last = ConnectError::Failed(e.to_string());
+                    last = ConnectError::Dial(e);
                     continue;
                 }
             };
             match tokio::time::timeout(self.inner.opts.connect_timeout, connecting).await {
                 Ok(Ok(conn)) => {
                     // The verifier already checked the key; this cannot differ, but be exact.
-                    if peer_id(&conn) != Some(peer) {
+                    let proved = peer_id(&conn);
+                    if proved != Some(peer) {
                         conn.close(CLOSE_NORMAL.into(), b"wrong peer");
-                        last = ConnectError::Failed("peer proved a different id".into());
+                        last = ConnectError::WrongPeer(proved);
                         continue;
                     }
                     self.register(peer, conn.clone());
                     return Ok(conn);
                 }
-                Ok(Err(e)) => last = ConnectError::Failed(e.to_string()),
+                Ok(Err(e)) => last = ConnectError::Handshake(e),
                 Err(_) => last = ConnectError::Timeout,
             }
         }

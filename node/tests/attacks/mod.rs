@@ -183,7 +183,7 @@ pub async fn network(tag: u8, gossip: bool) -> Net {
         let key = honest[(i % 2) as usize].put_immutable(value.clone()).await.unwrap();
         keys.push((key, value));
     }
-    let holds = victim.dht().holds(keys.iter().map(|k| k.0).collect()).await.unwrap();
+    let holds = victim.holds(keys.iter().map(|k| k.0).collect()).await.unwrap();
     let held: Vec<(Key, Vec<u8>)> = keys.into_iter().zip(holds).filter(|(_, h)| *h).map(|(k, _)| k).collect();
     let sub = if gossip {
         let sub = victim.subscribe(TOPIC).await.unwrap();
@@ -379,8 +379,7 @@ fn probe(
             sent += 1;
             let t = Instant::now();
             // A ping lost on a flooded loopback costs 300 ms, not the whole window.
-            let r = tokio::time::timeout(Duration::from_millis(300), prober.dht().ping(Target::Record(victim.clone())))
-                .await;
+            let r = tokio::time::timeout(Duration::from_millis(300), prober.ping(Target::Record(victim.clone()))).await;
             if let Ok(Ok(_)) = r {
                 ok += 1;
                 rtts.push(t.elapsed().as_secs_f64() * 1e3);
@@ -436,7 +435,7 @@ pub async fn run(attack: Attack, rate: u64, d: Duration, tag: u8) -> Report {
     let victim_rec = net.victim.record().clone();
     let to = net.victim.local_addr();
     // The prober's session exists before the attack starts (as a neighbour's would).
-    net.honest[0].dht().ping(Target::Record(victim_rec.clone())).await.unwrap();
+    net.honest[0].ping(Target::Record(victim_rec.clone())).await.unwrap();
     let mut extra = BTreeMap::new();
 
     // Attack-specific preparation, before the counters are read.
@@ -623,11 +622,10 @@ pub async fn run(attack: Attack, rate: u64, d: Duration, tag: u8) -> Report {
                     t.copy_from_slice(&rng.bytes(32));
                     n += 1;
                     if let Ok(Ok(found)) =
-                        tokio::time::timeout(Duration::from_secs(10), victim.dht().find_node(suprnova_dht::NodeId(t)))
-                            .await
+                        tokio::time::timeout(Duration::from_secs(10), victim.find_peers(suprnova_dht::NodeId(t))).await
                     {
                         ok += 1;
-                        honest_found += found.nodes.len() as u64;
+                        honest_found += found.len() as u64;
                     }
                 }
                 (n, ok, honest_found)
@@ -659,7 +657,7 @@ pub async fn run(attack: Attack, rate: u64, d: Duration, tag: u8) -> Report {
 
     // Every record the victim held is still served by it, byte for byte.
     let keys: Vec<Key> = net.held.iter().map(|k| k.0).collect();
-    let holds = net.victim.dht().holds(keys).await.unwrap();
+    let holds = net.victim.holds(keys).await.unwrap();
     let mut intact = 0;
     for ((key, value), h) in net.held.iter().zip(holds) {
         if h && net.victim.get_immutable(*key).await.ok().as_ref() == Some(value) {
