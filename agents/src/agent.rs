@@ -71,14 +71,14 @@ pub type Ticket = u64;
 pub struct RequestId(pub(crate) u64);
 
 /// Why sending or a request failed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum SendError {
     /// The body is over the limit.
     #[error("message of {0} bytes is over the limit")]
     TooLarge(usize),
     /// The node could not be reached or the stream failed.
     #[error("network: {0}")]
-    Network(String),
+    Network(#[source] std::sync::Arc<suprnova_node::NodeError>),
     /// No answer in time.
     #[error("timed out")]
     Timeout,

@@ -110,9 +110,18 @@ pub enum RuntimeError {
     /// Another user took the node's incoming direct messages.
     #[error("the node's incoming messages were already taken")]
     IncomingTaken,
+    /// The agent name cannot name a key file.
+    #[error("bad agent name {name:?} (1..=64 of letters, digits, '-', '_', '.'; not starting with '.')")]
+    BadAgentName {
+        /// The name given.
+        name: String,
+    },
+    /// The agents' key directory could not be made.
+    #[error("agent key directory: {0}")]
+    KeyDir(#[source] std::io::Error),
     /// The agent's key file could not be read or written.
     #[error("agent key: {0}")]
-    Key(String),
+    Key(#[source] suprnova_dht::keyfile::KeyFileError),
     /// The runtime hosts `max_agents` agents.
     #[error("too many agents ({0})")]
     TooManyAgents(usize),
@@ -121,7 +130,7 @@ pub enum RuntimeError {
     Duplicate,
     /// The profile breaks a rule (names too long, too many capabilities, …).
     #[error("bad profile: {0}")]
-    Profile(String),
+    Profile(#[source] ProfileError),
     /// The runtime stopped.
     #[error("runtime stopped")]
     Stopped,
@@ -133,9 +142,32 @@ pub enum DiscoverError {
     /// The criteria name neither a capability, a kind nor a position with a spatial index.
     #[error("criteria name no capability, kind or (with a spatial index) position")]
     TooBroad,
-    /// Every lookup failed.
+    /// Every lookup failed (the last failure says why).
     #[error("no set could be read: {0}")]
-    Unreachable(String),
+    Unreachable(#[source] NodeError),
+    /// The spatial index could not be read.
+    #[error("spatial index: {0}")]
+    Spatial(#[source] suprnova_mesh::presence::PresenceError),
+}
+
+/// Which rule a profile breaks.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    /// The kind is empty or too long.
+    #[error("kind must be 1 ..= {} bytes", wire::MAX_KIND)]
+    Kind,
+    /// Too many capabilities.
+    #[error("at most {} capabilities", wire::MAX_CAPABILITIES)]
+    TooManyCapabilities,
+    /// A capability is empty or too long.
+    #[error("capabilities must be 1 ..= {} bytes", wire::MAX_CAPABILITY)]
+    Capability,
+    /// A swarm name is empty or too long.
+    #[error("swarm names must be 1 ..= {} bytes", wire::MAX_SWARM)]
+    Swarm,
+    /// A coordinate is not finite.
+    #[error("position not finite")]
+    Position,
 }
 
 #[derive(Default)]
@@ -341,21 +373,21 @@ fn ms(d: Duration) -> u64 {
 /// Checks a profile's names and normalises its capabilities (sorted, distinct).
 pub fn normalise(mut p: Profile) -> Result<Profile, RuntimeError> {
     if p.kind.is_empty() || p.kind.len() > wire::MAX_KIND {
-        return Err(RuntimeError::Profile(format!("kind must be 1 ..= {} bytes", wire::MAX_KIND)));
+        return Err(RuntimeError::Profile(ProfileError::Kind));
     }
     p.capabilities.sort();
     p.capabilities.dedup();
     if p.capabilities.len() > wire::MAX_CAPABILITIES {
-        return Err(RuntimeError::Profile(format!("at most {} capabilities", wire::MAX_CAPABILITIES)));
+        return Err(RuntimeError::Profile(ProfileError::TooManyCapabilities));
     }
     if p.capabilities.iter().any(|c| c.is_empty() || c.len() > wire::MAX_CAPABILITY) {
-        return Err(RuntimeError::Profile(format!("capabilities must be 1 ..= {} bytes", wire::MAX_CAPABILITY)));
+        return Err(RuntimeError::Profile(ProfileError::Capability));
     }
     if p.swarms.iter().any(|s| s.is_empty() || s.len() > wire::MAX_SWARM) {
-        return Err(RuntimeError::Profile(format!("swarm names must be 1 ..= {} bytes", wire::MAX_SWARM)));
+        return Err(RuntimeError::Profile(ProfileError::Swarm));
     }
     if p.position.is_some_and(|q| q.iter().any(|v| !v.is_finite())) {
-        return Err(RuntimeError::Profile("position not finite".into()));
+        return Err(RuntimeError::Profile(ProfileError::Position));
     }
     Ok(p)
 }
@@ -456,15 +488,13 @@ impl Runtime {
                     || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
                     || name.starts_with('.')
                 {
-                    return Err(RuntimeError::Key(format!("bad agent name {name:?}")));
+                    return Err(RuntimeError::BadAgentName { name: name.to_string() });
                 }
                 let path = dir.join("agents").join(format!("{name}.key"));
                 if let Some(parent) = path.parent() {
-                    std::fs::create_dir_all(parent).map_err(|e| RuntimeError::Key(e.to_string()))?;
+                    std::fs::create_dir_all(parent).map_err(RuntimeError::KeyDir)?;
                 }
-                suprnova_dht::keyfile::load_or_create(&path, fresh)
-                    .map(|(id, _)| id)
-                    .map_err(|e| RuntimeError::Key(e.to_string()))
+                suprnova_dht::keyfile::load_or_create(&path, fresh).map(|(id, _)| id).map_err(RuntimeError::Key)
             }
         }
     }
@@ -907,12 +937,12 @@ impl Runtime {
                 Err(e) if not_found(&e) => read += 1,
                 Err(e) => {
                     d.complete = false;
-                    last_err = Some(e.to_string());
+                    last_err = Some(e);
                 }
             }
         }
         if read == 0 {
-            return Err(DiscoverError::Unreachable(last_err.unwrap_or_default()));
+            return Err(DiscoverError::Unreachable(last_err.unwrap_or(NodeError::NoPeers)));
         }
         d.drops = sifter.drops;
         let c = &self.inner.counters;
@@ -934,7 +964,7 @@ impl Runtime {
         let (Some(s), Some((centre, radius))) = (spatial, criteria.near) else {
             return Err(DiscoverError::TooBroad);
         };
-        let near = s.query_local(centre, radius).await.map_err(|e| DiscoverError::Unreachable(e.to_string()))?;
+        let near = s.query_local(centre, radius).await.map_err(DiscoverError::Spatial)?;
         let mut d = Discovery { complete: near.complete, lookups: near.cells_read as usize, ..Discovery::default() };
         d.entries = near.agents.len();
         for n in near.agents {
@@ -972,7 +1002,7 @@ impl Runtime {
         self.inner.counters.sent.fetch_add(1, Ordering::Relaxed);
         self.inner.node.send(to.node, &wire::frame(&e)).await.map_err(|err| {
             self.inner.counters.send_failures.fetch_add(1, Ordering::Relaxed);
-            SendError::Network(err.to_string())
+            SendError::Network(std::sync::Arc::new(err))
         })
     }
 
@@ -1008,7 +1038,7 @@ impl Runtime {
                 match err {
                     NodeError::Timeout => SendError::Timeout,
                     NodeError::Refused { .. } => SendError::Refused,
-                    other => SendError::Network(other.to_string()),
+                    other => SendError::Network(std::sync::Arc::new(other)),
                 }
             })?;
             wire::decode::<Reply>(&bytes).map_err(|_| SendError::BadAnswer)?
@@ -1043,7 +1073,7 @@ impl Runtime {
             .node
             .publish(&swarm_topic(swarm), wire::encode(&e))
             .await
-            .map_err(|err| SendError::Network(err.to_string()))?;
+            .map_err(|err| SendError::Network(std::sync::Arc::new(err)))?;
         Ok(())
     }
 

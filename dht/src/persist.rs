@@ -22,12 +22,13 @@ const FORMAT: u64 = 1;
 #[derive(Debug, thiserror::Error)]
 pub enum PersistError {
     /// Opening or creating the file failed (corrupt, locked by another process, no permission).
-    #[error("{path}: cannot open the node database: {msg}")]
+    #[error("{path}: cannot open the node database: {source}")]
     Open {
         /// File.
         path: PathBuf,
         /// Cause.
-        msg: String,
+        #[source]
+        source: redb::DatabaseError,
     },
     /// The file is a database of another layout version.
     #[error("{path}: database format {found}, this build reads format {FORMAT}")]
@@ -38,12 +39,22 @@ pub enum PersistError {
         found: u64,
     },
     /// A read or write transaction failed.
-    #[error("{path}: {msg}")]
+    #[error("{path}: {source}")]
     Io {
         /// File.
         path: PathBuf,
         /// Cause.
-        msg: String,
+        #[source]
+        source: Box<redb::Error>,
+    },
+    /// A saved entry could not be encoded.
+    #[error("{path}: cannot encode an entry: {source}")]
+    Encode {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: wire::DecodeError,
     },
 }
 
@@ -63,8 +74,7 @@ pub struct LoadReport {
 impl Persist {
     /// Opens or creates the database at `path`.
     pub fn open(path: &Path) -> Result<Self, PersistError> {
-        let db =
-            Database::create(path).map_err(|e| PersistError::Open { path: path.to_path_buf(), msg: e.to_string() })?;
+        let db = Database::create(path).map_err(|source| PersistError::Open { path: path.to_path_buf(), source })?;
         let p = Persist { db, path: path.to_path_buf() };
         let found = p.read_format()?;
         match found {
@@ -75,8 +85,12 @@ impl Persist {
         Ok(p)
     }
 
-    fn io(&self, e: impl std::fmt::Display) -> PersistError {
-        PersistError::Io { path: self.path.clone(), msg: e.to_string() }
+    fn io(&self, e: impl Into<redb::Error>) -> PersistError {
+        PersistError::Io { path: self.path.clone(), source: Box::new(e.into()) }
+    }
+
+    fn encoding(&self, source: wire::DecodeError) -> PersistError {
+        PersistError::Encode { path: self.path.clone(), source }
     }
 
     fn read_format(&self) -> Result<Option<u64>, PersistError> {
@@ -106,7 +120,7 @@ impl Persist {
         {
             let mut peers = tx.open_table(PEERS).map_err(|e| self.io(e))?;
             for p in &snap.peers {
-                let v = wire::encode(p).map_err(|e| self.io(e))?;
+                let v = wire::encode(p).map_err(|e| self.encoding(e))?;
                 peers.insert(p.record.id.as_bytes().as_slice(), v.as_slice()).map_err(|e| self.io(e))?;
             }
             let mut records = tx.open_table(RECORDS).map_err(|e| self.io(e))?;
@@ -116,7 +130,7 @@ impl Persist {
                 if let wire::Record::SetEntry(e) = &r.record {
                     k.extend_from_slice(&e.public_key);
                 }
-                let v = wire::encode(r).map_err(|e| self.io(e))?;
+                let v = wire::encode(r).map_err(|e| self.encoding(e))?;
                 records.insert(k.as_slice(), v.as_slice()).map_err(|e| self.io(e))?;
             }
         }

@@ -167,7 +167,7 @@ fn reason(e: &InputError) -> &'static str {
         InputError::Duplicate => "duplicate",
         InputError::AuthorLimit => "author_limit",
         InputError::PoolFull => "pool_full",
-        InputError::Refused(_) => "refused_by_world",
+        InputError::Refused => "refused_by_world",
     }
 }
 

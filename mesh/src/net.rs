@@ -49,7 +49,7 @@ pub enum StartError {
     Node(#[from] NodeError),
     /// The signing guard file cannot be read.
     #[error("signing guard: {0}")]
-    Guard(String),
+    Guard(#[source] std::io::Error),
     /// Joining: the genesis could not be read, or no certified state checked out.
     #[error("joining: {0}")]
     Join(#[from] GetStateError),
@@ -295,7 +295,7 @@ impl<S: Serialize + serde::de::DeserializeOwned + Send + Sync + 'static> Mesh<S>
         let guard_file = cfg.guard_file.clone();
         if member && let Some(path) = &guard_file {
             // Never sign at a height the previous run may have signed at.
-            let signed_up_to = read_guard(path).map_err(|e| StartError::Guard(e.to_string()))?;
+            let signed_up_to = read_guard(path).map_err(StartError::Guard)?;
             core.guard(Instant::now(), signed_up_to, GUARD_STEP);
         }
         let id = core.mesh_id();
@@ -748,7 +748,7 @@ pub struct FetchedState<S> {
     /// Its block's header (the body, the inputs, is not stored).
     pub proposal: simplex::Proposal,
     /// Heads that were not used because they did not check out (writer key, why).
-    pub rejected: Vec<([u8; 32], String)>,
+    pub rejected: Vec<([u8; 32], HeadRejection)>,
 }
 
 /// Heads examined at most by one `get_state` (a set holds at most 64 writers).
@@ -765,7 +765,27 @@ pub enum GetStateError {
     BadGenesis,
     /// No head led to a record whose certificate and state check out.
     #[error("no valid certified state ({} heads rejected)", .0.len())]
-    NoValidHead(Vec<([u8; 32], String)>),
+    NoValidHead(Vec<([u8; 32], HeadRejection)>),
+}
+
+/// Why a head of a mesh's head set was not used.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum HeadRejection {
+    /// The head does not decode.
+    #[error("head does not decode")]
+    Undecodable,
+    /// A non-member's head points at a blob (only members may make readers fetch blobs).
+    #[error("a non-member's head points at a blob")]
+    NonMemberHeadBlob,
+    /// A non-member's round record points at a blob.
+    #[error("a non-member's record points at a blob")]
+    NonMemberRecordBlob,
+    /// The record or state could not be fetched.
+    #[error("fetch failed: {0}")]
+    Fetch(#[source] std::sync::Arc<NodeError>),
+    /// The record or state does not check out.
+    #[error(transparent)]
+    Record(#[from] RecordError),
 }
 
 /// Largest genesis blob a reader fetches (256 members need about 8.3 KiB).
@@ -775,15 +795,16 @@ const MAX_RECORD_BLOB: u64 = 64 << 10;
 
 /// Reads `r`; a blob only if its manifest says it is at most `max` bytes (None: any size),
 /// so a planted reference cannot make the reader download something large.
-async fn fetch(node: &Node, r: Ref, max: Option<u64>) -> Result<Vec<u8>, String> {
+async fn fetch(node: &Node, r: Ref, max: Option<u64>) -> Result<Vec<u8>, HeadRejection> {
+    let failed = |e| HeadRejection::Fetch(std::sync::Arc::new(e));
     match r {
-        Ref::Immutable(k) => node.get_immutable(Key(k)).await.map_err(|e| e.to_string()),
+        Ref::Immutable(k) => node.get_immutable(Key(k)).await.map_err(failed),
         Ref::Blob(h) => {
             let hash = BlobHash(h);
-            let providers = node.find_blob_providers(hash).await.map_err(|e| e.to_string())?;
+            let providers = node.find_blob_providers(hash).await.map_err(failed)?;
             // Refused from the manifest, before any chunk, when over `max`.
             let max = max.unwrap_or(u64::MAX);
-            let (data, _) = node.fetch_blob_at_most(hash, &providers, max, None).await.map_err(|e| e.to_string())?;
+            let (data, _) = node.fetch_blob_at_most(hash, &providers, max, None).await.map_err(failed)?;
             Ok(data.to_vec())
         }
     }
@@ -810,7 +831,7 @@ pub async fn read_state<S: Serialize + serde::de::DeserializeOwned>(
     for e in entries {
         match postcard::from_bytes::<Head>(e.value.as_slice()) {
             Ok(h) => heads.push((e.public_key, h)),
-            Err(_) => rejected.push((e.public_key, "head does not decode".to_string())),
+            Err(_) => rejected.push((e.public_key, HeadRejection::Undecodable)),
         }
     }
     heads.sort_by_key(|h| std::cmp::Reverse(h.1.round));
@@ -819,25 +840,25 @@ pub async fn read_state<S: Serialize + serde::de::DeserializeOwned>(
         // large); anyone else's must point at an immutable record with the state inline, so
         // that refusing it costs one small read.
         let member = genesis.members.contains(&writer);
-        let checked: Result<FetchedState<S>, String> = async {
+        let checked: Result<FetchedState<S>, HeadRejection> = async {
             if !member && matches!(head.record, Ref::Blob(_)) {
-                return Err("a non-member's head points at a blob".to_string());
+                return Err(HeadRejection::NonMemberHeadBlob);
             }
             let rec: RoundRecord = postcard::from_bytes(&fetch(node, head.record, Some(MAX_RECORD_BLOB)).await?)
-                .map_err(|_| RecordError::Malformed.to_string())?;
+                .map_err(|_| RecordError::Malformed)?;
             // The round is checked before any signature.
             let header: crate::world::BatchHeader =
-                postcard::from_bytes(rec.payload.as_slice()).map_err(|_| RecordError::Header(0).to_string())?;
+                postcard::from_bytes(rec.payload.as_slice()).map_err(|_| RecordError::Header(0))?;
             if header.round != head.round {
-                return Err(RecordError::Header(header.round).to_string());
+                return Err(RecordError::Header(header.round).into());
             }
-            let header = store::verify_record(genesis, &rec).map_err(|e| e.to_string())?;
+            let header = store::verify_record(genesis, &rec)?;
             let state_bytes = match &rec.state {
                 StateRef::Inline(b) => b.to_vec(),
-                StateRef::Blob(_) if !member => return Err("a non-member's record points at a blob".to_string()),
+                StateRef::Blob(_) if !member => return Err(HeadRejection::NonMemberRecordBlob),
                 StateRef::Blob(h) => fetch(node, Ref::Blob(*h), None).await?,
             };
-            let state = store::verify_state::<S>(&header, &state_bytes).map_err(|e| e.to_string())?;
+            let state = store::verify_state::<S>(&header, &state_bytes)?;
             let proposal = simplex::Proposal {
                 height: rec.height,
                 parent_height: rec.parent_height,

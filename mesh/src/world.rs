@@ -236,8 +236,8 @@ pub enum InputError {
     #[error("input pool full")]
     PoolFull,
     /// The world refused it.
-    #[error("world refused input: {0}")]
-    Refused(String),
+    #[error("the world refused the input")]
+    Refused,
 }
 
 /// A block's payload (hashed into its digest): the round it makes, the hash of the state after

@@ -146,7 +146,7 @@ async fn five_members_agree_on_100_rounds_and_a_non_member_reads_the_state_from_
     assert_eq!(got.state_hash, seen[0][&got.round]);
     let rogue_key = Identity::from_seed(seed(5)).public_key();
     assert!(
-        got.rejected.iter().any(|(w, why)| *w == rogue_key && why.contains("certificate does not verify")),
+        got.rejected.iter().any(|(w, why)| *w == rogue_key && why.to_string().contains("certificate does not verify")),
         "{:?}",
         got.rejected
     );

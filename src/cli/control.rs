@@ -688,7 +688,7 @@ async fn mesh_state(st: &State, v: Value) -> Answer {
         "width": b.w, "height": b.h,
         "population": b.population(),
         "rows": rows,
-        "rejected_heads": f.rejected.iter().map(|(w, why)| json!({"writer": hex::encode(w), "why": why})).collect::<Vec<_>>(),
+        "rejected_heads": f.rejected.iter().map(|(w, why)| json!({"writer": hex::encode(w), "why": why.to_string()})).collect::<Vec<_>>(),
         "read_ms": ms,
     }))
 }
