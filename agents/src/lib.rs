@@ -31,7 +31,7 @@ pub mod discovery;
 #[doc(hidden)]
 pub mod fuzzing;
 #[cfg(feature = "net")]
-pub mod knowledge;
+pub use runtime::knowledge;
 #[cfg(feature = "net")]
 pub mod runtime;
 pub mod vote;

@@ -13,10 +13,10 @@ use serde::{Deserialize, Serialize};
 use x25519_dalek::{PublicKey as XPublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
-use crate::wire::addr::WireAddr;
-use crate::wire::bounded::BoundedVec;
-use crate::wire::limits::{MAX_RECORD_ADDRS, PROTOCOL_VERSION};
-use crate::wire::{self, DecodeError};
+use crate::codec::addr::WireAddr;
+use crate::codec::bounded::BoundedVec;
+use crate::codec::limits::{MAX_RECORD_ADDRS, PROTOCOL_VERSION};
+use crate::codec::{self, DecodeError};
 
 /// Context string for deriving the X25519 static secret from the identity seed (BLAKE3 derive_key).
 pub const NOISE_KEY_CONTEXT: &str = "suprnova v1 noise static key";
@@ -215,7 +215,7 @@ pub fn binding_message(noise_public: &[u8; 32]) -> Vec<u8> {
 /// Verifies an ed25519 signature strictly (canonical encodings, no small-order keys).
 pub fn verify_strict(public_key: &[u8; 32], msg: &[u8], signature: &[u8; 64]) -> bool {
     if crate::simcrypto::insecure() {
-        return crate::handshake::ct_eq(&crate::simcrypto::sign(public_key, msg), signature);
+        return crate::ct::ct_eq(&crate::simcrypto::sign(public_key, msg), signature);
     }
     let Ok(vk) = VerifyingKey::from_bytes(public_key) else {
         return false;
@@ -243,7 +243,7 @@ pub struct NodeRecord {
     /// Addresses the node can be reached at (at most 4).
     pub addrs: BoundedVec<WireAddr, MAX_RECORD_ADDRS>,
     /// ed25519 signature over `RECORD_SIGNATURE_DOMAIN ‖ encoding-without-signature`.
-    #[serde(with = "wire::serde_sig")]
+    #[serde(with = "codec::serde_sig")]
     pub signature: [u8; 64],
 }
 
@@ -276,7 +276,7 @@ pub enum RecordError {
 impl NodeRecord {
     /// The bytes the signature covers: domain ‖ encoding of all fields but the signature.
     pub fn signed_bytes(&self) -> Result<Vec<u8>, DecodeError> {
-        let enc = wire::encode(self)?;
+        let enc = codec::encode(self)?;
         let body = enc.get(..enc.len().saturating_sub(64)).unwrap_or(&[]);
         let mut out = Vec::with_capacity(RECORD_SIGNATURE_DOMAIN.len() + body.len());
         out.extend_from_slice(RECORD_SIGNATURE_DOMAIN);
@@ -304,7 +304,7 @@ impl NodeRecord {
 
     /// Decodes (canonically) and verifies a record.
     pub fn decode_verified(bytes: &[u8]) -> Result<NodeRecord, RecordError> {
-        let rec: NodeRecord = wire::decode(bytes).map_err(|_| RecordError::Malformed)?;
+        let rec: NodeRecord = codec::decode(bytes).map_err(|_| RecordError::Malformed)?;
         rec.verify()?;
         Ok(rec)
     }
@@ -354,7 +354,7 @@ mod tests {
         let i = ident(7);
         let rec = i.make_record(3, 1, &[WireAddr::V4([127, 0, 0, 1], 4000)]).unwrap();
         rec.verify().unwrap();
-        let bytes = wire::encode(&rec).unwrap();
+        let bytes = codec::encode(&rec).unwrap();
         assert_eq!(NodeRecord::decode_verified(&bytes).unwrap(), rec);
     }
 

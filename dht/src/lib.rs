@@ -13,6 +13,8 @@
 //! - [`net`]: tokio driver (feature `net`).
 
 pub mod channel;
+pub mod codec;
+pub mod ct;
 pub mod handshake;
 pub mod identity;
 pub mod keyfile;

@@ -15,9 +15,10 @@ use suprnova_dht::stats::Drops;
 use suprnova_node::{Node, NodeError, PingReply};
 use tokio::task::JoinSet;
 
+use super::devnet_common::{Latency, rss_kb};
 use super::devnet_dht::{Boot, KindFigures};
 use super::devnet_gossip::{Blob, Broadcast, Plan, Subs};
-use super::{percentiles_ms, random_seed};
+use super::random_seed;
 
 /// Every devnet node shares 127.0.0.1 (loopback is exempt from the per-subnet limits by default
 /// anyway). Its 64 nodes share one process on two cores, where a round trip is queueing (10 to
@@ -53,41 +54,6 @@ struct Phase {
     rtts_ms: Vec<f64>,
     failures: Vec<String>,
     elapsed: Duration,
-}
-
-/// Latency percentiles in milliseconds (null when nothing was measured).
-#[derive(Serialize, Default, Clone, Copy)]
-pub struct Latency {
-    /// Median.
-    pub p50_ms: f64,
-    /// 95th percentile.
-    pub p95_ms: f64,
-    /// 99th percentile.
-    pub p99_ms: f64,
-}
-
-impl Latency {
-    /// Percentiles of `v` (sorted in place).
-    pub fn of(v: &mut [f64]) -> Latency {
-        let [p50_ms, p95_ms, p99_ms] = percentiles_ms(v, [50.0, 95.0, 99.0]);
-        Latency { p50_ms, p95_ms, p99_ms }
-    }
-}
-
-/// CPU seconds (user + system) this process has used, from /proc (Linux).
-pub fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = f.get(11)?.parse().ok()?;
-    let stime: f64 = f.get(12)?.parse().ok()?;
-    // /proc reports clock ticks of USER_HZ, which is 100 on Linux.
-    Some((utime + stime) / 100.0)
-}
-
-fn rss_kb(field: &str) -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
 }
 
 /// A ping phase.
@@ -477,7 +443,7 @@ pub async fn run(o: Options) -> Result<()> {
     let repaired = super::devnet_gossip::repaired(&full, &live, &dead, Duration::from_secs(30)).await;
     let repair_s = repaired.map(|_| t_stop.elapsed().as_secs_f64());
     bar.set_length(sample.len() as u64);
-    let mut pick = super::devnet_dht::picker()?;
+    let mut pick = super::devnet_common::picker()?;
     let (mut readable, mut get_ms) = (0, Vec::new());
     let mut reads = JoinSet::new();
     let mut queue = sample.iter().filter(|i| !i.replicas.iter().all(|r| dead.contains(r)));

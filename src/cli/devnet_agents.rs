@@ -20,8 +20,7 @@ use suprnova_node::Node;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use super::devnet::Latency;
-use super::devnet_dht::picker;
+use super::devnet_common::{Latency, picker};
 
 const CAPABILITIES: [&str; 10] =
     ["vision", "planning", "speech", "search", "code", "math", "chess", "physics", "layout", "memory"];

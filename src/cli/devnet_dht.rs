@@ -13,7 +13,7 @@ use suprnova_dht::wire::{Key, MutableRecord, Record, SetEntry};
 use suprnova_node::Node;
 use tokio::task::JoinSet;
 
-use super::devnet::Latency;
+use super::devnet_common::{Latency, picker};
 use super::{percentiles_ms, random_seed};
 
 /// Bootstrap figures.
@@ -132,17 +132,6 @@ pub struct Item {
     pub record: Record,
     /// Replicas that acknowledged the store.
     pub replicas: Vec<NodeId>,
-}
-
-/// xorshift over a random seed: which node does the next operation.
-pub fn picker() -> Result<impl FnMut(usize) -> usize> {
-    let mut x = u64::from_le_bytes(random_seed()?.get(..8).and_then(|b| b.try_into().ok()).unwrap_or([7; 8])) | 1;
-    Ok(move |len: usize| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        (x % len.max(1) as u64) as usize
-    })
 }
 
 /// Reads `rec` under `key` through `h`; Ok(Some(hop)) when the same record came back.

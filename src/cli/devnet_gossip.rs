@@ -10,7 +10,7 @@ use suprnova_dht::NodeId;
 use suprnova_node::{Node, TopicEvent};
 use tokio::sync::mpsc;
 
-use super::devnet::{Latency, cpu_seconds};
+use super::devnet_common::{Latency, cpu_seconds};
 
 const TOPIC: &str = "devnet";
 

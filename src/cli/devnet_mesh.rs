@@ -19,8 +19,7 @@ use suprnova_mesh::world::{Batch, Genesis, Limits, SignedInput, WithSpace};
 use suprnova_node::Node;
 use tokio::task::JoinSet;
 
-use super::devnet::Latency;
-use super::devnet_dht::picker;
+use super::devnet_common::{Latency, picker};
 
 /// Members of the devnet mesh; the last two are byzantine.
 pub const MEMBERS: usize = 7;

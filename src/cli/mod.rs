@@ -5,6 +5,7 @@ mod config;
 mod control;
 mod devnet;
 mod devnet_agents;
+mod devnet_common;
 mod devnet_dht;
 mod devnet_gossip;
 mod devnet_mesh;

@@ -6,13 +6,7 @@ pub mod noise;
 pub mod replay;
 pub mod session;
 
-/// Constant-time equality of two byte slices of equal length.
-pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+pub use crate::ct::ct_eq;
 
 use x25519_dalek::StaticSecret;
 

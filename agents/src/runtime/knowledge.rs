@@ -27,8 +27,8 @@ use suprnova_dht::wire::{Key, MutableRecord, Record, SetEntry};
 use suprnova_node::{BlobHash, Node, NodeError};
 use tokio::task::JoinSet;
 
+use super::{Runtime, lock, unix_ms};
 use crate::agent::{AgentAddr, Event, SyncReport};
-use crate::runtime::{Runtime, lock, unix_ms};
 use crate::wire::{
     self, Ack, AgentId, DomainEntry, Envelope, Index, IndexRef, Item, Offer, OfferReply, Reply, System, bounded,
     domain_key, index_salt,
