@@ -45,44 +45,55 @@ impl Node {
     /// Carries out the topic core's member-set work until the driver stops, and tells the core
     /// whenever the DHT saw a former peer answer again (a partition may have healed).
     pub(crate) async fn member_work(self, mut work: mpsc::Receiver<MemberWork>) {
-        let mut revived = self.revivals().await;
+        // The DHT's counters are read only once a topic exists (the first member-set work).
+        let mut revived: Option<u64> = None;
         let mut check = tokio::time::interval(REVIVAL_CHECK);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                w = work.recv() => match w {
-                    None => return,
-                    Some(MemberWork::Announce(topic)) => {
-                        // A read asked right after (a new subscription) waits for our entry to
-                        // be written: two nodes that subscribe at once then see each other.
-                        let read = match work.try_recv() {
-                            Ok(MemberWork::Read(t, done)) if t == topic => Some(done),
-                            Ok(other) => {
-                                self.spawn_work(other);
-                                None
-                            }
-                            Err(_) => None,
-                        };
-                        let node = self.clone();
-                        tokio::spawn(async move {
-                            node.announce(topic).await;
-                            if let Some(done) = read {
-                                node.answer_read(topic).await;
-                                drop(done);
-                            }
-                        });
+                w = work.recv() => {
+                    let Some(w) = w else { return };
+                    if revived.is_none() {
+                        revived = Some(self.revivals().await);
                     }
-                    Some(w) => self.spawn_work(w),
-                },
+                    self.dispatch(w, &mut work);
+                }
                 _ = check.tick() => {
+                    let Some(before) = revived else { continue };
                     let now = self.revivals().await;
-                    if now > revived {
+                    if now > before {
                         self.inner.topics.revived().await;
                     }
-                    revived = now;
+                    revived = Some(now);
                 }
             }
         }
+    }
+
+    /// Starts one piece of member-set work. A read asked right after an announcement (a new
+    /// subscription) waits for our entry to be written: two nodes that subscribe at once then
+    /// see each other.
+    fn dispatch(&self, w: MemberWork, work: &mut mpsc::Receiver<MemberWork>) {
+        let MemberWork::Announce(topic) = w else {
+            self.spawn_work(w);
+            return;
+        };
+        let read = match work.try_recv() {
+            Ok(MemberWork::Read(t, done)) if t == topic => Some(done),
+            Ok(other) => {
+                self.spawn_work(other);
+                None
+            }
+            Err(_) => None,
+        };
+        let node = self.clone();
+        tokio::spawn(async move {
+            node.announce(topic).await;
+            if let Some(done) = read {
+                node.answer_read(topic).await;
+                drop(done);
+            }
+        });
     }
 
     /// Carries out one piece of member-set work on its own task.
