@@ -78,7 +78,7 @@ pub enum SendError {
     TooLarge(usize),
     /// The node could not be reached or the stream failed.
     #[error("network: {0}")]
-    Network(#[source] std::sync::Arc<suprnova_node::NodeError>),
+    Network(#[source] std::sync::Arc<dyn std::error::Error + Send + Sync>),
     /// No answer in time.
     #[error("timed out")]
     Timeout,
