@@ -128,43 +128,8 @@ impl Node {
         if providers.is_empty() {
             return Err(BlobError::NoProvider.into());
         }
-        let report_progress = |p: BlobProgress| {
-            if let Some(tx) = &progress {
-                let _ = tx.send(p);
-            }
-        };
-        // The manifest: from a resumed download, or the first provider that serves a good one.
-        let held = self
-            .inner
-            .blobs
-            .partial
-            .lock()
-            .ok()
-            .and_then(|p| p.get(&hash).map(|x| (x.manifest.clone(), x.manifest_bytes.clone(), x.chunks.clone())));
-        let (manifest, manifest_bytes, chunks) = match held {
-            Some(h) => h,
-            None => {
-                let mut got = None;
-                for p in &providers {
-                    match self.blob_call(*p, &BlobRequest::Manifest(hash), blobs::MAX_MANIFEST).await {
-                        Ok(bytes) => {
-                            if let Some(m) = Manifest::decode_verified(&bytes, &hash) {
-                                got = Some((m, bytes));
-                                break;
-                            }
-                            report_progress(BlobProgress::Corrupt { provider: *p, index: usize::MAX });
-                        }
-                        Err(e) => report_progress(BlobProgress::ProviderFailed { provider: *p, reason: e.to_string() }),
-                    }
-                }
-                let (m, bytes) = got.ok_or(BlobError::NoManifest)?;
-                if self.inner.blobs.partial_bytes().saturating_add(m.size) > self.inner.cfg.max_partial_bytes {
-                    return Err(BlobError::NoSpace.into());
-                }
-                let n = m.chunks.len();
-                (m, bytes, vec![None; n])
-            }
-        };
+        let report_progress = |p: BlobProgress| report(&progress, p);
+        let (manifest, manifest_bytes, chunks) = self.manifest_for(hash, &providers, &progress).await?;
         if manifest.size > max {
             return Err(BlobError::TooLarge { size: manifest.size, max }.into());
         }
@@ -225,6 +190,45 @@ impl Node {
             );
         }
         Ok((data, report))
+    }
+
+    /// The manifest of `hash` with the chunks already held: from a resumed download, or from the
+    /// first provider that serves one that verifies (within the space for partial downloads).
+    async fn manifest_for(
+        &self,
+        hash: BlobHash,
+        providers: &[NodeId],
+        progress: &Option<mpsc::UnboundedSender<BlobProgress>>,
+    ) -> Result<(Manifest, Vec<u8>, Vec<Option<Vec<u8>>>), NodeError> {
+        let held = self
+            .inner
+            .blobs
+            .partial
+            .lock()
+            .ok()
+            .and_then(|p| p.get(&hash).map(|x| (x.manifest.clone(), x.manifest_bytes.clone(), x.chunks.clone())));
+        if let Some(h) = held {
+            return Ok(h);
+        }
+        let mut got = None;
+        for p in providers {
+            match self.blob_call(*p, &BlobRequest::Manifest(hash), blobs::MAX_MANIFEST).await {
+                Ok(bytes) => {
+                    if let Some(m) = Manifest::decode_verified(&bytes, &hash) {
+                        got = Some((m, bytes));
+                        break;
+                    }
+                    report(progress, BlobProgress::Corrupt { provider: *p, index: usize::MAX });
+                }
+                Err(e) => report(progress, BlobProgress::ProviderFailed { provider: *p, reason: e.to_string() }),
+            }
+        }
+        let (m, bytes) = got.ok_or(BlobError::NoManifest)?;
+        if self.inner.blobs.partial_bytes().saturating_add(m.size) > self.inner.cfg.max_partial_bytes {
+            return Err(BlobError::NoSpace.into());
+        }
+        let n = m.chunks.len();
+        Ok((m, bytes, vec![None; n]))
     }
 
     async fn chunk_worker(
@@ -315,5 +319,12 @@ impl Node {
             Ok(Ok((status::OK, data))) => Ok(data),
             Ok(Ok(_)) => Err(NodeError::Refused { code: None }),
         }
+    }
+}
+
+/// Sends a progress event if anyone listens.
+fn report(progress: &Option<mpsc::UnboundedSender<BlobProgress>>, p: BlobProgress) {
+    if let Some(tx) = progress {
+        let _ = tx.send(p);
     }
 }
