@@ -136,11 +136,6 @@ pub enum StreamError {
 }
 
 impl NodeError {
-    /// Whether this is `NotFound`.
-    pub fn is_not_found(&self) -> bool {
-        matches!(self, NodeError::NotFound)
-    }
-
     /// A size over `max`.
     pub(crate) fn too_large(size: usize, max: usize) -> NodeError {
         NodeError::TooLarge { size: size as u64, max: max as u64 }

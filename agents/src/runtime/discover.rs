@@ -34,7 +34,7 @@ impl Runtime {
                     }
                     sifter.add(u8::try_from(b).unwrap_or(u8::MAX), &entries);
                 }
-                Err(e) if not_found(&e) => read += 1,
+                Err(NodeError::NotFound) => read += 1,
                 Err(e) => {
                     d.complete = false;
                     last_err = Some(e);

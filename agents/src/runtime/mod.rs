@@ -369,10 +369,6 @@ pub(crate) fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn not_found(e: &NodeError) -> bool {
-    matches!(e, NodeError::NotFound)
-}
-
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

@@ -221,11 +221,6 @@ impl GossipSim {
         info.map(|t| t.active.iter().filter_map(|p| self.index.get(p).copied()).collect()).unwrap_or_default()
     }
 
-    /// The topic core's counters at node `i`.
-    pub fn core_stats(&self, i: usize) -> Option<suprnova_gossip::proto::topic::TopicStats> {
-        self.node(i).map(|n| n.core.stats())
-    }
-
     fn node(&self, i: usize) -> Option<&Node> {
         self.nodes.get(i).and_then(Option::as_ref)
     }

@@ -132,11 +132,6 @@ impl TopicCore {
         self.me
     }
 
-    /// Tunables.
-    pub fn config(&self) -> &TopicsConfig {
-        &self.cfg
-    }
-
     /// Next output.
     pub fn poll(&mut self) -> Option<Out> {
         self.out.pop_front()
@@ -174,16 +169,6 @@ impl TopicCore {
             eager: t.pt.eager().count(),
             lazy: t.pt.lazy().count(),
         })
-    }
-
-    /// Topics we are in.
-    pub fn topics(&self) -> impl Iterator<Item = &TopicId> {
-        self.topics.keys()
-    }
-
-    /// Payload bytes Plumtree holds for grafts, all topics together.
-    pub fn cached_bytes(&self) -> usize {
-        self.topics.values().map(|t| t.pt.cached_bytes()).sum()
     }
 
     /// Enters `topic` (nothing happens if we are in it already): our entry goes into its member
