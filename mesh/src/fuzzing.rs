@@ -221,31 +221,3 @@ pub fn simplex_ops(data: &[u8]) -> u64 {
     }
     s.stats().finalized
 }
-
-/// The equivocator's twin of `m`, signed by `id`: the same kind of message for a different block
-/// (a second proposal with one more payload byte, or a vote or finalize for another digest).
-/// Tests and the simulator use it to make a member equivocate; `None` for kinds it cannot twin.
-pub fn equivocation_twin(mesh: &Digest, id: &Identity, m: &Message) -> Option<Message> {
-    match m {
-        Message::Propose { proposal, .. } => {
-            let mut p: Proposal = proposal.clone();
-            let mut pl = p.payload.to_vec();
-            pl.push(0x42);
-            p.payload = pl.as_slice().try_into().ok()?;
-            let d = p.digest(mesh);
-            let sig = Sig(id.sign(&simplex::vote_message(mesh, p.height, &Some(d))));
-            Some(Message::Propose { proposal: p, sig })
-        }
-        Message::Vote { height, choice: Some(_), signer, .. } => {
-            let other = *blake3::hash(&height.to_le_bytes()).as_bytes();
-            let sig = Sig(id.sign(&simplex::vote_message(mesh, *height, &Some(other))));
-            Some(Message::Vote { height: *height, choice: Some(other), signer: *signer, sig })
-        }
-        Message::Finalize { height, signer, .. } => {
-            let other = *blake3::hash(&height.to_le_bytes()).as_bytes();
-            let sig = Sig(id.sign(&simplex::finalize_message(mesh, *height, &other)));
-            Some(Message::Finalize { height: *height, digest: other, signer: *signer, sig })
-        }
-        _ => None,
-    }
-}

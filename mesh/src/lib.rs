@@ -42,6 +42,8 @@
 //! - `presence` (feature `net`): `presence::Spatial`, agents' signed presence in the cells of a
 //!   mesh's space on the DHT, and `query_local(position, radius)`, bounded in cells read and
 //!   exact against brute force.
+//! - `testing` (feature `testing`): byzantine members as send filters, for tests, the simulator
+//!   and the devnet. `fuzzing` (feature `fuzzing`): the cargo-fuzz entry points.
 
 pub mod core;
 pub mod life;
@@ -54,5 +56,7 @@ pub mod spatial;
 pub mod store;
 pub mod world;
 
-#[doc(hidden)]
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -95,7 +95,7 @@ impl Net {
                     }
                 }
                 MeshOut::Reserve { up_to } => self.cores[i].reserved(up_to),
-                MeshOut::Evidence(_) | MeshOut::Gap { .. } => {}
+                MeshOut::Evidence(_) | MeshOut::Gap { .. } | MeshOut::Fetch => {}
             }
         }
     }

@@ -132,7 +132,7 @@ impl Sim {
 
     /// The equivocator's twin of a message: the same kind, for a different block.
     fn twin(&self, from: usize, m: &Message) -> Option<Message> {
-        suprnova_mesh::fuzzing::equivocation_twin(&self.mesh, &self.ids[from], m)
+        suprnova_mesh::testing::equivocation_twin(&self.mesh, &self.ids[from], m)
     }
 
     /// Runs node `i`'s outputs: the application answers at once, messages go on the wire.

@@ -116,7 +116,8 @@ enum Scenario {
         #[arg(long, default_value_t = 60)]
         after_s: u64,
     },
-    /// The Simplex agreement core with 4-100 members and 0-40 % byzantine ones: finality and safety.
+    /// The mesh core (Life world, inputs, Simplex agreement, catch-up) with 4-100 members and 0-40 %
+    /// byzantine ones: finality, safety and inputs applied.
     Mesh {
         #[command(flatten)]
         common: Common,
@@ -132,6 +133,9 @@ enum Scenario {
         /// Simplex timeout (3 delta) in ms (default: the production 500 ms).
         #[arg(long)]
         timeout_ms: Option<u64>,
+        /// One input (a cell set) signed and gossiped every this many ms.
+        #[arg(long, default_value_t = 50)]
+        input_every_ms: u64,
     },
     /// Plumtree + HyParView reliability, RMR and LDH vs share of failed nodes, and flooding.
     Broadcast {
@@ -237,7 +241,7 @@ fn main() -> Result<()> {
             scenarios::partition::run(&o)?;
             done(&common, wall);
         }
-        Scenario::Mesh { common, byzantine, behaviours, duration_s, timeout_ms } => {
+        Scenario::Mesh { common, byzantine, behaviours, duration_s, timeout_ms, input_every_ms } => {
             anyhow::ensure!(common.nodes.iter().all(|&n| (1..=256).contains(&n)), "mesh members must be 1..=256");
             anyhow::ensure!(
                 byzantine.iter().all(|p| (0.0..100.0).contains(p)),
@@ -259,6 +263,8 @@ fn main() -> Result<()> {
             if let Some(ms) = timeout_ms {
                 o.timeout = std::time::Duration::from_millis(ms);
             }
+            anyhow::ensure!(input_every_ms >= 1, "--input-every-ms must be at least 1");
+            o.input_every = input_every_ms * suprnova_sim::engine::MS;
             o.progress = !common.quiet;
             scenarios::mesh::run(&o)?;
             done(&common, wall);

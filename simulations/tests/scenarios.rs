@@ -74,6 +74,35 @@ fn mesh_stays_safe_and_live_up_to_f_and_only_safe_beyond() {
 }
 
 #[test]
+fn mesh_applies_gossiped_inputs_once_and_a_cut_off_member_catches_up() {
+    use suprnova_sim::engine::SEC;
+    use suprnova_sim::mesh::MeshSim;
+    let o = mesh::Options::new(vec![7], 3);
+    let honest = mesh::run_one(&o, 7, 0, Behaviour::Silent);
+    // One input every 50 ms for 20 s; the last few may still be in flight when the run ends.
+    assert_eq!(honest.inputs_submitted, 400);
+    assert!(honest.inputs_applied >= honest.inputs_submitted - 10, "{} applied", honest.inputs_applied);
+    assert!(honest.inputs_applied <= honest.inputs_submitted, "an input applied twice");
+    // An equivocating leader shows each half of the members a different block: members must
+    // execute the notarised one they never voted for before they can vote on its children.
+    let split = mesh::run_one(&o, 4, 1, Behaviour::Equivocating);
+    assert_eq!(split.refused, Default::default(), "children of a notarised block refused");
+    assert!(split.finalized >= 20, "{} blocks final", split.finalized);
+
+    let cfg = suprnova_mesh::simplex::Config { timeout: o.timeout, forward_notarizations: false };
+    let mut sim = MeshSim::new(3, vec![Behaviour::Honest; 7], cfg).expect("mesh");
+    sim.deafen(6, 4 * SEC);
+    sim.run_until(4 * SEC);
+    let (others, cut) = (sim.final_round(0), sim.final_round(6));
+    assert!(others >= 10 && cut <= 1, "rounds while cut off: {others} vs {cut}");
+    sim.run_until(6 * SEC);
+    assert!(sim.caught_up(6), "the cut-off member read a certified round");
+    assert!(sim.final_round(6) + 3 >= sim.final_round(0), "{} vs {}", sim.final_round(6), sim.final_round(0));
+    assert_eq!(sim.violations, 0);
+    assert!(sim.fetches > 7, "catch-up reads beyond the first each member makes");
+}
+
+#[test]
 fn mesh_and_adversarial_runs_repeat_exactly() {
     let o = mesh::Options::new(vec![10], 5);
     let key = |r: &mesh::Run| (r.finalized, format!("{:?}", r.median_ms), r.messages, r.evidence, r.gaps);

@@ -1,5 +1,5 @@
 //! The devnet's mesh phase: 7 members run a Game-of-Life world with a 2-D space, two of them
-//! byzantine through the test-only switch (one silent, one equivocating); 100 input authors
+//! byzantine through send filters (one silent, one equivocating); 100 input authors
 //! submit through observer nodes; then non-members read the certified state from the DHT and
 //! 1,000 positioned agents are queried by radius from every kind of node.
 
@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow};
 use serde::Serialize;
 use suprnova_dht::identity::Identity;
-use suprnova_mesh::core::{Fault, MeshConfig};
+use suprnova_mesh::core::{MeshConfig, SendFilter};
 use suprnova_mesh::life::{Board, Life, SetCell};
 use suprnova_mesh::net::{Mesh, read_state};
 use suprnova_mesh::presence::{Spatial, SpatialConfig};
 use suprnova_mesh::spatial::{Position, Space, distance};
+use suprnova_mesh::testing::{EquivocateVotes, Silent};
 use suprnova_mesh::world::{Batch, Genesis, Limits, SignedInput, WithSpace};
 use suprnova_node::Node;
 use tokio::task::JoinSet;
@@ -157,11 +158,16 @@ pub async fn run(
         Genesis::for_world(&world, &s0, members.iter().map(Identity::public_key).collect(), ROUND_INTERVAL_MS, limits)
             .context("genesis")?;
     let id = genesis.mesh_id();
-    let faults = [(MEMBERS - 2, Fault::Silent), (MEMBERS - 1, Fault::Equivocate)];
+    // The last two members are byzantine: one silent, one signing a second vote at each height.
+    let byzantine = 2;
     let mut meshes = Vec::new();
     for (i, m) in members.iter().enumerate() {
-        let fault = faults.iter().find(|(j, _)| *j == i).map(|(_, f)| *f);
-        let cfg = MeshConfig { fault, simplex: agreement(), ..MeshConfig::default() };
+        let send_filter: Option<Arc<dyn SendFilter>> = match MEMBERS - i {
+            2 => Some(Arc::new(Silent)),
+            1 => Some(Arc::new(EquivocateVotes { identity: Identity::from_seed(*m.seed()) })),
+            _ => None,
+        };
+        let cfg = MeshConfig { send_filter, simplex: agreement(), ..MeshConfig::default() };
         let node = nodes.get(i).context("node")?.clone();
         meshes.push(
             Mesh::start(node, world.clone(), genesis.clone(), s0.clone(), Some(Identity::from_seed(*m.seed())), cfg)
@@ -175,7 +181,7 @@ pub async fn run(
         obs_meshes
             .push(Mesh::start(node, world.clone(), genesis.clone(), s0.clone(), None, MeshConfig::default()).await?);
     }
-    let honest = MEMBERS - faults.len();
+    let honest = MEMBERS - byzantine;
     let views: Vec<Arc<Mutex<View>>> = meshes.iter().take(honest).chain(obs_meshes.iter()).map(watch).collect();
     let t0 = Instant::now();
     bar.set_length(rounds);

@@ -18,21 +18,13 @@ pub(super) struct Driver<W: World> {
     /// For catch-up reads to report back.
     pub(super) cmd: mpsc::Sender<Cmd<W::State>>,
     pub(super) guard_file: Option<std::path::PathBuf>,
-    /// The test-only fault switch, with the key an equivocator signs with.
-    pub(super) fault: Option<(crate::core::Fault, Identity)>,
-    pub(super) fetching: bool,
-    /// Members whose equivocation was logged already.
-    pub(super) warned: std::collections::BTreeSet<u16>,
-    pub(super) last_fetch: Option<Instant>,
     pub(super) caught_up: u64,
 }
 
 impl<W: World> Driver<W> {
     pub(super) async fn run(mut self, mut sub: suprnova_node::Subscription, mut cmds: mpsc::Receiver<Cmd<W::State>>) {
-        // A restarted member, or one that joins a running mesh, starts from the newest state in
-        // the DHT (if there is one yet).
-        self.fetch_state();
         loop {
+            self.flush().await;
             let wake = self.core.poll_timeout().map(tokio::time::Instant::from_std);
             let sleep = async {
                 match wake {
@@ -55,16 +47,17 @@ impl<W: World> Driver<W> {
                         let _ = reply.send(r);
                     }
                     Some(Cmd::Fetched(r)) => {
-                        self.fetching = false;
-                        match r {
-                            Ok(f) => {
-                                let p = f.proposal.clone();
-                                if self.core.catch_up(Instant::now(), f.round, f.state, p, f.certificate) {
-                                    self.caught_up += 1;
-                                    tracing::info!(round = f.round, "mesh: caught up from the DHT");
-                                }
+                        let round = match r {
+                            Ok(f) => Some((f.round, f.state, f.proposal, f.certificate)),
+                            Err(e) => {
+                                tracing::debug!(error = %e, "mesh: catch-up read failed");
+                                None
                             }
-                            Err(e) => tracing::debug!(error = %e, "mesh: catch-up read failed"),
+                        };
+                        let at = round.as_ref().map(|r| r.0);
+                        if self.core.fetched(Instant::now(), round) {
+                            self.caught_up += 1;
+                            tracing::info!(round = at, "mesh: caught up from the DHT");
                         }
                     }
                     Some(Cmd::Status(reply)) => {
@@ -87,24 +80,12 @@ impl<W: World> Driver<W> {
                 },
                 () = sleep => self.core.handle_timeout(Instant::now()),
             }
-            self.flush().await;
-            if self.core.behind() {
-                self.fetch_state();
-            }
         }
     }
 
-    /// Starts one read of the newest certified state from the DHT (at most one at a time, at
-    /// most one every 500 ms); the result comes back as `Cmd::Fetched`.
-    fn fetch_state(&mut self) {
-        let now = Instant::now();
-        if self.fetching
-            || self.last_fetch.is_some_and(|t| now.saturating_duration_since(t) < Duration::from_millis(500))
-        {
-            return;
-        }
-        self.fetching = true;
-        self.last_fetch = Some(now);
+    /// Reads the newest certified state from the DHT (the core asks for one at a time); the
+    /// result comes back as `Cmd::Fetched`.
+    fn fetch_state(&self) {
         let (node, mesh, tx) = (self.node.clone(), self.core.mesh_id(), self.cmd.clone());
         tokio::spawn(async move {
             let r = get_state::<W>(&node, mesh).await.map_err(|e| e.to_string());
@@ -134,32 +115,8 @@ impl<W: World> Driver<W> {
     async fn flush(&mut self) {
         while let Some(o) = self.core.poll() {
             match o {
-                // An observer has nothing to say: members send every vote and block.
-                MeshOut::Send(_) if !self.member => {}
-                MeshOut::Send(m) => match &self.fault {
-                    None => self.publish(&Wire::Agreement(m)).await,
-                    Some((crate::core::Fault::Silent, _)) => {}
-                    Some((crate::core::Fault::Equivocate, id)) => {
-                        let twin = match &m {
-                            Message::Vote { height, choice: Some(d), signer, .. } => {
-                                let mut other = *d;
-                                other[0] ^= 0xff;
-                                let bytes = simplex::vote_message(&self.core.mesh_id(), *height, &Some(other));
-                                Some(Message::Vote {
-                                    height: *height,
-                                    choice: Some(other),
-                                    signer: *signer,
-                                    sig: simplex::Sig(id.sign(&bytes)),
-                                })
-                            }
-                            _ => None,
-                        };
-                        self.publish(&Wire::Agreement(m)).await;
-                        if let Some(t) = twin {
-                            self.publish(&Wire::Agreement(t)).await;
-                        }
-                    }
-                },
+                MeshOut::Send(m) => self.publish(&Wire::Agreement(m)).await,
+                MeshOut::Fetch => self.fetch_state(),
                 MeshOut::Certified(c) => {
                     let c = Arc::new(c);
                     if self.member && c.certificate.is_some() {
@@ -171,11 +128,9 @@ impl<W: World> Driver<W> {
                     let _ = self.rounds.send(c);
                 }
                 MeshOut::Evidence(e) => {
-                    // Counted by the agreement each time; logged and published by members once
-                    // per equivocator (one proof convicts it; a copy per height from every node
-                    // would be a flood).
-                    if self.member && self.warned.insert(e.signer) {
-                        tracing::warn!(signer = e.signer, height = e.height, "mesh: a member equivocated");
+                    // Reported once per equivocator (one proof convicts it); members publish it.
+                    tracing::warn!(signer = e.signer, height = e.height, "mesh: a member equivocated");
+                    if self.member {
                         self.publish(&Wire::Evidence(e)).await;
                     }
                 }

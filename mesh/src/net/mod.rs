@@ -297,12 +297,7 @@ impl<S: Serialize + serde::de::DeserializeOwned + Send + Sync + 'static> Mesh<S>
         if member {
             tokio::spawn(store_worker(node.clone(), genesis.clone(), watcher, counters.clone()));
         }
-        let fault = match (cfg.fault, &identity) {
-            (Some(f), Some(id)) if member => Some((f, Identity::from_seed(*id.seed()))),
-            _ => None,
-        };
         let driver = Driver {
-            fault,
             guard_file: if member { guard_file } else { None },
             node: node.clone(),
             topic,
@@ -313,9 +308,6 @@ impl<S: Serialize + serde::de::DeserializeOwned + Send + Sync + 'static> Mesh<S>
             counters,
             member,
             cmd: cmd.clone(),
-            fetching: false,
-            warned: Default::default(),
-            last_fetch: None,
             caught_up: 0,
         };
         let task = tokio::spawn(driver.run(sub, rx));

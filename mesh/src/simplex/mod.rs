@@ -449,6 +449,11 @@ impl Simplex {
     pub fn members(&self) -> &Members {
         &self.members
     }
+    /// A block this core holds (proposed, or carried by a notarisation or finalisation) at
+    /// `height` with digest `digest`.
+    pub fn block(&self, height: u64, digest: &Digest) -> Option<&Proposal> {
+        self.slots.get(&height)?.blocks.get(digest)
+    }
     /// Next output.
     pub fn poll(&mut self) -> Option<Out> {
         self.out.pop_front()

@@ -1,4 +1,4 @@
-//! `mesh`: the Simplex agreement core with 4–100 members and 0–40 % byzantine ones (silent or
+//! `mesh`: the mesh core (Life world, input pool, Simplex agreement, catch-up) with 4–100 members and 0–40 % byzantine ones (silent or
 //! equivocating), under the latency model: finality latency and throughput, safety checked after
 //! every event. Past a third byzantine (f = ⌊(n−1)/3⌋), blocks stop being finalised (liveness needs
 //! n − f honest votes) while honest members still never finalise two blocks at one height.
@@ -32,6 +32,8 @@ pub struct Options {
     pub timeout: Duration,
     /// Progress on stderr.
     pub progress: bool,
+    /// An input (one cell set) signed and gossiped this often.
+    pub input_every: Nanos,
 }
 
 impl Options {
@@ -46,6 +48,7 @@ impl Options {
             duration: 20 * SEC,
             timeout: Config::default().timeout,
             progress: false,
+            input_every: 50 * MS,
         }
     }
 }
@@ -75,6 +78,14 @@ pub struct Run {
     pub gaps: u64,
     /// Messages sent.
     pub messages: u64,
+    /// Inputs signed and gossiped (one every `Options::input_every`).
+    pub inputs_submitted: u64,
+    /// Inputs applied in certified rounds (the fewest over honest members).
+    pub inputs_applied: u64,
+    /// Catch-up reads honest members asked for (one each at the start).
+    pub fetches: u64,
+    /// Proposals honest members refused after re-executing them, by reason.
+    pub refused: std::collections::BTreeMap<&'static str, u64>,
     /// Virtual seconds run.
     pub virtual_s: f64,
     /// Wall time, s.
@@ -155,10 +166,15 @@ pub fn run_one(o: &Options, n: usize, byzantine: usize, behaviour: Behaviour) ->
             evidence: 0,
             gaps: 0,
             messages: 0,
+            inputs_submitted: 0,
+            inputs_applied: 0,
+            fetches: 0,
+            refused: Default::default(),
             virtual_s: 0.0,
             wall_s: 0.0,
         };
     };
+    sim.submit_every(o.input_every);
     sim.run_until(o.duration);
     let fin = sim.finality();
     let mut median_ms: Vec<f64> = fin.iter().map(|&(_, m, _)| m as f64 / MS as f64).collect();
@@ -174,9 +190,13 @@ pub fn run_one(o: &Options, n: usize, byzantine: usize, behaviour: Behaviour) ->
         median_ms,
         last_ms,
         violations: sim.violations,
-        evidence: sim.evidence,
+        evidence: sim.evidence(),
         gaps: sim.gaps,
         messages: sim.messages,
+        inputs_submitted: sim.inputs_submitted,
+        inputs_applied: sim.inputs_applied(),
+        fetches: sim.fetches,
+        refused: sim.refused(),
         virtual_s: o.duration as f64 / SEC as f64,
         wall_s: wall.elapsed().as_secs_f64(),
     }
@@ -195,6 +215,7 @@ pub fn summary(runs: &[Run]) -> Table {
         "safety violations",
         "evidence",
         "gaps",
+        "inputs applied",
     ]);
     for r in runs {
         t.row(vec![
@@ -208,6 +229,7 @@ pub fn summary(runs: &[Run]) -> Table {
             r.violations.to_string(),
             r.evidence.to_string(),
             r.gaps.to_string(),
+            format!("{} / {}", r.inputs_applied, r.inputs_submitted),
         ]);
     }
     t
@@ -228,6 +250,10 @@ fn write(o: &Options, dir: &std::path::Path, runs: &[Run]) -> Result<()> {
         "violations",
         "evidence",
         "messages",
+        "inputs_submitted",
+        "inputs_applied",
+        "fetches",
+        "batches_refused",
         "seed",
         "timeout_ms",
     ]);
@@ -245,6 +271,10 @@ fn write(o: &Options, dir: &std::path::Path, runs: &[Run]) -> Result<()> {
             r.violations.to_string(),
             r.evidence.to_string(),
             r.messages.to_string(),
+            r.inputs_submitted.to_string(),
+            r.inputs_applied.to_string(),
+            r.fetches.to_string(),
+            r.refused.values().sum::<u64>().to_string(),
             o.seed.to_string(),
             o.timeout.as_millis().to_string(),
         ]);

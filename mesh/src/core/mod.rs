@@ -19,6 +19,10 @@ use crate::world::{
     Batch, BatchHeader, Genesis, INPUT_WINDOW, InputError, MAX_BATCH, SignedInput, World, round_seed, state_hash,
 };
 
+mod fetch;
+
+pub use fetch::{FETCH_EVERY, Fetched};
+
 /// Final blocks kept while waiting to catch up.
 const MAX_ORPHANS: usize = 1024;
 
@@ -41,21 +45,17 @@ pub struct MeshConfig {
     /// so a restart can re-send exactly what it signed, lifts that limit; it is not built yet.
     /// Observers never sign.
     pub guard_file: Option<std::path::PathBuf>,
-    /// **Test-only switch** (the devnet's byzantine members): makes the `net` driver misbehave.
-    /// Never set it in a deployment.
-    #[doc(hidden)]
-    pub fault: Option<Fault>,
+    /// Rewrites every message this member sends (`None`: sent as the agreement made it). For
+    /// test harnesses that play a byzantine member (see `testing`, behind the `testing`
+    /// feature); a deployment leaves it `None`.
+    pub send_filter: Option<Arc<dyn SendFilter>>,
 }
 
-/// How a byzantine member misbehaves (see `MeshConfig::fault`).
-#[doc(hidden)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fault {
-    /// Sends nothing (its votes, proposals and finalize votes are withheld).
-    Silent,
-    /// Besides each block vote it signs, signs and sends a vote for a different block at the
-    /// same height: self-proving evidence for the others.
-    Equivocate,
+/// A rewrite of what a member sends: each agreement message becomes the messages returned
+/// (none: withheld; several: all sent, in order).
+pub trait SendFilter: Send + Sync + std::fmt::Debug {
+    /// The messages to send instead of `m`, in mesh `mesh`.
+    fn rewrite(&self, mesh: &Digest, m: Message) -> Vec<Message>;
 }
 
 impl Default for MeshConfig {
@@ -65,7 +65,7 @@ impl Default for MeshConfig {
             max_pool: 10_000,
             max_batch_bytes: 48 * 1024,
             guard_file: None,
-            fault: None,
+            send_filter: None,
         }
     }
 }
@@ -118,11 +118,15 @@ pub struct Certified<S> {
 /// Outputs.
 #[derive(Clone, Debug)]
 pub enum MeshOut<S> {
-    /// Send to every other member.
+    /// Send to every other member (a member's only: an observer sends nothing).
     Send(Message),
+    /// Read the newest certified round of this mesh (from the DHT) and hand it to
+    /// [`MeshCore::fetched`], or `None` there if there is none or the read failed. One is
+    /// asked for when the core starts and whenever it is behind, never two at once.
+    Fetch,
     /// A round is final.
     Certified(Certified<S>),
-    /// A member equivocated: publish this.
+    /// A member equivocated: publish this (once per equivocator: one proof convicts it).
     Evidence(Evidence),
     /// Final blocks this member never saw (heights `from ..= to`): catch up from the DHT.
     Gap {
@@ -152,6 +156,9 @@ pub struct MeshStats {
     pub batches_refused: BTreeMap<&'static str, u64>,
     /// Rounds certified.
     pub certified: u64,
+    /// Certified rounds installed from elsewhere (`catch_up`, `fetched`, `from_certified`)
+    /// rather than agreed here.
+    pub caught_up: u64,
     /// Inputs applied in certified rounds.
     pub inputs_applied: u64,
 }
@@ -200,6 +207,11 @@ pub struct MeshCore<W: World> {
     orphans: BTreeMap<u64, (Digest, Proposal, Option<Certificate>)>,
     /// The agreement reported final blocks it never saw: catch up.
     gap: bool,
+    fetch: fetch::Fetching,
+    /// Whether this core signs for one of the members (else it observes).
+    member: bool,
+    /// Members whose equivocation was reported already.
+    convicted: BTreeSet<u16>,
     cfg: MeshConfig,
     out: VecDeque<MeshOut<W::State>>,
     stats: MeshStats,
@@ -229,6 +241,7 @@ impl<W: World> MeshCore<W> {
         };
         core.blocks.insert(core.mesh, genesis_block);
         core.pump(now);
+        core.fetch_now(now);
         Ok(core)
     }
 
@@ -239,7 +252,7 @@ impl<W: World> MeshCore<W> {
     pub fn from_certified(
         world: W,
         genesis: Genesis,
-        certified: (u64, W::State, Proposal, Certificate),
+        certified: Fetched<W::State>,
         identity: Option<Identity>,
         cfg: MeshConfig,
         now: Instant,
@@ -255,6 +268,7 @@ impl<W: World> MeshCore<W> {
             return Err(MeshError::BadCertified);
         }
         core.catch_up(now, round, state, proposal, certificate);
+        core.fetch_now(now);
         Ok(core)
     }
 
@@ -273,6 +287,7 @@ impl<W: World> MeshCore<W> {
             return Err(MeshError::WrongSpace);
         }
         let members = Members::new(genesis.members.to_vec()).ok_or(MeshError::BadMembers)?;
+        let member = identity.as_ref().is_some_and(|i| members.index_of(&i.public_key()).is_some());
         let mesh = genesis.mesh_id();
         let simplex = Simplex::new(cfg.simplex.clone(), mesh, members, identity, now);
         let blocks = BTreeMap::new();
@@ -290,6 +305,9 @@ impl<W: World> MeshCore<W> {
             final_round: 0,
             orphans: BTreeMap::new(),
             gap: false,
+            fetch: fetch::Fetching::default(),
+            member,
+            convicted: BTreeSet::new(),
             cfg,
             out: VecDeque::new(),
             stats: MeshStats::default(),
@@ -327,7 +345,7 @@ impl<W: World> MeshCore<W> {
     /// When `handle_timeout` has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let p = self.proposing.map(|(.., at)| at);
-        [self.simplex.poll_timeout(), p].into_iter().flatten().min()
+        [self.simplex.poll_timeout(), p, self.fetch_due()].into_iter().flatten().min()
     }
 
     /// An input heard of (from its author or gossip): checked and pooled.
@@ -388,6 +406,7 @@ impl<W: World> MeshCore<W> {
     pub fn handle_message(&mut self, now: Instant, m: Message) {
         self.simplex.handle(now, simplex::In::Message(m));
         self.pump(now);
+        self.want_fetch(now);
     }
 
     /// Timers: the agreement's, and the proposal we owe once the round interval has passed.
@@ -402,6 +421,7 @@ impl<W: World> MeshCore<W> {
             self.build(now, height, parent, ph);
         }
         self.pump(now);
+        self.want_fetch(now);
     }
 
     /// Input ids in the `INPUT_WINDOW` blocks ending at `tip` (on its chain).
@@ -492,11 +512,28 @@ impl<W: World> MeshCore<W> {
         self.simplex.handle(now, simplex::In::Payload { height, payload, body });
     }
 
-    /// Re-executes a proposal; on success remembers the block.
+    /// Re-executes a proposal, first its ancestors this member never executed (a block it
+    /// did not vote for, notarised by the others: it holds the block from the notarisation);
+    /// on success remembers them all.
     fn verify(&mut self, digest: Digest, p: &Proposal) -> Result<(), &'static str> {
         if self.blocks.contains_key(&digest) {
             return Ok(());
         }
+        let mut missing = Vec::new();
+        let (mut height, mut at) = (p.parent_height, p.parent);
+        while !self.blocks.contains_key(&at) && missing.len() <= INPUT_WINDOW as usize {
+            let Some(b) = self.simplex.block(height, &at) else { break };
+            missing.push((at, b.clone()));
+            (height, at) = (b.parent_height, b.parent);
+        }
+        for (d, b) in missing.iter().rev() {
+            self.execute_block(*d, b)?;
+        }
+        self.execute_block(digest, p)
+    }
+
+    /// Re-executes one block on its parent's state; on success remembers it.
+    fn execute_block(&mut self, digest: Digest, p: &Proposal) -> Result<(), &'static str> {
         let header: BatchHeader = postcard::from_bytes(p.payload.as_slice()).map_err(|_| "malformed_header")?;
         if *blake3::hash(p.body.as_slice()).as_bytes() != header.inputs_hash {
             return Err("body_mismatch");
@@ -544,12 +581,6 @@ impl<W: World> MeshCore<W> {
         Ok(())
     }
 
-    /// Whether final blocks are waiting for a state to build on, or were missed (the driver
-    /// should catch up).
-    pub fn behind(&self) -> bool {
-        self.gap || !self.orphans.is_empty()
-    }
-
     /// Turns the signing guard on (`Simplex::guard`): sign only above `signed_up_to`, and within
     /// reservations of `step` heights the driver records durably (`MeshOut::Reserve`).
     pub fn guard(&mut self, now: Instant, signed_up_to: u64, step: u64) {
@@ -560,48 +591,6 @@ impl<W: World> MeshCore<W> {
     /// A reservation up to `up_to` is durable.
     pub fn reserved(&mut self, up_to: u64) {
         self.simplex.reserved(up_to);
-    }
-
-    /// Installs a certified state fetched from elsewhere (the DHT): round `round` is block
-    /// `proposal` (its body may be empty) with `certificate`, which the caller has verified
-    /// against the genesis, and `state` hashes to its header's state hash. The member continues
-    /// from it: the agreement resumes after that block, and final blocks that were waiting on it
-    /// are executed. Ignored (false) if we already are at or past that round.
-    ///
-    /// The inputs applied in the 16 rounds before it are not known here, so until the window
-    /// has passed this member cannot refuse a batch that repeats one of them; the other members
-    /// still do.
-    pub fn catch_up(
-        &mut self,
-        now: Instant,
-        round: u64,
-        state: W::State,
-        proposal: Proposal,
-        certificate: Certificate,
-    ) -> bool {
-        if round <= self.final_round {
-            return false;
-        }
-        let digest = certificate.digest;
-        let hash = state_hash(&state);
-        let state = Arc::new(state);
-        let executed = Executed { round, state: state.clone(), state_hash: hash, inputs: Vec::new(), parent: None };
-        self.blocks.insert(digest, executed);
-        let height = proposal.height;
-        self.certify(
-            now,
-            Certified { round, height, digest, state_hash: hash, state, proposal, certificate: Some(certificate) },
-        );
-        self.simplex.resume_after(now, height, digest);
-        self.gap = false;
-        let waiting = std::mem::take(&mut self.orphans);
-        for (h, (d, p, c)) in waiting {
-            if h > height {
-                self.finalized(now, p, d, c);
-            }
-        }
-        self.pump(now);
-        true
     }
 
     /// Round `c.round` is final here: record it and report it.
@@ -617,7 +606,7 @@ impl<W: World> MeshCore<W> {
         for _ in 0..100_000 {
             let Some(o) = self.simplex.poll() else { return };
             match o {
-                simplex::Out::Broadcast(m) => self.out.push_back(MeshOut::Send(m)),
+                simplex::Out::Broadcast(m) => self.send(m),
                 simplex::Out::Propose { height, parent, parent_height } => {
                     let interval = Duration::from_millis(u64::from(self.genesis.round_interval_ms));
                     let at = (self.last_round_at + interval).max(now);
@@ -645,7 +634,25 @@ impl<W: World> MeshCore<W> {
                     self.out.push_back(MeshOut::Gap { from, to });
                 }
                 simplex::Out::Reserve { up_to } => self.out.push_back(MeshOut::Reserve { up_to }),
-                simplex::Out::Evidence(e) => self.out.push_back(MeshOut::Evidence(e)),
+                simplex::Out::Evidence(e) => {
+                    if self.convicted.insert(e.signer) {
+                        self.out.push_back(MeshOut::Evidence(e));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A message of ours to the others, through the send filter (members only).
+    fn send(&mut self, m: Message) {
+        if !self.member {
+            return;
+        }
+        match &self.cfg.send_filter {
+            None => self.out.push_back(MeshOut::Send(m)),
+            Some(f) => {
+                let sent = f.rewrite(&self.mesh, m);
+                self.out.extend(sent.into_iter().map(MeshOut::Send));
             }
         }
     }
