@@ -28,7 +28,7 @@
 pub mod agent;
 pub mod batch;
 pub mod discovery;
-#[doc(hidden)]
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 #[cfg(feature = "net")]
 pub use runtime::knowledge;

@@ -26,7 +26,7 @@ pub mod routing;
 pub mod simcrypto;
 pub mod stats;
 pub mod store;
-#[doc(hidden)]
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod wire;
 
@@ -35,7 +35,7 @@ pub mod net;
 #[cfg(feature = "net")]
 pub mod persist;
 
-#[doc(hidden)]
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 
 pub use identity::{Identity, NodeId, NodeRecord};

@@ -1,14 +1,17 @@
 //! Test harness: several `Dht` cores on virtual time with a scriptable network in between, in the
-//! spirit of quinn-proto's `Pair`. Used by unit and integration tests and by the vector generator.
+//! spirit of quinn-proto's `Pair`, and [`Adversary`], a node that lies. Used by tests, the fuzz
+//! targets and the simulator (feature `testing`).
 
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::channel::Transmit;
-use crate::identity::Identity;
-use crate::proto::{Dht, DhtConfig, DhtEvent};
-use crate::wire::WireAddr;
+use crate::identity::{Identity, NodeId, NodeRecord};
+use crate::proto::serve::{nodes_bodies, pack};
+use crate::proto::{AnswerFilter, Dht, DhtConfig, DhtEvent};
+use crate::wire::bounded::BoundedVec;
+use crate::wire::{Body, Record, SetEntry, WireAddr};
 
 /// A packet in flight.
 #[derive(Clone, Debug)]
@@ -137,5 +140,76 @@ impl Net {
     pub fn take_events(&mut self, i: usize) -> Vec<DhtEvent> {
         self.collect();
         self.events.get_mut(i).map(std::mem::take).unwrap_or_default()
+    }
+}
+
+/// How a node lies when it answers, for tests and the simulator: an [`AnswerFilter`] that
+/// rewrites the honest core's answers, so the honest nodes' defences run against the same core.
+#[derive(Clone, Debug, Default)]
+pub struct Adversary {
+    /// Node records to add to every `Nodes` answer (forged or colluding).
+    pub extra_nodes: Vec<NodeRecord>,
+    /// Answer `FindNode` with `extra_nodes` only.
+    pub only_extra_nodes: bool,
+    /// Answer every `FindValue` with these records, whatever the key, and every `FindSet` with
+    /// their set entries as one page that always claims more.
+    pub values: Option<Vec<Record>>,
+    /// Colluding nodes: every `Nodes` answer (to `FindNode`, and to a `FindValue` or `FindSet`
+    /// not answered with `values`) carries the ones of these closest to the target, as many as
+    /// the honest answer had, so lookups are steered into the colluders (the adversary of
+    /// S/Kademlia, Baumgart & Mies 2007). Shared, as many liars hold the same list.
+    pub colluders: Option<std::sync::Arc<Vec<NodeRecord>>>,
+}
+
+impl AnswerFilter for Adversary {
+    fn rewrite(&self, peer: &NodeId, request: &Body, answers: Vec<Body>) -> Vec<Body> {
+        let values = self.values.as_ref().filter(|v| !v.is_empty());
+        match (request, values) {
+            (Body::FindValue { key }, Some(lies)) => {
+                let records = BoundedVec::try_from(pack(lies.clone()).0).unwrap_or_default();
+                vec![Body::Value { key: *key, records }]
+            }
+            (Body::FindSet { key, .. }, Some(lies)) => {
+                // The same page whatever was asked, always with more to come.
+                let page: Vec<SetEntry> = lies
+                    .iter()
+                    .filter_map(|r| if let Record::SetEntry(e) = r { Some(e.clone()) } else { None })
+                    .collect();
+                let entries = BoundedVec::try_from(pack(page).0).unwrap_or_default();
+                vec![Body::SetPage { key: *key, entries, more: true }]
+            }
+            (Body::FindNode { target }, _) => self.nodes(peer, target, answers),
+            (Body::FindValue { key } | Body::FindSet { key, .. }, _) => self.nodes(peer, &NodeId(key.0), answers),
+            _ => answers,
+        }
+    }
+}
+
+impl Adversary {
+    /// A `Nodes` answer rewritten: the colluders closest to `target`, then `extra_nodes`.
+    fn nodes(&self, peer: &NodeId, target: &NodeId, answers: Vec<Body>) -> Vec<Body> {
+        if answers.is_empty() || !answers.iter().all(|b| matches!(b, Body::Nodes { .. })) {
+            return answers;
+        }
+        let mut recs: Vec<NodeRecord> = answers
+            .into_iter()
+            .flat_map(|b| if let Body::Nodes { nodes, .. } = b { nodes.to_vec() } else { Vec::new() })
+            .collect();
+        if let Some(c) = &self.colluders {
+            let k = recs.len();
+            let mut by: Vec<(crate::identity::Distance, &NodeRecord)> =
+                c.iter().filter(|r| r.id != *peer).map(|r| (target.distance(&r.id), r)).collect();
+            if k > 0 && by.len() > k {
+                by.select_nth_unstable_by_key(k - 1, |x| x.0);
+                by.truncate(k);
+            }
+            by.sort_unstable_by_key(|x| x.0);
+            recs = by.into_iter().map(|(_, r)| r.clone()).collect();
+        }
+        if self.only_extra_nodes {
+            recs.clear();
+        }
+        recs.extend(self.extra_nodes.iter().cloned());
+        nodes_bodies(recs)
     }
 }

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use suprnova_dht::channel::PeerInfo;
 use suprnova_dht::identity::{Identity, NodeId};
-use suprnova_dht::proto::{Adversary, DhtEvent, GetMode, RequestError, Target};
+use suprnova_dht::proto::{DhtEvent, GetMode, RequestError, Target};
 use suprnova_dht::stats::DropReason;
+use suprnova_dht::testing::Adversary;
 use suprnova_dht::testing::{Net, addr, config};
 use suprnova_dht::wire::bounded::BoundedBytes;
 use suprnova_dht::wire::{Body, Key, Message, MutableRecord, Record};
@@ -126,11 +127,11 @@ fn lying_nodes_answers_are_refused_and_counted() {
     tampered.seq = 2;
     let mut wrong_id = Identity::from_seed([51; 32]).make_record(1, 0, &[addr(8).into()]).unwrap();
     wrong_id.id = NodeId([0xee; 32]);
-    net.nodes[1].set_adversary(Some(Adversary {
+    net.nodes[1].set_answer_filter(Some(std::sync::Arc::new(Adversary {
         extra_nodes: vec![tampered.clone(), wrong_id.clone(), honest.clone()],
         only_extra_nodes: true,
         ..Adversary::default()
-    }));
+    })));
     let now = net.now;
     let seed = net.nodes[1].record().clone();
     net.nodes[0].bootstrap(now, vec![Target::Record(seed)]).unwrap();
@@ -160,10 +161,10 @@ fn invalid_values_are_refused_and_counted() {
     };
     forged.seq = 2;
     for i in 1..4 {
-        net.nodes[i].set_adversary(Some(Adversary {
+        net.nodes[i].set_answer_filter(Some(std::sync::Arc::new(Adversary {
             values: Some(vec![other.clone(), Record::Mutable(forged.clone())]),
             ..Adversary::default()
-        }));
+        })));
     }
     let now = net.now;
     let q = net.nodes[0].get(now, k, GetMode::First).unwrap();
@@ -400,7 +401,10 @@ fn a_set_of_64_writers_is_read_whole_page_by_page_and_a_lying_pager_is_cut_off()
     ids.sort_by_key(|i| NodeId(key.0).distance(&net.nodes[*i].id()));
     assert!(!ids[..3].contains(&17));
     for &i in &ids[..2] {
-        net.nodes[i].set_adversary(Some(Adversary { values: Some(liar_page.clone()), ..Adversary::default() }));
+        net.nodes[i].set_answer_filter(Some(std::sync::Arc::new(Adversary {
+            values: Some(liar_page.clone()),
+            ..Adversary::default()
+        })));
     }
     let before = net.nodes[17].stats().drops.get(DropReason::InvalidValue);
     assert_eq!(got(&mut net, 17, GetMode::Set), 64, "the honest replica still gives every writer");

@@ -23,5 +23,5 @@ pub mod wire;
 #[cfg(feature = "net")]
 pub mod net;
 
-#[doc(hidden)]
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;

@@ -40,6 +40,8 @@ mod messaging;
 mod prom;
 mod records;
 mod router;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod topics;
 mod transfer;
 
@@ -106,12 +108,17 @@ pub struct NodeConfig {
     /// Receive buffer asked of the OS for the shared socket (capped by `net.core.rmem_max`). QUIC
     /// bursts fill the default one, and a DHT reply lost in the overflow costs a 2 s timeout.
     pub socket_recv_buffer: usize,
-    /// Test hook: serve every blob chunk with one byte flipped.
-    #[doc(hidden)]
-    pub testing_corrupt_blobs: bool,
-    /// Test hook: refuse every chunk request after this many were served (a provider going away).
-    #[doc(hidden)]
-    pub testing_serve_chunk_limit: Option<u64>,
+    /// Rewrites the blob chunks this node serves (`None`: served as stored). Tests make a
+    /// provider lie or go away with it (see `testing`, feature `testing`); a deployment leaves
+    /// it `None`.
+    pub chunk_filter: Option<std::sync::Arc<dyn ChunkFilter>>,
+}
+
+/// A rewrite of the blob chunks a node serves.
+pub trait ChunkFilter: Send + Sync + std::fmt::Debug {
+    /// The bytes to serve for chunk `index` of blob `hash` instead of `chunk`; `None` refuses
+    /// the request.
+    fn chunk(&self, hash: &BlobHash, index: usize, chunk: Vec<u8>) -> Option<Vec<u8>>;
 }
 
 impl NodeConfig {
@@ -142,8 +149,7 @@ impl NodeConfig {
             max_partial_bytes: 1 << 30,
             topic_entry_ttl: Duration::from_secs(300),
             socket_recv_buffer: 4 << 20,
-            testing_corrupt_blobs: false,
-            testing_serve_chunk_limit: None,
+            chunk_filter: None,
         }
     }
 }
@@ -215,7 +221,6 @@ struct Counters {
     direct_received: AtomicU64,
     direct_dropped: AtomicU64,
     blob_served: AtomicU64,
-    chunks_served: AtomicU64,
     blob_fetched: AtomicU64,
 }
 

@@ -110,28 +110,18 @@ impl Node {
             let _ = send.finish();
             return;
         };
-        let over_limit = chunk.is_some()
-            && self
-                .inner
-                .cfg
-                .testing_serve_chunk_limit
-                .is_some_and(|limit| self.inner.counters.chunks_served.fetch_add(1, Ordering::Relaxed) >= limit);
         let reply: Option<Vec<u8>> = match chunk {
-            _ if over_limit => None,
             None => Some(stored.manifest_bytes.clone()),
             Some(i) => {
                 let cs = stored.manifest.chunk_size as usize;
                 let start = i.saturating_mul(cs);
                 let end = start.saturating_add(cs).min(stored.data.len());
-                stored.data.get(start..end).filter(|s| !s.is_empty() || stored.data.is_empty()).map(|s| {
-                    let mut v = s.to_vec();
-                    if self.inner.cfg.testing_corrupt_blobs
-                        && let Some(b) = v.first_mut()
-                    {
-                        *b ^= 0xff;
-                    }
-                    v
-                })
+                let bytes = stored.data.get(start..end).filter(|s| !s.is_empty() || stored.data.is_empty());
+                match (bytes, &self.inner.cfg.chunk_filter) {
+                    (Some(b), Some(f)) => f.chunk(&hash, i, b.to_vec()),
+                    (b, None) => b.map(<[u8]>::to_vec),
+                    (None, Some(_)) => None,
+                }
             }
         };
         match reply {

@@ -59,7 +59,12 @@ fn ten_mib() -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_mib_blob_from_two_providers_one_corrupt() {
     // Node 1 serves every chunk with a flipped byte.
-    let nodes = common::network(4, |i, cfg| cfg.testing_corrupt_blobs = i == 1).await;
+    let nodes = common::network(4, |i, cfg| {
+        if i == 1 {
+            cfg.chunk_filter = Some(std::sync::Arc::new(suprnova_node::testing::CorruptChunks));
+        }
+    })
+    .await;
     let data = ten_mib();
     let hash = nodes[0].add_blob(data.clone());
     assert_eq!(nodes[1].add_blob(data.clone()), hash);
@@ -95,7 +100,7 @@ async fn blob_fetch_resumes_after_the_provider_goes_away() {
     let nodes = common::network(3, |i, cfg| {
         cfg.request_timeout = Duration::from_secs(2);
         if i == 0 {
-            cfg.testing_serve_chunk_limit = Some(5);
+            cfg.chunk_filter = Some(std::sync::Arc::new(suprnova_node::testing::ChunkLimit::new(5)));
         }
     })
     .await;

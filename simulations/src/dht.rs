@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use rand_chacha::ChaCha8Rng;
 use suprnova_dht::channel::Transmit;
 use suprnova_dht::identity::{Identity, NodeId, NodeRecord};
-use suprnova_dht::proto::{Adversary, Dht, DhtConfig, DhtEvent};
+use suprnova_dht::proto::{Dht, DhtConfig, DhtEvent};
+use suprnova_dht::testing::Adversary;
 use suprnova_dht::wire::WireAddr;
 
 use crate::engine::{self, MS, Nanos, NetModel, Queue};
@@ -222,7 +223,7 @@ impl DhtSim {
         if let Some(s) = self.nodes.get_mut(i) {
             s.role = Role::Liar;
             if let Some(d) = s.dht.as_mut() {
-                d.set_adversary(Some(a));
+                d.set_answer_filter(Some(std::sync::Arc::new(a)));
             }
         }
     }

@@ -1,5 +1,5 @@
 //! The core's vocabulary towards its driver: what a request targets, why it failed, and the
-//! events the core reports. (`Adversary` is the test hook that makes a core lie; see `serve`.)
+//! events the core reports.
 
 use super::*;
 
@@ -171,23 +171,4 @@ pub enum DhtEvent {
         /// The peer.
         from: NodeId,
     },
-}
-
-/// Misbehaviour for tests and the simulator: how this node lies when it answers. Never set in a
-/// real node; it exists so that the honest nodes' defences run against the same core.
-#[doc(hidden)]
-#[derive(Clone, Debug, Default)]
-pub struct Adversary {
-    /// Node records to add to every `Nodes` answer (forged or colluding).
-    pub extra_nodes: Vec<NodeRecord>,
-    /// Answer `FindNode` with `extra_nodes` only.
-    pub only_extra_nodes: bool,
-    /// Answer every `FindValue` with these records, whatever the key, and every `FindSet` with
-    /// their set entries as one page that always claims more.
-    pub values: Option<Vec<Record>>,
-    /// Colluding nodes: every `FindNode` (and every `FindValue` or `FindSet` not answered with
-    /// `values`) is answered with the k of these closest to the target, so lookups are steered
-    /// into the colluders (the adversary of S/Kademlia, Baumgart & Mies 2007). Shared, as many
-    /// liars hold the same list.
-    pub colluders: Option<std::sync::Arc<Vec<NodeRecord>>>,
 }

@@ -13,7 +13,7 @@ mod rejoin;
 mod repair;
 mod requests;
 mod resend;
-mod serve;
+pub(crate) mod serve;
 mod snapshot;
 mod timers;
 
@@ -22,9 +22,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 pub use config::{DhtConfig, DhtStats};
-pub use event::{Adversary, DhtEvent, QueryId, RequestError, Target};
+pub use event::{DhtEvent, QueryId, RequestError, Target};
 pub use query::{GetMode, PutOutcome};
 pub use rejoin::{MAX_DORMANT, MAX_SEEDS, RejoinStatus};
+pub use serve::AnswerFilter;
 pub use snapshot::{Restored, SavedPeer, SavedRecord, Snapshot};
 
 use crate::channel::{Channel, ChannelEvent, PeerInfo, SendError, Transmit};
@@ -122,7 +123,7 @@ pub struct Dht {
     stats: DhtStats,
     rng: rand_chacha::ChaCha20Rng,
     last_refresh_check: Instant,
-    adversary: Option<Adversary>,
+    answer_filter: Option<std::sync::Arc<dyn AnswerFilter>>,
     refreshed: BTreeMap<NodeId, Instant>,
     repair: repair::Repair,
     last_neighbour_check: Instant,
@@ -212,7 +213,7 @@ impl Dht {
             stats: DhtStats::default(),
             rng,
             last_refresh_check: now,
-            adversary: None,
+            answer_filter: None,
             refreshed: BTreeMap::new(),
             repair: repair::Repair::default(),
             last_neighbour_check: now,
@@ -291,10 +292,10 @@ impl Dht {
         &self.store
     }
 
-    /// Makes this node lie (tests and simulation only).
-    #[doc(hidden)]
-    pub fn set_adversary(&mut self, a: Option<Adversary>) {
-        self.adversary = a;
+    /// Rewrites this node's answers before they are sent (tests and the simulator make a node
+    /// lie with it; see [`AnswerFilter`]). `None`: honest answers.
+    pub fn set_answer_filter(&mut self, f: Option<std::sync::Arc<dyn AnswerFilter>>) {
+        self.answer_filter = f;
     }
 
     /// Sends raw plaintext to a peer over the secure channel (tests only: crafted messages).

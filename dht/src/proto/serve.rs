@@ -38,7 +38,7 @@ pub(super) fn pack_nodes(recs: Vec<NodeRecord>) -> Vec<Vec<NodeRecord>> {
 
 /// As many of `items` as fit one `Value` or `SetPage` message (at most 8, within a datagram),
 /// first ones first, and whether any were left out.
-fn pack<T: serde::Serialize>(items: Vec<T>) -> (Vec<T>, bool) {
+pub(crate) fn pack<T: serde::Serialize>(items: Vec<T>) -> (Vec<T>, bool) {
     let total = items.len();
     let mut out = Vec::new();
     let mut size = 0;
@@ -54,35 +54,42 @@ fn pack<T: serde::Serialize>(items: Vec<T>) -> (Vec<T>, bool) {
     (out, more)
 }
 
+/// A rewrite of this core's answers before they are sealed and sent: the seam through which
+/// tests and the simulator make a node lie (see `testing::Adversary`, feature `testing`), so
+/// the honest nodes' defences run against the real core. A deployment never sets one.
+pub trait AnswerFilter: Send + Sync + std::fmt::Debug {
+    /// The bodies to send instead of `answers`, this core's honest answer to `request` from
+    /// `peer` (several `Nodes` parts, or one body).
+    fn rewrite(&self, peer: &NodeId, request: &Body, answers: Vec<Body>) -> Vec<Body>;
+}
+
 impl Dht {
     pub(super) fn serve(&mut self, now: Instant, peer: NodeId, addr: std::net::SocketAddr, msg: Message) {
-        match msg.body {
-            Body::Ping => {
-                let body = Body::Pong { observed: WireAddr::from(addr), record_seq: self.record.seq };
-                self.reply(now, peer, msg.id, body);
-            }
-            Body::FindNode { target } => self.send_nodes(now, peer, msg.id, &target),
+        let request = self.answer_filter.is_some().then(|| msg.body.clone());
+        let mut answers = self.answer(now, peer, addr, msg.body);
+        if let (Some(f), Some(request)) = (&self.answer_filter, &request) {
+            answers = f.rewrite(&peer, request, answers);
+        }
+        for body in answers {
+            self.reply(now, peer, msg.id, body);
+        }
+    }
+
+    /// The honest answer to a request.
+    fn answer(&mut self, now: Instant, peer: NodeId, addr: std::net::SocketAddr, body: Body) -> Vec<Body> {
+        match body {
+            Body::Ping => vec![Body::Pong { observed: WireAddr::from(addr), record_seq: self.record.seq }],
+            Body::FindNode { target } => self.nodes_answer(peer, &target),
             Body::FindValue { key } => {
-                let lies = self.adversary.as_ref().and_then(|a| a.values.clone());
-                let recs = lies.unwrap_or_else(|| self.store.get(now, &key));
+                let recs = self.store.get(now, &key);
                 if recs.is_empty() {
-                    self.send_nodes(now, peer, msg.id, &NodeId(key.0));
+                    self.nodes_answer(peer, &NodeId(key.0))
                 } else {
                     let records = BoundedVec::try_from(pack(recs).0).unwrap_or_default();
-                    self.reply(now, peer, msg.id, Body::Value { key, records });
+                    vec![Body::Value { key, records }]
                 }
             }
             Body::FindSet { key, after } => {
-                if let Some(lies) = self.adversary.as_ref().and_then(|a| a.values.clone()) {
-                    // A liar: the same page whatever was asked, always with more to come.
-                    let page: Vec<SetEntry> = lies
-                        .into_iter()
-                        .filter_map(|r| if let Record::SetEntry(e) = r { Some(e) } else { None })
-                        .collect();
-                    let entries = BoundedVec::try_from(pack(page).0).unwrap_or_default();
-                    self.reply(now, peer, msg.id, Body::SetPage { key, entries, more: true });
-                    return;
-                }
                 let mut entries: Vec<SetEntry> = self
                     .store
                     .get(now, &key)
@@ -94,37 +101,35 @@ impl Dht {
                     .collect();
                 if entries.is_empty() && after.is_none() {
                     // Nothing here: help the lookup on, as for FindValue.
-                    self.send_nodes(now, peer, msg.id, &NodeId(key.0));
+                    self.nodes_answer(peer, &NodeId(key.0))
                 } else {
                     entries.sort_by_key(|e| e.public_key);
                     let (page, more) = pack(entries);
                     let entries = BoundedVec::try_from(page).unwrap_or_default();
-                    self.reply(now, peer, msg.id, Body::SetPage { key, entries, more });
+                    vec![Body::SetPage { key, entries, more }]
                 }
             }
             Body::Store { key, record, ttl_s, expected_seq } => {
-                self.serve_store(now, peer, msg.id, key, record, ttl_s, expected_seq)
+                vec![self.serve_store(now, peer, key, record, ttl_s, expected_seq)]
             }
-            _ => {}
+            _ => Vec::new(),
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn serve_store(
         &mut self,
         now: Instant,
         peer: NodeId,
-        id: u64,
         key: Key,
         record: Record,
         ttl_s: u32,
         cas: Option<u64>,
-    ) {
+    ) -> Body {
         match self.store.put(now, key, record, Duration::from_secs(u64::from(ttl_s)), cas, peer) {
             Ok(_) => {
                 self.stats.stores_accepted += 1;
                 self.events.push_back(DhtEvent::RecordStored { key, from: peer });
-                self.reply(now, peer, id, Body::StoreAck { key });
+                Body::StoreAck { key }
             }
             Err(e) => {
                 let name = match e {
@@ -137,40 +142,25 @@ impl Dht {
                     crate::store::StoreError::KindConflict => "kind_conflict",
                 };
                 *self.stats.stores_refused.entry(name).or_insert(0) += 1;
-                self.reply(now, peer, id, error(e.code(), &e.to_string()));
+                error(e.code(), &e.to_string())
             }
         }
     }
 
-    /// Answers with the k closest nodes to `target` we know, except the asker, in as many
-    /// `Nodes` messages as needed.
-    fn send_nodes(&mut self, now: Instant, peer: NodeId, id: u64, target: &NodeId) {
-        let k = self.cfg.lookup.k;
-        let mut recs: Vec<NodeRecord> = self.table.closest_records(target, k, &peer);
-        if let Some(c) = self.adversary.as_ref().and_then(|a| a.colluders.clone()) {
-            let mut by: Vec<(crate::identity::Distance, &NodeRecord)> =
-                c.iter().filter(|r| r.id != peer).map(|r| (target.distance(&r.id), r)).collect();
-            if k > 0 && by.len() > k {
-                by.select_nth_unstable_by_key(k - 1, |x| x.0);
-                by.truncate(k);
-            }
-            by.sort_unstable_by_key(|x| x.0);
-            recs = by.into_iter().map(|(_, r)| r.clone()).collect();
-        }
-        if let Some(a) = &self.adversary {
-            if a.only_extra_nodes {
-                recs.clear();
-            }
-            recs.extend(a.extra_nodes.iter().cloned());
-        }
-        let parts = pack_nodes(recs);
-        let total = u8::try_from(parts.len().max(1)).unwrap_or(u8::MAX);
-        if parts.is_empty() {
-            self.reply(now, peer, id, Body::Nodes { total, nodes: BoundedVec::new() });
-        }
-        for part in parts {
-            let nodes = BoundedVec::try_from(part).unwrap_or_default();
-            self.reply(now, peer, id, Body::Nodes { total, nodes });
-        }
+    /// The k closest nodes to `target` we know, except the asker, in as many `Nodes` messages
+    /// as needed.
+    fn nodes_answer(&self, peer: NodeId, target: &NodeId) -> Vec<Body> {
+        let recs: Vec<NodeRecord> = self.table.closest_records(target, self.cfg.lookup.k, &peer);
+        nodes_bodies(recs)
     }
+}
+
+/// `Nodes` bodies carrying `recs` (one, empty, if there are none).
+pub(crate) fn nodes_bodies(recs: Vec<NodeRecord>) -> Vec<Body> {
+    let parts = pack_nodes(recs);
+    let total = u8::try_from(parts.len().max(1)).unwrap_or(u8::MAX);
+    if parts.is_empty() {
+        return vec![Body::Nodes { total, nodes: BoundedVec::new() }];
+    }
+    parts.into_iter().map(|part| Body::Nodes { total, nodes: BoundedVec::try_from(part).unwrap_or_default() }).collect()
 }

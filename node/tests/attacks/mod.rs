@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 
 use suprnova_dht::handshake::build_initiation;
 use suprnova_dht::identity::{Identity, NodeRecord};
-use suprnova_dht::proto::{Adversary, Dht, DhtConfig, DhtEvent, Target};
+use suprnova_dht::proto::{Dht, DhtConfig, DhtEvent, Target};
 use suprnova_dht::stats::DropReason;
+use suprnova_dht::testing::Adversary;
 use suprnova_dht::wire::bounded::BoundedBytes;
 use suprnova_dht::wire::{Body, Key, Message, MutableRecord, Record, WireAddr};
 use suprnova_gossip::net::transport::kind;
@@ -607,10 +608,10 @@ pub async fn run(attack: Attack, rate: u64, d: Duration, tag: u8) -> Report {
                     id.make_record(1, 0, &[a]).unwrap()
                 })
                 .collect();
-            p.dht.set_adversary(Some(Adversary {
+            p.dht.set_answer_filter(Some(std::sync::Arc::new(Adversary {
                 colluders: Some(Arc::new(colluders.clone())),
                 ..Adversary::default()
-            }));
+            })));
             // The victim looks up random targets; the liar answers each FindNode with colluders.
             let victim = net.victim.clone();
             let lookups = tokio::spawn(async move {

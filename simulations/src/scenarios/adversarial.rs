@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use suprnova_dht::identity::NodeId;
-use suprnova_dht::proto::{Adversary, DhtEvent, GetMode};
+use suprnova_dht::proto::{DhtEvent, GetMode};
+use suprnova_dht::testing::Adversary;
 use suprnova_dht::wire::{Key, Record};
 
 use super::lookup::run_while;
