@@ -14,7 +14,7 @@ use suprnova_dht::channel::{Channel, ChannelConfig, ChannelEvent, PeerInfo};
 use suprnova_dht::handshake::noise::{self, SessionKeys};
 use suprnova_dht::handshake::session::Session;
 use suprnova_dht::handshake::{self as hs};
-use suprnova_dht::identity::{Identity, NOISE_KEY_CONTEXT};
+use suprnova_dht::identity::Identity;
 use suprnova_dht::wire::limits::{MAX_DATAGRAM, MAX_PLAINTEXT};
 use suprnova_dht::wire::packet::{self, Packet};
 
@@ -150,8 +150,6 @@ fn main() {
     // Handshakes: both sides in this thread; and the responder's share alone.
     let ini = Identity::from_seed([3; 32]);
     let res = Identity::from_seed([4; 32]);
-    let res_static = x25519_dalek::StaticSecret::from(blake3::derive_key(NOISE_KEY_CONTEXT, &[4; 32]));
-    let ini_static = x25519_dalek::StaticSecret::from(blake3::derive_key(NOISE_KEY_CONTEXT, &[3; 32]));
     let mut e = 0u8;
     let full_hs = rate(
         256,
@@ -160,10 +158,10 @@ fn main() {
             let (ist, init) = hs::build_initiation(&ini, &res.noise_public(), [e; 32], 1, 1, None, false).unwrap();
             assert!(hs::mac1_ok(&init, packet::INITIATION_MAC1, &res.noise_public()));
             let Ok(Packet::Initiation(pi)) = packet::parse(&init) else { panic!() };
-            let (rst, _) = hs::consume_initiation(&res_static, &pi, false).unwrap();
+            let (rst, _) = hs::consume_initiation(&res, &pi, false).unwrap();
             let (resp, _, _) = hs::build_response(rst, [e ^ 0x55; 32], 2, 1).unwrap();
             let Ok(Packet::Response(pr)) = packet::parse(&resp) else { panic!() };
-            black_box(hs::consume_response(ist, &ini_static, &pr).unwrap());
+            black_box(hs::consume_response(ist, &ini, &pr).unwrap());
         }),
     );
     let inits: Vec<_> = (0..256u32)
@@ -181,7 +179,7 @@ fn main() {
             k += 1;
             assert!(hs::mac1_ok(init, packet::INITIATION_MAC1, &res.noise_public()));
             let Ok(Packet::Initiation(pi)) = packet::parse(init) else { panic!() };
-            let (rst, _) = hs::consume_initiation(&res_static, &pi, false).unwrap();
+            let (rst, _) = hs::consume_initiation(&res, &pi, false).unwrap();
             black_box(hs::build_response(rst, [9; 32], 2, 1).unwrap());
         }),
     );

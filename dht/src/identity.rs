@@ -8,15 +8,16 @@
 use std::fmt;
 use std::str::FromStr;
 
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use ed25519_dalek::SigningKey;
 use serde::{Deserialize, Serialize};
-use x25519_dalek::{PublicKey as XPublicKey, StaticSecret};
+use x25519_dalek::StaticSecret;
 use zeroize::Zeroizing;
 
 use crate::codec::addr::WireAddr;
 use crate::codec::bounded::BoundedVec;
 use crate::codec::limits::{MAX_RECORD_ADDRS, PROTOCOL_VERSION};
 use crate::codec::{self, DecodeError};
+use crate::crypto::CryptoProvider;
 
 /// Context string for deriving the X25519 static secret from the identity seed (BLAKE3 derive_key).
 pub const NOISE_KEY_CONTEXT: &str = "suprnova v1 noise static key";
@@ -109,26 +110,27 @@ pub struct Identity {
     noise_public: [u8; 32],
     id: NodeId,
     binding: [u8; 64],
+    /// The public-key operations it signs and runs handshakes with.
+    crypto: &'static CryptoProvider,
 }
 
 impl Identity {
-    /// Builds the identity from its 32-byte seed (§3.2).
+    /// Builds the identity from its 32-byte seed (§3.2), with the process's default crypto
+    /// provider.
     pub fn from_seed(seed: [u8; 32]) -> Self {
+        Self::from_seed_with(seed, crate::crypto::default_provider())
+    }
+
+    /// Builds the identity from its 32-byte seed with the given crypto provider.
+    pub fn from_seed_with(seed: [u8; 32], crypto: &'static CryptoProvider) -> Self {
         let signing = SigningKey::from_bytes(&seed);
         let noise_bytes = Zeroizing::new(blake3::derive_key(NOISE_KEY_CONTEXT, &seed));
         let noise_secret = StaticSecret::from(*noise_bytes);
-        let noise_public = if crate::simcrypto::insecure() {
-            crate::simcrypto::x25519_public(&noise_secret.to_bytes())
-        } else {
-            XPublicKey::from(&noise_secret).to_bytes()
-        };
+        let noise_public = (crypto.x25519_public)(&noise_secret);
         let public = signing.verifying_key().to_bytes();
-        let binding = if crate::simcrypto::insecure() {
-            crate::simcrypto::sign(&public, &binding_message(&noise_public))
-        } else {
-            signing.sign(&binding_message(&noise_public)).to_bytes()
-        };
+        let binding = (crypto.sign)(&signing, &binding_message(&noise_public));
         Identity {
+            crypto,
             seed: Zeroizing::new(seed),
             id: NodeId::from_public_key(&public),
             signing,
@@ -171,10 +173,11 @@ impl Identity {
     }
     /// Signs `msg` with the ed25519 key.
     pub fn sign(&self, msg: &[u8]) -> [u8; 64] {
-        if crate::simcrypto::insecure() {
-            return crate::simcrypto::sign(&self.public_key(), msg);
-        }
-        self.signing.sign(msg).to_bytes()
+        (self.crypto.sign)(&self.signing, msg)
+    }
+    /// The public-key operations this identity uses.
+    pub fn crypto(&self) -> &'static CryptoProvider {
+        self.crypto
     }
 
     /// A signed node record for this identity.
@@ -212,15 +215,10 @@ pub fn binding_message(noise_public: &[u8; 32]) -> Vec<u8> {
     m
 }
 
-/// Verifies an ed25519 signature strictly (canonical encodings, no small-order keys).
+/// Verifies an ed25519 signature strictly (canonical encodings, no small-order keys), with the
+/// process's default crypto provider.
 pub fn verify_strict(public_key: &[u8; 32], msg: &[u8], signature: &[u8; 64]) -> bool {
-    if crate::simcrypto::insecure() {
-        return crate::ct::ct_eq(&crate::simcrypto::sign(public_key, msg), signature);
-    }
-    let Ok(vk) = VerifyingKey::from_bytes(public_key) else {
-        return false;
-    };
-    vk.verify_strict(msg, &Signature::from_bytes(signature)).is_ok()
+    (crate::crypto::default_provider().verify)(public_key, msg, signature)
 }
 
 /// A signed node record: what peers exchange to learn how to reach and authenticate a node (§3.4).

@@ -14,6 +14,7 @@
 
 pub mod channel;
 pub mod codec;
+pub mod crypto;
 pub mod ct;
 pub mod handshake;
 pub mod identity;
@@ -22,7 +23,7 @@ pub mod lookup;
 pub mod proto;
 pub mod ratelimit;
 pub mod routing;
-#[doc(hidden)]
+#[cfg(feature = "sim-crypto")]
 pub mod simcrypto;
 pub mod stats;
 pub mod store;

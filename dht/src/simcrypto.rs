@@ -2,8 +2,9 @@
 //!
 //! A simulated network of 10,000–100,000 nodes performs millions of handshakes and signature
 //! checks. With real X25519 (~18k DH/s) and ed25519 (~28k verifies/s) on one core, crypto alone
-//! would take longer than the whole scenario budget. The simulator therefore calls
-//! [`enable_insecure_simulation_crypto`] once at start, after which, in that process only:
+//! would take longer than the whole scenario budget. The simulator therefore installs
+//! [`INSECURE`] as its process's default [`CryptoProvider`](crate::crypto::CryptoProvider) at
+//! start ([`crate::crypto::install_default`]), after which, in that process only:
 //!
 //! - an X25519 public key is BLAKE3 of the secret, and DH(a, B) is BLAKE3 of the two public keys
 //!   in sorted order (commutative, so both sides of a handshake agree);
@@ -12,39 +13,34 @@
 //!
 //! Everything else (the Noise state machine, ChaCha20-Poly1305, every length and replay check,
 //! the Kademlia logic) is the real code. These stand-ins offer **no security at all**: anyone can
-//! "sign" for any key. The switch does not exist unless the crate is built with the `sim-crypto`
-//! feature, it is off until the simulator turns it on, and nothing but `suprnova-sim` and the
-//! `dht_ops` fuzz target (a process of its own) enables the feature or calls the function.
+//! "sign" for any key. The provider does not exist unless the crate is built with the
+//! `sim-crypto` feature, and nothing but `suprnova-sim` and the `dht_ops` fuzz target (a process
+//! of its own) enables the feature or installs it.
 
-#[cfg(feature = "sim-crypto")]
-static INSECURE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+use crate::crypto::CryptoProvider;
 
-/// Turns the insecure stand-ins on for the rest of this process. Simulator only.
-#[cfg(feature = "sim-crypto")]
-pub fn enable_insecure_simulation_crypto() {
-    INSECURE.store(true, std::sync::atomic::Ordering::Relaxed);
-}
+/// The insecure stand-ins as a provider.
+pub static INSECURE: CryptoProvider = CryptoProvider {
+    name: "insecure BLAKE3 stand-ins (simulation only)",
+    x25519_public: |s| x25519_public(&s.to_bytes()),
+    x25519_dh: |s, p| Some(x25519_dh(&s.to_bytes(), p)),
+    sign: |k, m| sign(&k.verifying_key().to_bytes(), m),
+    verify: |pk, m, sig| crate::ct::ct_eq(&sign(pk, m), sig),
+};
 
-/// Whether the stand-ins are in use.
-#[inline]
-pub fn insecure() -> bool {
-    #[cfg(feature = "sim-crypto")]
-    {
-        INSECURE.load(std::sync::atomic::Ordering::Relaxed)
-    }
-    #[cfg(not(feature = "sim-crypto"))]
-    {
-        false
-    }
+/// Installs [`INSECURE`] as this process's default provider (see the module docs). Simulator
+/// only; refused if another provider was installed first.
+pub fn enable_insecure_simulation_crypto() -> Result<(), crate::crypto::AlreadyInstalled> {
+    crate::crypto::install_default(&INSECURE)
 }
 
 /// The stand-in X25519 public key of `secret`.
-pub(crate) fn x25519_public(secret: &[u8; 32]) -> [u8; 32] {
+fn x25519_public(secret: &[u8; 32]) -> [u8; 32] {
     blake3::derive_key("suprnova sim-crypto x25519 public", secret)
 }
 
 /// The stand-in DH between our secret and their public key.
-pub(crate) fn x25519_dh(secret: &[u8; 32], public: &[u8; 32]) -> [u8; 32] {
+fn x25519_dh(secret: &[u8; 32], public: &[u8; 32]) -> [u8; 32] {
     let mine = x25519_public(secret);
     let (a, b) = if mine <= *public { (mine, *public) } else { (*public, mine) };
     let mut h = blake3::Hasher::new_derive_key("suprnova sim-crypto x25519 dh");
@@ -54,7 +50,7 @@ pub(crate) fn x25519_dh(secret: &[u8; 32], public: &[u8; 32]) -> [u8; 32] {
 }
 
 /// The stand-in signature of `msg` by `public_key`.
-pub(crate) fn sign(public_key: &[u8; 32], msg: &[u8]) -> [u8; 64] {
+fn sign(public_key: &[u8; 32], msg: &[u8]) -> [u8; 64] {
     let mut h = blake3::Hasher::new_keyed(public_key);
     h.update(msg);
     let mut sig = [0u8; 64];

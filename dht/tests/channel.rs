@@ -322,6 +322,7 @@ fn static_key_not_bound_to_claimed_identity_is_refused() {
     let payload =
         handshake::InitPayload { public_key: victim.public_key(), binding: attacker.binding_signature(), timestamp: 1 };
     let (_, m1) = noise::write_message1(
+        &suprnova_dht::crypto::REAL,
         &x25519_dalek::StaticSecret::from(blake3::derive_key(
             suprnova_dht::identity::NOISE_KEY_CONTEXT,
             attacker.seed(),

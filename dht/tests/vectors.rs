@@ -347,14 +347,14 @@ fn handshake_vectors(tr: &Transcript) -> Value {
         handshake::build_initiation(&i, &r.noise_public(), di.ephemeral, di.index, UNIX_START_NS, None, true).unwrap();
     assert_eq!(init, tr.initiation, "Channel's initiation differs from the explicit construction");
     let Ok(Packet::Initiation(pi)) = packet::parse(&init) else { panic!() };
-    let priv_r = x25519_dalek::StaticSecret::from(blake3::derive_key(identity::NOISE_KEY_CONTEXT, &RESPONDER_SEED));
+    let priv_r = Identity::from_seed(RESPONDER_SEED);
     let (rst, payload) = handshake::consume_initiation(&priv_r, &pi, true).unwrap();
     let trace1 = ist.trace_so_far();
     assert_eq!(trace1, rst.trace_so_far(), "both sides derive the same message-1 values");
     let (resp, rkeys, rtrace) = handshake::build_response(rst, dr.ephemeral, dr.index, di.index).unwrap();
     assert_eq!(resp, tr.response, "Channel's response differs from the explicit construction");
     let Ok(Packet::Response(pr)) = packet::parse(&resp) else { panic!() };
-    let priv_i = x25519_dalek::StaticSecret::from(blake3::derive_key(identity::NOISE_KEY_CONTEXT, &INITIATOR_SEED));
+    let priv_i = Identity::from_seed(INITIATOR_SEED);
     let (ikeys, itrace) = handshake::consume_response(ist, &priv_i, &pr).unwrap();
     assert_eq!(itrace, rtrace);
     let e_pub = |s: [u8; 32]| x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(s)).to_bytes();
@@ -470,7 +470,15 @@ fn reject_vectors(tr: &Transcript) -> Value {
             timestamp: UNIX_START_NS,
         };
         let sk = x25519_dalek::StaticSecret::from(blake3::derive_key(identity::NOISE_KEY_CONTEXT, attacker.seed()));
-        let (_, m1) = noise::write_message1(&sk, &r.noise_public(), [0x33; 32], &p.to_bytes(), false).unwrap();
+        let (_, m1) = noise::write_message1(
+            &suprnova_dht::crypto::REAL,
+            &sk,
+            &r.noise_public(),
+            [0x33; 32],
+            &p.to_bytes(),
+            false,
+        )
+        .unwrap();
         let pi = packet::Initiation {
             sender_index: 9,
             ephemeral: m1.ephemeral,
@@ -606,7 +614,7 @@ fn behaviour_vectors(tr: &Transcript) -> Value {
         handshake::build_cookie_reply(&rid.noise_public(), &secret, nonce, &pi, &WireAddr::from(initiator_addr())),
         cookie_reply
     );
-    let priv_r = x25519_dalek::StaticSecret::from(blake3::derive_key(identity::NOISE_KEY_CONTEXT, &RESPONDER_SEED));
+    let priv_r = Identity::from_seed(RESPONDER_SEED);
     let Ok(Packet::Initiation(pr)) = packet::parse(&retried) else { panic!() };
     let (rst, _) = handshake::consume_initiation(&priv_r, &pr, false).unwrap();
     assert_eq!(handshake::build_response(rst, eph, index, pr.sender_index).unwrap().0, response);
@@ -764,11 +772,11 @@ fn decoder_handshake_and_transport() {
     let r_seed: [u8; 32] = unh(&hs["responder"]["identity_seed"]).try_into().unwrap();
     let i_seed: [u8; 32] = unh(&hs["initiator"]["identity_seed"]).try_into().unwrap();
     let r_static = x25519_dalek::StaticSecret::from(blake3::derive_key(identity::NOISE_KEY_CONTEXT, &r_seed));
-    let i_static = x25519_dalek::StaticSecret::from(blake3::derive_key(identity::NOISE_KEY_CONTEXT, &i_seed));
+    let r_ident = Identity::from_seed(r_seed);
     let init = unh(&hs["initiation"]["packet"]);
     assert!(handshake::mac1_ok(&init, INITIATION_MAC1, &x25519_dalek::PublicKey::from(&r_static).to_bytes()));
     let Ok(Packet::Initiation(pi)) = packet::parse(&init) else { panic!("initiation does not parse") };
-    let (rst, payload) = handshake::consume_initiation(&r_static, &pi, true).unwrap();
+    let (rst, payload) = handshake::consume_initiation(&r_ident, &pi, true).unwrap();
     assert_eq!(h(&payload.to_bytes()), hs["initiation"]["payload"]);
     assert_eq!(payload.timestamp, hs["initiator"]["timestamp_ns"].as_u64().unwrap());
     let (resp, rkeys, trace) = handshake::build_response(
@@ -794,7 +802,7 @@ fn decoder_handshake_and_transport() {
     .unwrap();
     assert_eq!(again, init);
     let Ok(Packet::Response(pr)) = packet::parse(&resp) else { panic!() };
-    let (ikeys, _) = handshake::consume_response(ist, &i_static, &pr).unwrap();
+    let (ikeys, _) = handshake::consume_response(ist, &ident, &pr).unwrap();
     assert_eq!(h(&ikeys.send), hs["session"]["initiator_send"]);
     assert_eq!(h(&rkeys.recv), hs["session"]["responder_recv"]);
     assert_eq!(ikeys.send, rkeys.recv);

@@ -123,7 +123,9 @@ pub struct DhtSim {
 impl DhtSim {
     /// An empty network; nodes get `config` (with their own RNG seeds) when added.
     pub fn new(seed: u64, net: NetModel, config: DhtConfig) -> Self {
-        suprnova_dht::simcrypto::enable_insecure_simulation_crypto();
+        // Identities and checks all use the default provider: refused only if another was
+        // installed first, which then serves throughout.
+        let _ = suprnova_dht::simcrypto::enable_insecure_simulation_crypto();
         DhtSim {
             seed,
             base: Instant::now(),

@@ -92,7 +92,7 @@ impl MeshSim {
     /// `roles.len()` members placed on the map, agreeing with `cfg`, a round as soon as the last
     /// is final.
     pub fn new(seed: u64, roles: Vec<Behaviour>, cfg: Config) -> Option<Self> {
-        suprnova_dht::simcrypto::enable_insecure_simulation_crypto();
+        let _ = suprnova_dht::simcrypto::enable_insecure_simulation_crypto();
         let n = roles.len();
         let mut net = NetModel::new();
         let mut placement = engine::rng(seed, "mesh placement");

@@ -22,11 +22,10 @@ impl Channel {
         let Some(state) = pending.state.clone() else {
             return Err(DropReason::UnknownIndex);
         };
-        let (keys, _) =
-            handshake::consume_response(state, self.identity.noise_secret(), resp).map_err(|e| match e {
-                HandshakeError::LowOrder => DropReason::LowOrderKey,
-                _ => DropReason::HandshakeDecrypt,
-            })?;
+        let (keys, _) = handshake::consume_response(state, &self.identity, resp).map_err(|e| match e {
+            HandshakeError::LowOrder => DropReason::LowOrderKey,
+            _ => DropReason::HandshakeDecrypt,
+        })?;
         let local_index = pending.local_index;
         peer.pending = None;
         let slot = Box::new(Slot { session: Session::new(local_index, resp.sender_index, &keys), created: now });

@@ -110,12 +110,11 @@ impl Channel {
             }
             return Err(DropReason::RateLimitedHandshake);
         }
-        let (st, payload) =
-            handshake::consume_initiation(self.identity.noise_secret(), init, false).map_err(|e| match e {
-                HandshakeError::Decrypt => DropReason::HandshakeDecrypt,
-                HandshakeError::LowOrder => DropReason::LowOrderKey,
-                HandshakeError::BadBinding => DropReason::BadBinding,
-            })?;
+        let (st, payload) = handshake::consume_initiation(&self.identity, init, false).map_err(|e| match e {
+            HandshakeError::Decrypt => DropReason::HandshakeDecrypt,
+            HandshakeError::LowOrder => DropReason::LowOrderKey,
+            HandshakeError::BadBinding => DropReason::BadBinding,
+        })?;
         let id = payload.node_id();
         if id == self.identity.id() {
             return Err(DropReason::IdentityMismatch);

@@ -404,11 +404,12 @@ fn cfg(i: usize) -> DhtConfig {
 /// make it ten times faster under the sanitizer.
 pub fn dht_ops(data: &[u8]) {
     #[cfg(feature = "sim-crypto")]
-    crate::simcrypto::enable_insecure_simulation_crypto();
+    // Refused only if the process installed another provider: then that one serves throughout.
+    let _ = crate::simcrypto::enable_insecure_simulation_crypto();
     run_bytes(data);
 }
 
-/// The target without the switch: unit tests run in a process shared with tests that need the
+/// The target without installing the stand-ins: unit tests run in a process shared with tests that need the
 /// real crypto (and cargo unifies features, so the workspace build has `sim-crypto` on).
 fn run_bytes(data: &[u8]) {
     let Ok(ops) = Vec::<Op>::arbitrary_take_rest(Unstructured::new(data)) else { return };

@@ -8,8 +8,6 @@ pub mod session;
 
 pub use crate::ct::ct_eq;
 
-use x25519_dalek::StaticSecret;
-
 use crate::identity::{self, Identity, NodeId};
 use crate::wire::packet::{
     CookieReply, ENC_PAYLOAD_LEN, ENC_STATIC_LEN, INIT_PAYLOAD_LEN, INITIATION_LEN, INITIATION_MAC1, Initiation,
@@ -118,8 +116,14 @@ pub fn build_initiation(
     trace: bool,
 ) -> Result<(InitiatorState, Vec<u8>), HandshakeError> {
     let payload = InitPayload { public_key: local.public_key(), binding: local.binding_signature(), timestamp };
-    let (st, m1) =
-        noise::write_message1(local.noise_secret(), remote_static, ephemeral_secret, &payload.to_bytes(), trace)?;
+    let (st, m1) = noise::write_message1(
+        local.crypto(),
+        local.noise_secret(),
+        remote_static,
+        ephemeral_secret,
+        &payload.to_bytes(),
+        trace,
+    )?;
     let mut enc_static = [0u8; ENC_STATIC_LEN];
     let mut enc_payload = [0u8; ENC_PAYLOAD_LEN];
     if m1.enc_static.len() != ENC_STATIC_LEN || m1.enc_payload.len() != ENC_PAYLOAD_LEN {
@@ -136,7 +140,7 @@ pub fn build_initiation(
 
 /// Responder side of an initiation whose mac1 already verified: Noise, payload, identity binding.
 pub fn consume_initiation(
-    local_static: &StaticSecret,
+    local: &Identity,
     init: &Initiation,
     trace: bool,
 ) -> Result<(ResponderState, InitPayload), HandshakeError> {
@@ -145,10 +149,10 @@ pub fn consume_initiation(
         enc_static: init.enc_static.to_vec(),
         enc_payload: init.enc_payload.to_vec(),
     };
-    let (st, payload) = noise::read_message1(local_static, &m1, trace)?;
+    let (st, payload) = noise::read_message1(local.crypto(), local.noise_secret(), &m1, trace)?;
     let payload = InitPayload::parse(&payload).ok_or(HandshakeError::Decrypt)?;
     let msg = identity::binding_message(&st.rs);
-    if !identity::verify_strict(&payload.public_key, &msg, &payload.binding) {
+    if !(local.crypto().verify)(&payload.public_key, &msg, &payload.binding) {
         return Err(HandshakeError::BadBinding);
     }
     Ok((st, payload))
@@ -179,11 +183,11 @@ pub fn build_response(
 /// Initiator side of a response whose mac1 already verified.
 pub fn consume_response(
     st: InitiatorState,
-    local_static: &StaticSecret,
+    local: &Identity,
     resp: &Response,
 ) -> Result<(SessionKeys, Trace), HandshakeError> {
     let m2 = Message2 { ephemeral: resp.ephemeral, enc_payload: resp.enc_empty.to_vec() };
-    let (payload, keys, trace) = noise::read_message2(st, local_static, &m2)?;
+    let (payload, keys, trace) = noise::read_message2(st, local.noise_secret(), &m2)?;
     if !payload.is_empty() {
         return Err(HandshakeError::Decrypt);
     }

@@ -14,9 +14,10 @@ use blake2::{Blake2s256, Digest};
 use chacha20poly1305::aead::AeadInOut;
 use chacha20poly1305::{ChaCha20Poly1305, Key, KeyInit, Nonce, Tag};
 use hmac::{Mac, SimpleHmac};
-use x25519_dalek::{PublicKey, StaticSecret};
+use x25519_dalek::StaticSecret;
 use zeroize::Zeroize;
 
+use crate::crypto::CryptoProvider;
 use crate::wire::limits::TAG_LEN;
 
 /// The Noise protocol name; hashed into the initial chaining key.
@@ -95,23 +96,13 @@ pub fn open(key: &[u8; 32], n: u64, ad: &[u8], ciphertext: &[u8]) -> Result<Vec<
     Ok(buf)
 }
 
-fn dh(secret: &StaticSecret, public: &[u8; 32]) -> Result<[u8; 32], NoiseError> {
-    if crate::simcrypto::insecure() {
-        return Ok(crate::simcrypto::x25519_dh(&secret.to_bytes(), public));
-    }
-    let shared = secret.diffie_hellman(&PublicKey::from(*public));
-    if !shared.was_contributory() {
-        return Err(NoiseError::LowOrder);
-    }
-    Ok(shared.to_bytes())
+fn dh(crypto: &CryptoProvider, secret: &StaticSecret, public: &[u8; 32]) -> Result<[u8; 32], NoiseError> {
+    (crypto.x25519_dh)(secret, public).ok_or(NoiseError::LowOrder)
 }
 
-/// The X25519 public key of `secret` (the simulator's stand-in when that is switched on).
-fn public_of(secret: &StaticSecret) -> [u8; 32] {
-    if crate::simcrypto::insecure() {
-        return crate::simcrypto::x25519_public(&secret.to_bytes());
-    }
-    PublicKey::from(secret).to_bytes()
+/// The X25519 public key of `secret`.
+fn public_of(crypto: &CryptoProvider, secret: &StaticSecret) -> [u8; 32] {
+    (crypto.x25519_public)(secret)
 }
 
 /// Intermediate values recorded for test vectors: (label, 32-byte value).
@@ -225,6 +216,7 @@ pub struct SessionKeys {
 pub struct InitiatorState {
     sym: Symmetric,
     e: StaticSecret,
+    crypto: &'static CryptoProvider,
 }
 
 /// The Noise fields of message 1.
@@ -240,6 +232,7 @@ pub struct Message1 {
 
 /// Writes IK message 1: `e, es, s, ss`, then the payload.
 pub fn write_message1(
+    crypto: &'static CryptoProvider,
     local_static: &StaticSecret,
     remote_static: &[u8; 32],
     ephemeral_secret: [u8; 32],
@@ -248,15 +241,15 @@ pub fn write_message1(
 ) -> Result<(InitiatorState, Message1), NoiseError> {
     let mut sym = Symmetric::new(remote_static, trace);
     let e = StaticSecret::from(ephemeral_secret);
-    let e_pub = public_of(&e);
+    let e_pub = public_of(crypto, &e);
     sym.mix_hash(&e_pub);
     sym.record("h after e", sym.h);
-    sym.mix_key("es", dh(&e, remote_static)?);
-    let s_pub = public_of(local_static);
+    sym.mix_key("es", dh(crypto, &e, remote_static)?);
+    let s_pub = public_of(crypto, local_static);
     let enc_static = sym.encrypt_and_hash("s", &s_pub);
-    sym.mix_key("ss", dh(local_static, remote_static)?);
+    sym.mix_key("ss", dh(crypto, local_static, remote_static)?);
     let enc_payload = sym.encrypt_and_hash("payload 1", payload);
-    Ok((InitiatorState { sym, e }, Message1 { ephemeral: e_pub, enc_static, enc_payload }))
+    Ok((InitiatorState { sym, e, crypto }, Message1 { ephemeral: e_pub, enc_static, enc_payload }))
 }
 
 /// Responder state between reading message 1 and writing message 2.
@@ -267,24 +260,26 @@ pub struct ResponderState {
     re: [u8; 32],
     /// The initiator's static key (authenticated once `ss` decrypted the payload).
     pub rs: [u8; 32],
+    crypto: &'static CryptoProvider,
 }
 
 /// Reads IK message 1 as the responder; returns the state and the decrypted payload.
 pub fn read_message1(
+    crypto: &'static CryptoProvider,
     local_static: &StaticSecret,
     msg: &Message1,
     trace: bool,
 ) -> Result<(ResponderState, Vec<u8>), NoiseError> {
-    let s_pub = public_of(local_static);
+    let s_pub = public_of(crypto, local_static);
     let mut sym = Symmetric::new(&s_pub, trace);
     sym.mix_hash(&msg.ephemeral);
     sym.record("h after e", sym.h);
-    sym.mix_key("es", dh(local_static, &msg.ephemeral)?);
+    sym.mix_key("es", dh(crypto, local_static, &msg.ephemeral)?);
     let rs_vec = sym.decrypt_and_hash("s", &msg.enc_static)?;
     let rs: [u8; 32] = rs_vec.as_slice().try_into().map_err(|_| NoiseError::Decrypt)?;
-    sym.mix_key("ss", dh(local_static, &rs)?);
+    sym.mix_key("ss", dh(crypto, local_static, &rs)?);
     let payload = sym.decrypt_and_hash("payload 1", &msg.enc_payload)?;
-    Ok((ResponderState { sym, re: msg.ephemeral, rs }, payload))
+    Ok((ResponderState { sym, re: msg.ephemeral, rs, crypto }, payload))
 }
 
 /// The Noise fields of message 2.
@@ -303,11 +298,11 @@ pub fn write_message2(
     payload: &[u8],
 ) -> Result<(Message2, SessionKeys, Trace), NoiseError> {
     let e = StaticSecret::from(ephemeral_secret);
-    let e_pub = public_of(&e);
+    let e_pub = public_of(st.crypto, &e);
     st.sym.mix_hash(&e_pub);
     st.sym.record("h after e (msg 2)", st.sym.h);
-    st.sym.mix_key("ee", dh(&e, &st.re)?);
-    st.sym.mix_key("se", dh(&e, &st.rs)?);
+    st.sym.mix_key("ee", dh(st.crypto, &e, &st.re)?);
+    st.sym.mix_key("se", dh(st.crypto, &e, &st.rs)?);
     let enc_payload = st.sym.encrypt_and_hash("payload 2", payload);
     let (k1, k2) = st.sym.split();
     let trace = st.sym.take_trace();
@@ -322,8 +317,8 @@ pub fn read_message2(
 ) -> Result<(Vec<u8>, SessionKeys, Trace), NoiseError> {
     st.sym.mix_hash(&msg.ephemeral);
     st.sym.record("h after e (msg 2)", st.sym.h);
-    st.sym.mix_key("ee", dh(&st.e, &msg.ephemeral)?);
-    st.sym.mix_key("se", dh(local_static, &msg.ephemeral)?);
+    st.sym.mix_key("ee", dh(st.crypto, &st.e, &msg.ephemeral)?);
+    st.sym.mix_key("se", dh(st.crypto, local_static, &msg.ephemeral)?);
     let payload = st.sym.decrypt_and_hash("payload 2", &msg.enc_payload)?;
     let (k1, k2) = st.sym.split();
     let trace = st.sym.take_trace();
@@ -347,14 +342,15 @@ impl ResponderState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use x25519_dalek::PublicKey;
 
     #[test]
     fn ik_roundtrip_keys_match() {
         let i = StaticSecret::from([1u8; 32]);
         let r = StaticSecret::from([2u8; 32]);
         let r_pub = PublicKey::from(&r).to_bytes();
-        let (ist, m1) = write_message1(&i, &r_pub, [3u8; 32], b"hello", false).unwrap();
-        let (rst, payload) = read_message1(&r, &m1, false).unwrap();
+        let (ist, m1) = write_message1(&crate::crypto::REAL, &i, &r_pub, [3u8; 32], b"hello", false).unwrap();
+        let (rst, payload) = read_message1(&crate::crypto::REAL, &r, &m1, false).unwrap();
         assert_eq!(payload, b"hello");
         assert_eq!(rst.rs, PublicKey::from(&i).to_bytes());
         let (m2, rkeys, _) = write_message2(rst, [4u8; 32], &[]).unwrap();
@@ -370,14 +366,14 @@ mod tests {
         let i = StaticSecret::from([1u8; 32]);
         let r = StaticSecret::from([2u8; 32]);
         let other = PublicKey::from(&StaticSecret::from([5u8; 32])).to_bytes();
-        let (_, m1) = write_message1(&i, &other, [3u8; 32], b"x", false).unwrap();
-        assert_eq!(read_message1(&r, &m1, false).err(), Some(NoiseError::Decrypt));
+        let (_, m1) = write_message1(&crate::crypto::REAL, &i, &other, [3u8; 32], b"x", false).unwrap();
+        assert_eq!(read_message1(&crate::crypto::REAL, &r, &m1, false).err(), Some(NoiseError::Decrypt));
     }
 
     #[test]
     fn low_order_ephemeral_refused() {
         let r = StaticSecret::from([2u8; 32]);
         let m1 = Message1 { ephemeral: [0u8; 32], enc_static: vec![0; 48], enc_payload: vec![0; 16] };
-        assert_eq!(read_message1(&r, &m1, false).err(), Some(NoiseError::LowOrder));
+        assert_eq!(read_message1(&crate::crypto::REAL, &r, &m1, false).err(), Some(NoiseError::LowOrder));
     }
 }
