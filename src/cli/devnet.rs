@@ -5,10 +5,11 @@
 //! kind), a broadcast to every node over QUIC, and a 10 MiB blob from two providers. Ends with
 //! drops by reason.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use serde::Serialize;
+use suprnova_dht::NodeId;
 use suprnova_dht::identity::NodeRecord;
 use suprnova_dht::proto::{DhtConfig, Target};
 use suprnova_dht::stats::Drops;
@@ -16,8 +17,9 @@ use suprnova_node::{Node, NodeError, PingReply};
 use tokio::task::JoinSet;
 
 use super::devnet_common::{Latency, rss_kb};
-use super::devnet_dht::{Boot, KindFigures};
-use super::devnet_gossip::{Blob, Broadcast, Plan, Subs};
+use super::devnet_dht::Item;
+use super::devnet_gossip::{Plan, Subs};
+use super::devnet_report::{Failure, Memory, Pings, Report, print_text};
 use super::random_seed;
 
 /// Every devnet node shares 127.0.0.1 (loopback is exempt from the per-subnet limits by default
@@ -56,21 +58,6 @@ struct Phase {
     elapsed: Duration,
 }
 
-/// A ping phase.
-#[derive(Serialize, Default, Clone)]
-pub struct Pings {
-    /// Pings sent.
-    pub sent: usize,
-    /// Pings answered.
-    pub answered: usize,
-    /// Wall time of the phase.
-    pub elapsed_ms: f64,
-    /// Answers per second.
-    pub per_s: f64,
-    /// Round trips.
-    pub rtt: Latency,
-}
-
 impl Pings {
     fn of(p: &mut Phase, sent: usize) -> Pings {
         let answered = p.rtts_ms.len();
@@ -82,93 +69,6 @@ impl Pings {
             rtt: Latency::of(&mut p.rtts_ms),
         }
     }
-}
-
-/// The failure phase: a third of the nodes stop.
-#[derive(Serialize, Default, Clone)]
-pub struct Failure {
-    /// Nodes stopped.
-    pub stopped: usize,
-    /// Nodes still running.
-    pub survivors: usize,
-    /// Seconds until every survivor's topic neighbours were all alive again.
-    pub repair_s: Option<f64>,
-    /// Records in the sample (up to 200 of each kind).
-    pub records_checked: usize,
-    /// Of those, records whose every replica was among the stopped nodes (not read).
-    pub records_lost_with_every_replica: usize,
-    /// Records with a surviving replica read back intact (all of them, unless something is wrong).
-    pub records_readable: usize,
-    /// Of the records with a surviving replica, those left with fewer than r copies.
-    pub records_below_r_at_stop: usize,
-    /// Of the records with a surviving replica, those with r live copies again at the end.
-    pub records_with_r_replicas: usize,
-    /// Seconds from the stop until every record with a surviving replica had r live copies.
-    pub replicas_restored_s: Option<f64>,
-    /// Latency of those reads.
-    pub get: Latency,
-    /// The broadcast among survivors.
-    pub broadcast: Broadcast,
-}
-
-/// Memory.
-#[derive(Serialize, Default, Clone)]
-pub struct Memory {
-    /// Peak resident set of the process, MB.
-    pub peak_rss_mb: f64,
-    /// (peak − resident set before the nodes started) / nodes, MB.
-    pub per_node_mb: f64,
-}
-
-/// Everything the devnet measured; `--report json` prints it.
-#[derive(Serialize, Default)]
-pub struct Report {
-    /// When (UTC, RFC 3339).
-    pub date: String,
-    /// Nodes started.
-    pub nodes: usize,
-    /// CPUs the process could use.
-    pub cpus: usize,
-    /// Seconds from start to report.
-    pub total_s: f64,
-    /// Time to start every node.
-    pub startup_ms: f64,
-    /// Each node handshakes with its sample of peers, all at once.
-    pub handshake: Pings,
-    /// Pings one at a time.
-    pub ping_sequential: Pings,
-    /// Pings all at once.
-    pub ping_load: Pings,
-    /// Joining through one seed.
-    pub bootstrap: Boot,
-    /// Puts and gets per record kind.
-    pub records: Vec<KindFigures>,
-    /// A flood of broadcasts to every node.
-    pub broadcast: Broadcast,
-    /// Broadcasts at a fixed rate (latency without queueing).
-    pub paced_broadcast: Broadcast,
-    /// A blob from two providers.
-    pub blob: Blob,
-    /// The mesh: 7 members (2 byzantine), certified rounds, get_state, spatial queries.
-    pub mesh: Option<super::devnet_mesh::MeshReport>,
-    /// The agents: announce, discover, messages, proposals, knowledge.
-    pub agents: Option<super::devnet_agents::AgentsReport>,
-    /// A third of the nodes stop.
-    pub failure: Failure,
-    /// Memory.
-    pub memory: Memory,
-    /// Totals of the encrypted channel.
-    pub handshakes_completed: u64,
-    /// Sessions, both sides counted.
-    pub sessions: usize,
-    /// DHT datagrams.
-    pub packets_in: u64,
-    /// DHT datagrams sent.
-    pub packets_out: u64,
-    /// DHT drops by reason.
-    pub drops: std::collections::BTreeMap<String, u64>,
-    /// Everything that failed.
-    pub failures: Vec<String>,
 }
 
 /// What `suprnova devnet` does.
@@ -281,6 +181,48 @@ pub async fn run(o: Options) -> Result<()> {
     }
 
     let bar = bars.next("start nodes", n as u64);
+    let (full, seeds) = start_nodes(n, &bar).await?;
+    bar.finish();
+    report.startup_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let nodes: Vec<Node> = full.clone();
+    let pairs = pairs(&nodes, o.sample);
+    if o.trace {
+        tokio::spawn(super::devnet_dht::trace(nodes.clone()));
+    }
+
+    ping_phases(&mut report, &pairs, o.pings, &mut bars).await?;
+    let items = dht_phases(&mut report, &nodes, o.records, &mut bars).await?;
+    let mut subs = gossip_phases(&mut report, &full, &o, &mut bars).await?;
+    if o.mesh_rounds > 0 && n > super::devnet_mesh::MEMBERS {
+        mesh_phase(&mut report, &full, &seeds, &o, &mut bars).await?;
+    }
+    if o.agents > 0 {
+        agents_phase(&mut report, &full, o.agents, &mut bars).await?;
+    }
+
+    // A third of the nodes stop (never the seed or the publisher).
+    let stop_from = n - n / 3;
+    let survivors = failure_phase(&mut report, &full, &items, &mut subs, stop_from, &mut bars).await?;
+
+    channel_totals(&mut report, &survivors).await?;
+    let peak = rss_kb("VmHWM:").unwrap_or(0);
+    report.memory = Memory {
+        peak_rss_mb: peak as f64 / 1024.0,
+        per_node_mb: peak.saturating_sub(base_rss.unwrap_or(0)) as f64 / 1024.0 / n as f64,
+    };
+    let mut stopping = JoinSet::new();
+    for f in full.into_iter().take(stop_from) {
+        stopping.spawn(async move { f.shutdown().await });
+    }
+    while stopping.join_next().await.is_some() {}
+
+    delivery_failures(&mut report);
+    report.total_s = t0.elapsed().as_secs_f64();
+    conclude(&report, o.json, pairs.len())
+}
+
+/// Starts `n` nodes with fresh identity seeds; returns the nodes and their seeds.
+async fn start_nodes(n: usize, bar: &indicatif::ProgressBar) -> Result<(Vec<Node>, Vec<[u8; 32]>)> {
     let mut full: Vec<suprnova_node::Node> = Vec::with_capacity(n);
     let mut seeds: Vec<[u8; 32]> = Vec::with_capacity(n);
     for _ in 0..n {
@@ -290,127 +232,143 @@ pub async fn run(o: Options) -> Result<()> {
         full.push(suprnova_node::Node::spawn(cfg).await?);
         bar.inc(1);
     }
-    bar.finish();
-    report.startup_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let nodes: Vec<Node> = full.clone();
-    let pairs = pairs(&nodes, o.sample);
-    if o.trace {
-        tokio::spawn(super::devnet_dht::trace(nodes.clone()));
-    }
+    Ok((full, seeds))
+}
 
+/// Handshakes, pings one at a time and pings all at once over the sampled pairs.
+async fn ping_phases(report: &mut Report, pairs: &[(Node, NodeRecord)], pings: usize, bars: &mut Bars) -> Result<()> {
     let bar = bars.next("handshakes + pings", 3);
-    let mut hs = concurrent(&pairs, 1).await?;
+    let mut hs = concurrent(pairs, 1).await?;
     bar.inc(1);
-    let mut seq = sequential(&pairs, 1).await;
+    let mut seq = sequential(pairs, 1).await;
     bar.inc(1);
-    let mut load = concurrent(&pairs, o.pings).await?;
+    let mut load = concurrent(pairs, pings).await?;
     bar.finish();
     report.handshake = Pings::of(&mut hs, pairs.len());
     report.ping_sequential = Pings::of(&mut seq, pairs.len());
-    report.ping_load = Pings::of(&mut load, pairs.len() * o.pings);
+    report.ping_load = Pings::of(&mut load, pairs.len() * pings);
     report
         .failures
         .extend(hs.failures.into_iter().chain(seq.failures).chain(load.failures).map(|e| format!("ping: {e}")));
+    Ok(())
+}
 
-    let bar = bars.next("bootstrap", n as u64);
-    report.bootstrap = super::devnet_dht::bootstrap(&nodes, &bar).await?;
+/// The DHT: bootstrap through one seed, then puts and gets of every record kind; returns the
+/// records put, for reading back after the failure.
+async fn dht_phases(report: &mut Report, nodes: &[Node], count: usize, bars: &mut Bars) -> Result<Vec<Item>> {
+    let bar = bars.next("bootstrap", nodes.len() as u64);
+    report.bootstrap = super::devnet_dht::bootstrap(nodes, &bar).await?;
     bar.finish();
 
     let bar = bars.next("puts and gets", 0);
-    let (records, items) = super::devnet_dht::records(&nodes, o.records, &bar).await?;
+    let (records, items) = super::devnet_dht::records(nodes, count, &bar).await?;
     bar.finish();
     for k in &records {
         report.failures.extend(k.failures.iter().map(|f| format!("{}: {f}", k.kind)));
     }
     report.records = records;
+    Ok(items)
+}
 
+/// Every node subscribes; the paced broadcast, the flood and the blob. Returns the subscriptions.
+async fn gossip_phases(report: &mut Report, full: &[Node], o: &Options, bars: &mut Bars) -> Result<Subs> {
     let bar = bars.next("subscribe", 1);
-    let mut subs = Subs::join(&full).await?;
+    let mut subs = Subs::join(full).await?;
     bar.finish();
-    let everyone: Vec<usize> = (0..n).collect();
+    let everyone: Vec<usize> = (0..full.len()).collect();
     // Paced first: its latency is the network's, not the tail of the flood's queues.
     let bar = bars.next("paced broadcast", 0);
     let plan = Plan { live: &everyone, publisher: 1, msgs: o.paced, size: 256, pace: Some(Duration::from_millis(50)) };
-    report.paced_broadcast = super::devnet_gossip::broadcast(&mut subs, &full, plan, &bar).await?;
+    report.paced_broadcast = super::devnet_gossip::broadcast(&mut subs, full, plan, &bar).await?;
     bar.finish();
 
     let bar = bars.next("broadcast", 0);
     let plan = Plan { live: &everyone, publisher: 1, msgs: o.messages, size: 256, pace: None };
-    report.broadcast = super::devnet_gossip::broadcast(&mut subs, &full, plan, &bar).await?;
+    report.broadcast = super::devnet_gossip::broadcast(&mut subs, full, plan, &bar).await?;
     bar.finish();
     let bar = bars.next("blob 10 MiB", 1);
-    report.blob = super::devnet_gossip::blob(&full, 10 << 20).await?;
+    report.blob = super::devnet_gossip::blob(full, 10 << 20).await?;
     bar.finish();
+    Ok(subs)
+}
 
-    if o.mesh_rounds > 0 && n > super::devnet_mesh::MEMBERS {
-        let bar = bars.next("mesh: 7 members, 2 byzantine", o.mesh_rounds);
-        let m = super::devnet_mesh::run(&full, &seeds, o.mesh_rounds, o.agents, &bar).await?;
-        bar.finish();
-        if m.rounds < o.mesh_rounds {
-            report.failures.push(format!("mesh: {} of {} rounds certified in time", m.rounds, o.mesh_rounds));
-        }
-        if !m.hash_agreement {
-            report.failures.push(format!("mesh: {} rounds with different state hashes", m.disagreements));
-        }
-        if m.inputs_applied < m.inputs_submitted || m.inputs_applied_twice > 0 {
-            report.failures.push(format!(
-                "mesh: {} of {} inputs applied, {} twice",
-                m.inputs_applied, m.inputs_submitted, m.inputs_applied_twice
-            ));
-        }
-        if m.get_state_ok < m.get_state_reads {
-            report.failures.push(format!(
-                "mesh: {} of {} get_state reads checked out ({})",
-                m.get_state_ok,
-                m.get_state_reads,
-                m.get_state_errors.first().map_or("", String::as_str)
-            ));
-        }
-        if m.spatial.exact < m.spatial.queries || m.spatial.agents < o.agents {
-            report.failures.push(format!(
-                "mesh: {} of {} spatial queries exact, {} of {} agents announced",
-                m.spatial.exact, m.spatial.queries, m.spatial.agents, o.agents
-            ));
-        }
-        report.mesh = Some(m);
+/// The mesh phase: 7 members (2 byzantine), certified rounds, get_state, spatial queries.
+async fn mesh_phase(
+    report: &mut Report,
+    full: &[Node],
+    seeds: &[[u8; 32]],
+    o: &Options,
+    bars: &mut Bars,
+) -> Result<()> {
+    let bar = bars.next("mesh: 7 members, 2 byzantine", o.mesh_rounds);
+    let m = super::devnet_mesh::run(full, seeds, o.mesh_rounds, o.agents, &bar).await?;
+    bar.finish();
+    if m.rounds < o.mesh_rounds {
+        report.failures.push(format!("mesh: {} of {} rounds certified in time", m.rounds, o.mesh_rounds));
     }
-
-    if o.agents > 0 {
-        let bar = bars.next("agents", 0);
-        let a = super::devnet_agents::run(&full, o.agents, &bar).await?;
-        bar.finish();
-        if a.discovery_recall < 1.0 || a.discovery_precision < 1.0 {
-            report.failures.push(format!(
-                "agents: discovery recall {:.4}, precision {:.4}",
-                a.discovery_recall, a.discovery_precision
-            ));
-        }
-        if a.messages_answered < a.messages {
-            report.failures.push(format!("agents: {} of {} requests answered", a.messages_answered, a.messages));
-        }
-        if a.certified < a.proposals {
-            report.failures.push(format!("agents: {} of {} proposals certified", a.certified, a.proposals));
-        }
-        if a.equivocations_caught < a.equivocations_made {
-            report
-                .failures
-                .push(format!("agents: {} of {} equivocations caught", a.equivocations_caught, a.equivocations_made));
-        }
-        if a.knowledge_exact < 11 {
-            report.failures.push(format!(
-                "agents: {} of 11 knowledge copies hash-exact ({})",
-                a.knowledge_exact,
-                a.knowledge_errors.join("; ")
-            ));
-        }
-        report.agents = Some(a);
+    if !m.hash_agreement {
+        report.failures.push(format!("mesh: {} rounds with different state hashes", m.disagreements));
     }
+    if m.inputs_applied < m.inputs_submitted || m.inputs_applied_twice > 0 {
+        report.failures.push(format!(
+            "mesh: {} of {} inputs applied, {} twice",
+            m.inputs_applied, m.inputs_submitted, m.inputs_applied_twice
+        ));
+    }
+    if m.get_state_ok < m.get_state_reads {
+        report.failures.push(format!(
+            "mesh: {} of {} get_state reads checked out ({})",
+            m.get_state_ok,
+            m.get_state_reads,
+            m.get_state_errors.first().map_or("", String::as_str)
+        ));
+    }
+    if m.spatial.exact < m.spatial.queries || m.spatial.agents < o.agents {
+        report.failures.push(format!(
+            "mesh: {} of {} spatial queries exact, {} of {} agents announced",
+            m.spatial.exact, m.spatial.queries, m.spatial.agents, o.agents
+        ));
+    }
+    report.mesh = Some(m);
+    Ok(())
+}
 
-    // A third of the nodes stop (never the seed or the publisher).
-    let bar = bars.next("failure: a third stop", 0);
-    let stop_from = n - n / 3;
-    let dead: std::collections::HashSet<suprnova_dht::NodeId> =
-        full.get(stop_from..).unwrap_or(&[]).iter().map(|f| f.id()).collect();
+/// The agents phase: announce, discover, messages, proposals, knowledge.
+async fn agents_phase(report: &mut Report, full: &[Node], agents: usize, bars: &mut Bars) -> Result<()> {
+    let bar = bars.next("agents", 0);
+    let a = super::devnet_agents::run(full, agents, &bar).await?;
+    bar.finish();
+    if a.discovery_recall < 1.0 || a.discovery_precision < 1.0 {
+        report.failures.push(format!(
+            "agents: discovery recall {:.4}, precision {:.4}",
+            a.discovery_recall, a.discovery_precision
+        ));
+    }
+    if a.messages_answered < a.messages {
+        report.failures.push(format!("agents: {} of {} requests answered", a.messages_answered, a.messages));
+    }
+    if a.certified < a.proposals {
+        report.failures.push(format!("agents: {} of {} proposals certified", a.certified, a.proposals));
+    }
+    if a.equivocations_caught < a.equivocations_made {
+        report
+            .failures
+            .push(format!("agents: {} of {} equivocations caught", a.equivocations_caught, a.equivocations_made));
+    }
+    if a.knowledge_exact < 11 {
+        report.failures.push(format!(
+            "agents: {} of 11 knowledge copies hash-exact ({})",
+            a.knowledge_exact,
+            a.knowledge_errors.join("; ")
+        ));
+    }
+    report.agents = Some(a);
+    Ok(())
+}
+
+/// The nodes from `stop_from` on stop, all at once; returns their ids and when they began to.
+async fn stop_third(full: &[Node], stop_from: usize) -> (HashSet<NodeId>, Instant) {
+    let dead: HashSet<NodeId> = full.get(stop_from..).unwrap_or(&[]).iter().map(|f| f.id()).collect();
     let t_stop = Instant::now();
     let mut stopping = JoinSet::new();
     for f in full.get(stop_from..).unwrap_or(&[]) {
@@ -418,11 +376,27 @@ pub async fn run(o: Options) -> Result<()> {
         stopping.spawn(async move { f.shutdown().await });
     }
     while stopping.join_next().await.is_some() {}
-    let survivors: Vec<Node> = nodes.get(..stop_from).unwrap_or(&[]).to_vec();
+    (dead, t_stop)
+}
+
+/// The failure phase: the nodes from `stop_from` on stop; topic repair, reads through the
+/// survivors, replicas restored and a broadcast among the survivors. Returns the survivors.
+async fn failure_phase(
+    report: &mut Report,
+    full: &[Node],
+    items: &[Item],
+    subs: &mut Subs,
+    stop_from: usize,
+    bars: &mut Bars,
+) -> Result<Vec<Node>> {
+    let n = full.len();
+    let bar = bars.next("failure: a third stop", 0);
+    let (dead, t_stop) = stop_third(full, stop_from).await;
+    let survivors: Vec<Node> = full.get(..stop_from).unwrap_or(&[]).to_vec();
     // Up to 200 records of each kind are read back through random survivors, 16 at a time. A
     // record whose every replica stopped is counted as lost, not read: with r replicas and a
     // third of the nodes gone at once, about (1/3)^r of records are expected to be.
-    let sample: Vec<&super::devnet_dht::Item> = ["immutable", "mutable", "set entry"]
+    let sample: Vec<&Item> = ["immutable", "mutable", "set entry"]
         .iter()
         .flat_map(|k| items.iter().filter(move |i| i.kind == *k).take(200))
         .collect();
@@ -440,9 +414,43 @@ pub async fn run(o: Options) -> Result<()> {
         })
     };
     let live: Vec<usize> = (0..stop_from).collect();
-    let repaired = super::devnet_gossip::repaired(&full, &live, &dead, Duration::from_secs(30)).await;
+    let repaired = super::devnet_gossip::repaired(full, &live, &dead, Duration::from_secs(30)).await;
     let repair_s = repaired.map(|_| t_stop.elapsed().as_secs_f64());
     bar.set_length(sample.len() as u64);
+    let (readable, mut get_ms) = read_sample(&mut report.failures, &survivors, &sample, &dead, &bar).await?;
+    bar.finish();
+    let bar = bars.next("broadcast after failure", 0);
+    let plan = Plan { live: &live, publisher: 1, msgs: 200, size: 256, pace: None };
+    let after = super::devnet_gossip::broadcast(subs, full, plan, &bar).await?;
+    bar.finish();
+    let bar = bars.next("failure: replicas restored", 0);
+    let restored = restoring.await?;
+    bar.finish();
+    report.failure = Failure {
+        stopped: n - stop_from,
+        survivors: stop_from,
+        repair_s,
+        records_checked: sample.len(),
+        records_lost_with_every_replica: lost,
+        records_readable: readable,
+        records_below_r_at_stop: restored.below_at_start,
+        records_with_r_replicas: restored.restored,
+        replicas_restored_s: restored.all_restored_s,
+        get: Latency::of(&mut get_ms),
+        broadcast: after,
+    };
+    Ok(survivors)
+}
+
+/// Reads back the records of `sample` that kept a replica through random survivors, 16 at a
+/// time; returns how many came back intact and their latencies (ms), failures noted.
+async fn read_sample(
+    failures: &mut Vec<String>,
+    survivors: &[Node],
+    sample: &[&Item],
+    dead: &HashSet<NodeId>,
+    bar: &indicatif::ProgressBar,
+) -> Result<(usize, Vec<f64>)> {
     let mut pick = super::devnet_common::picker()?;
     let (mut readable, mut get_ms) = (0, Vec::new());
     let mut reads = JoinSet::new();
@@ -465,35 +473,18 @@ pub async fn run(o: Options) -> Result<()> {
                 readable += 1;
                 get_ms.push(took.as_secs_f64() * 1e3);
             }
-            Ok(None) => report.failures.push(format!("after failure, {kind}: a different record came back")),
-            Err(e) => report.failures.push(format!("after failure, {kind}: {e}")),
+            Ok(None) => failures.push(format!("after failure, {kind}: a different record came back")),
+            Err(e) => failures.push(format!("after failure, {kind}: {e}")),
         }
         bar.inc(1);
     }
-    bar.finish();
-    let bar = bars.next("broadcast after failure", 0);
-    let plan = Plan { live: &live, publisher: 1, msgs: 200, size: 256, pace: None };
-    let after = super::devnet_gossip::broadcast(&mut subs, &full, plan, &bar).await?;
-    bar.finish();
-    let bar = bars.next("failure: replicas restored", 0);
-    let restored = restoring.await?;
-    bar.finish();
-    report.failure = Failure {
-        stopped: n - stop_from,
-        survivors: stop_from,
-        repair_s,
-        records_checked: sample.len(),
-        records_lost_with_every_replica: lost,
-        records_readable: readable,
-        records_below_r_at_stop: restored.below_at_start,
-        records_with_r_replicas: restored.restored,
-        replicas_restored_s: restored.all_restored_s,
-        get: Latency::of(&mut get_ms),
-        broadcast: after,
-    };
+    Ok((readable, get_ms))
+}
 
+/// Sums the survivors' channel counters and DHT drops into the report.
+async fn channel_totals(report: &mut Report, survivors: &[Node]) -> Result<()> {
     let mut drops = Drops::default();
-    for h in &survivors {
+    for h in survivors {
         let s = h.dht_stats().await?;
         drops.merge(&s.channel.drops);
         report.handshakes_completed += s.channel.handshakes_completed;
@@ -502,17 +493,11 @@ pub async fn run(o: Options) -> Result<()> {
         report.packets_out += s.channel.packets_out;
     }
     report.drops = drops.nonzero().into_iter().map(|(r, c)| (r.name().to_string(), c)).collect();
-    let peak = rss_kb("VmHWM:").unwrap_or(0);
-    report.memory = Memory {
-        peak_rss_mb: peak as f64 / 1024.0,
-        per_node_mb: peak.saturating_sub(base_rss.unwrap_or(0)) as f64 / 1024.0 / n as f64,
-    };
-    let mut stopping = JoinSet::new();
-    for f in full.into_iter().take(stop_from) {
-        stopping.spawn(async move { f.shutdown().await });
-    }
-    while stopping.join_next().await.is_some() {}
+    Ok(())
+}
 
+/// Notes the broadcasts that missed or duplicated deliveries and a blob that did not verify.
+fn delivery_failures(report: &mut Report) {
     for (what, b) in [("broadcast", &report.broadcast), ("paced broadcast", &report.paced_broadcast)] {
         if b.delivered < b.expected {
             report.failures.push(format!("{what}: {} of {} delivered", b.delivered, b.expected));
@@ -530,11 +515,14 @@ pub async fn run(o: Options) -> Result<()> {
     if !report.blob.verified {
         report.failures.push("blob did not verify".into());
     }
-    report.total_s = t0.elapsed().as_secs_f64();
-    if o.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+}
+
+/// Prints the report (JSON or text); fails if anything did, naming up to 5 kinds of failure.
+fn conclude(report: &Report, json: bool, pairs: usize) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
     } else {
-        print_text(&report, pairs.len());
+        print_text(report, pairs, devnet_config().replication);
     }
     if !report.failures.is_empty() {
         let mut kinds = report.failures.clone();
@@ -563,191 +551,4 @@ fn utc_now() -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
-fn ping_line(name: &str, p: &Pings, what: &str) {
-    println!(
-        "  {name:<22}{}/{} answered in {:.1} ms ({:.0} {what}/s); rtt p50 {:.3} ms, p99 {:.3} ms",
-        p.answered, p.sent, p.elapsed_ms, p.per_s, p.rtt.p50_ms, p.rtt.p99_ms
-    );
-}
-
-fn broadcast_line(name: &str, b: &Broadcast) {
-    println!(
-        "  {name:<22}{}/{} delivered ({} × {} B to {} subscribers) in {:.2} s; slowest subscriber {:.0} msg/s; latency p50 {:.1} ms, p99 {:.1} ms; RMR {:.2}; {:.2} CPU-s per 1000 deliveries",
-        b.delivered,
-        b.expected,
-        b.messages,
-        b.message_bytes,
-        b.receivers,
-        b.all_delivered_s,
-        b.slowest_msgs_s,
-        b.latency.p50_ms,
-        b.latency.p99_ms,
-        b.rmr,
-        b.cpu_s_per_1000_deliveries
-    );
-}
-
-fn print_text(r: &Report, pairs: usize) {
-    println!();
-    println!(
-        "devnet report: {} nodes, {pairs} pairs, {:.2} s in all ({}; {} CPUs)",
-        r.nodes, r.total_s, r.date, r.cpus
-    );
-    println!("  start                 {} nodes up in {:.1} ms", r.nodes, r.startup_ms);
-    ping_line("handshake + ping", &r.handshake, "handshakes");
-    ping_line("ping, one at a time", &r.ping_sequential, "pings");
-    ping_line("ping, all at once", &r.ping_load, "pings");
-    let b = &r.bootstrap;
-    println!(
-        "  bootstrap             {} nodes joined through one seed in {:.2} s; every table held ≥ {} peers after {}; tables hold {}..{}",
-        b.joined,
-        b.all_joined_s,
-        b.table_goal,
-        b.until_goal_s.map_or("never".into(), |s| format!("{s:.2} s")),
-        b.table_min,
-        b.table_max
-    );
-    for k in &r.records {
-        println!(
-            "  put {:<18}{}/{} stored; p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms",
-            k.kind, k.puts_ok, k.count, k.put.p50_ms, k.put.p95_ms, k.put.p99_ms
-        );
-        println!(
-            "  get {:<18}{}/{} read back; p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms; hops p50 {:.0}, max {:.0}",
-            k.kind, k.gets_ok, k.count, k.get.p50_ms, k.get.p95_ms, k.get.p99_ms, k.hops_p50, k.hops_max
-        );
-    }
-    broadcast_line("broadcast", &r.broadcast);
-    broadcast_line("paced, 20 msg/s", &r.paced_broadcast);
-    println!(
-        "  blob                  {} MiB found in the DHT ({:.1} ms) and fetched from {} providers ({:.1} ms), {}",
-        r.blob.bytes >> 20,
-        r.blob.lookup_ms,
-        r.blob.providers,
-        r.blob.fetch_ms,
-        if r.blob.verified { "every 256 KiB chunk verified" } else { "NOT VERIFIED" }
-    );
-    if let Some(m) = &r.mesh {
-        println!(
-            "  mesh                  {} members ({} byzantine: {}), {} observers: {} rounds in {:.1} s ({:.1} rounds/s, a round every {} ms asked); round gap p50 {:.1} ms, p99 {:.1} ms; {} timeouts of {} ms, {} equivocations caught",
-            m.members,
-            m.byzantine.len(),
-            m.byzantine.join(", "),
-            m.observers,
-            m.rounds,
-            m.elapsed_s,
-            m.rounds_per_s,
-            m.round_interval_ms,
-            m.round_gap.p50_ms,
-            m.round_gap.p99_ms,
-            m.timeouts,
-            m.timeout_ms,
-            m.equivocations_detected
-        );
-        println!(
-            "  mesh inputs           {}/{} applied once, from 100 authors; submit to certified p50 {:.1} ms, p99 {:.1} ms; certificate {} bytes",
-            m.inputs_applied, m.inputs_submitted, m.input_finality.p50_ms, m.input_finality.p99_ms, m.certificate_bytes
-        );
-        println!(
-            "  mesh agreement        {} rounds compared across honest members and observers: {}",
-            m.rounds_compared,
-            if m.hash_agreement { "one state hash each".to_string() } else { format!("{} DISAGREE", m.disagreements) }
-        );
-        println!(
-            "  mesh get_state        {}/{} from non-members verified; p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms",
-            m.get_state_ok, m.get_state_reads, m.get_state.p50_ms, m.get_state.p95_ms, m.get_state.p99_ms
-        );
-        let sp = &m.spatial;
-        println!(
-            "  mesh spatial          {} agents announced in {:.2} s; {}/{} queries exact vs brute force ({} incomplete); p50 {:.2} ms, p99 {:.2} ms; {:.0} cells read (p50)",
-            sp.agents,
-            sp.announce_s,
-            sp.exact,
-            sp.queries,
-            sp.incomplete,
-            sp.query.p50_ms,
-            sp.query.p99_ms,
-            sp.cells_read_p50
-        );
-    }
-    if let Some(a) = &r.agents {
-        println!(
-            "  agents                {} on {} nodes announced in {:.2} s ({} set entries)",
-            a.agents, a.nodes, a.announce_s, a.announce_writes
-        );
-        println!(
-            "  agents discovery      {} queries, one at a time: recall {:.1} %, precision {:.1} %, {} incomplete; p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms",
-            a.discovery_queries,
-            a.discovery_recall * 100.0,
-            a.discovery_precision * 100.0,
-            a.discovery_incomplete,
-            a.discovery.p50_ms,
-            a.discovery.p95_ms,
-            a.discovery.p99_ms
-        );
-        println!(
-            "  agents messages       {}/{} requests answered by the right agent ({:.0}/s, 64 in flight); rtt p50 {:.2} ms, p99 {:.2} ms",
-            a.messages_answered, a.messages, a.messages_per_s, a.message_rtt.p50_ms, a.message_rtt.p99_ms
-        );
-        println!(
-            "  agents votes          {}/{} proposals certified ({} expired), {} voters with {} malicious; decision p50 {:.1} ms, p99 {:.1} ms; {}/{} equivocations caught; certificate {} bytes",
-            a.certified,
-            a.proposals,
-            a.expired,
-            a.voters,
-            a.malicious_voters,
-            a.decision.p50_ms,
-            a.decision.p99_ms,
-            a.equivocations_caught,
-            a.equivocations_made,
-            a.certificate_bytes
-        );
-        println!(
-            "  agents votes, honest  {} proposals to {} honest voters: decision p50 {:.1} ms, p99 {:.1} ms",
-            a.proposals, a.voters, a.decision_honest.p50_ms, a.decision_honest.p99_ms
-        );
-        println!(
-            "  agents knowledge      10 MiB to 1 agent in {:.1} ms, to 10 agents in {:.1} ms; {}/11 copies hash-exact",
-            a.knowledge_one_ms, a.knowledge_ten_ms, a.knowledge_exact
-        );
-    }
-    let f = &r.failure;
-    println!(
-        "  failure               {} of {} nodes stopped; topic repaired after {}; {}/{} records with a surviving replica read back (get p50 {:.2} ms, p99 {:.2} ms); {} lost every replica",
-        f.stopped,
-        r.nodes,
-        f.repair_s.map_or("never".into(), |s| format!("{s:.2} s")),
-        f.records_readable,
-        f.records_checked - f.records_lost_with_every_replica,
-        f.get.p50_ms,
-        f.get.p99_ms,
-        f.records_lost_with_every_replica
-    );
-    let copies = devnet_config().replication;
-    println!(
-        "  replica repair        {} of those left with fewer than {copies} copies; {}/{} back to {copies} {}",
-        f.records_below_r_at_stop,
-        f.records_with_r_replicas,
-        f.records_checked - f.records_lost_with_every_replica,
-        f.replicas_restored_s
-            .map_or("by the 45 s limit".into(), |s| format!("after {s:.2} s (neighbour check every 10 s)"))
-    );
-    broadcast_line("  broadcast after", &f.broadcast);
-    println!(
-        "  memory                peak RSS {:.0} MB, {:.2} MB per node",
-        r.memory.peak_rss_mb, r.memory.per_node_mb
-    );
-    println!(
-        "  channel               {} handshakes completed; {} sessions; {} packets in, {} out",
-        r.handshakes_completed, r.sessions, r.packets_in, r.packets_out
-    );
-    if r.drops.is_empty() {
-        println!("  dropped               none");
-    } else {
-        for (reason, c) in &r.drops {
-            println!("  dropped {reason:<14} {c}");
-        }
-    }
 }

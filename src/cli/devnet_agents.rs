@@ -154,6 +154,16 @@ fn lcg(x: &mut u64) -> u64 {
     *x >> 33
 }
 
+/// The runtimes, the hosted agents and the progress bar every step of the phase shares.
+struct Env<'a> {
+    rts: &'a [Runtime],
+    hosted: &'a [Hosted],
+    bar: &'a indicatif::ProgressBar,
+}
+
+/// Receives the outcomes the agents report.
+type Outcomes = mpsc::UnboundedReceiver<(AgentId, Event)>;
+
 /// Runs the phase on `nodes` (which must not have given their incoming messages away).
 pub async fn run(nodes: &[Node], count: usize, bar: &indicatif::ProgressBar) -> Result<AgentsReport> {
     let n = nodes.len();
@@ -163,12 +173,34 @@ pub async fn run(nodes: &[Node], count: usize, bar: &indicatif::ProgressBar) -> 
         rts.push(Runtime::start(node.clone(), RuntimeConfig::default()).await?);
     }
     let (tx, mut rx) = mpsc::unbounded_channel();
-    // Agents: every third is malicious (alternately silent and equivocating).
-    let mut seed = 0x5eed_a6e7u64;
     let t = Instant::now();
+    bar.set_length((count + QUERIES + MESSAGES / 100 + PROPOSALS + 2) as u64);
+    let hosted = host(&rts, count, &tx, bar).await?;
+    report.announce_s = t.elapsed().as_secs_f64();
+    report.announce_writes = rts.iter().map(|r| r.stats().announce_writes - r.stats().announce_failures).sum();
+
+    let env = Env { rts: &rts, hosted: &hosted, bar };
+    discovery(&env, &mut report).await?;
+    messages(&env, &mut report).await?;
+    let honest: Vec<&Hosted> = hosted.iter().filter(|h| h.role == Role::Honest).collect();
+    votes(&env, &honest, &mut rx, &mut report).await?;
+    knowledge(&env, &honest, &mut report).await?;
+    report.drops = runtime_drops(&rts);
+    Ok(report)
+}
+
+/// Spawns `count` agents over the runtimes, 64 at a time; every third is malicious
+/// (alternately silent and equivocating).
+async fn host(
+    rts: &[Runtime],
+    count: usize,
+    tx: &mpsc::UnboundedSender<(AgentId, Event)>,
+    bar: &indicatif::ProgressBar,
+) -> Result<Vec<Hosted>> {
+    let n = rts.len();
+    let mut seed = 0x5eed_a6e7u64;
     let mut hosted: Vec<Hosted> = Vec::with_capacity(count);
     let mut set = JoinSet::new();
-    bar.set_length((count + QUERIES + MESSAGES / 100 + PROPOSALS + 2) as u64);
     for i in 0..count {
         let caps: BTreeSet<&str> = (0..1 + lcg(&mut seed) % 3).map(|_| cap(lcg(&mut seed))).collect();
         let profile = Profile {
@@ -212,10 +244,13 @@ pub async fn run(nodes: &[Node], count: usize, bar: &indicatif::ProgressBar) -> 
         r??;
         bar.inc(1);
     }
-    report.announce_s = t.elapsed().as_secs_f64();
-    report.announce_writes = rts.iter().map(|r| r.stats().announce_writes - r.stats().announce_failures).sum();
+    Ok(hosted)
+}
 
-    // Discovery against ground truth, 8 queries in flight, from random nodes.
+/// Discovery against ground truth, one query at a time, from random nodes.
+async fn discovery(env: &Env<'_>, report: &mut AgentsReport) -> Result<()> {
+    let (rts, hosted, bar) = (env.rts, env.hosted, env.bar);
+    let n = rts.len();
     let mut pick = picker()?;
     let mut lat = Vec::new();
     let (mut found_ok, mut truth_total, mut found_total) = (0usize, 0usize, 0usize);
@@ -247,15 +282,19 @@ pub async fn run(nodes: &[Node], count: usize, bar: &indicatif::ProgressBar) -> 
         let t = Instant::now();
         let d = rt.discover(c).await;
         let ms = t.elapsed().as_secs_f64() * 1e3;
-        collect(&truth, &queries, qi, ms, d, &mut lat, &mut found_ok, &mut truth_total, &mut found_total, &mut report);
+        collect(&truth, &queries, qi, ms, d, &mut lat, &mut found_ok, &mut truth_total, &mut found_total, report);
         bar.inc(1);
     }
     report.discovery_queries = QUERIES;
     report.discovery = Latency::of(&mut lat);
     report.discovery_recall = if truth_total > 0 { found_ok as f64 / truth_total as f64 } else { 1.0 };
     report.discovery_precision = if found_total > 0 { found_ok as f64 / found_total as f64 } else { 1.0 };
+    Ok(())
+}
 
-    // 10,000 requests between random agents on different nodes, 64 in flight.
+/// 10,000 requests between random agents on different nodes, 64 in flight.
+async fn messages(env: &Env<'_>, report: &mut AgentsReport) -> Result<()> {
+    let (rts, hosted, bar) = (env.rts, env.hosted, env.bar);
     let t = Instant::now();
     let mut rtts = Vec::with_capacity(MESSAGES);
     let mut mset = JoinSet::new();
@@ -300,12 +339,16 @@ pub async fn run(nodes: &[Node], count: usize, bar: &indicatif::ProgressBar) -> 
     report.messages_answered = answered;
     report.messages_per_s = MESSAGES as f64 / t.elapsed().as_secs_f64();
     report.message_rtt = Latency::of(&mut rtts);
+    Ok(())
+}
 
-    // 20 proposals to 64 voters each: 43 honest, 11 silent, 10 equivocating.
+/// 20 proposals to 64 voters each (43 honest, 11 silent, 10 equivocating), then the same with
+/// every voter honest.
+async fn votes(env: &Env<'_>, honest: &[&Hosted], rx: &mut Outcomes, report: &mut AgentsReport) -> Result<()> {
+    let (rts, hosted, bar) = (env.rts, env.hosted, env.bar);
     report.proposals = PROPOSALS;
     report.voters = VOTERS;
     report.malicious_voters = VOTERS / 3;
-    let honest: Vec<&Hosted> = hosted.iter().filter(|h| h.role == Role::Honest).collect();
     let silent: Vec<&Hosted> = hosted.iter().filter(|h| h.role == Role::Silent).collect();
     let equiv: Vec<&Hosted> = hosted.iter().filter(|h| h.role == Role::Equivocate).collect();
     let mut decisions = Vec::new();
@@ -318,14 +361,14 @@ pub async fn run(nodes: &[Node], count: usize, bar: &indicatif::ProgressBar) -> 
         };
         let n_silent = (VOTERS / 3) / 2 + 1;
         let n_equiv = VOTERS / 3 - n_silent;
-        let mut voters = take(&honest, VOTERS - VOTERS / 3, p * 13);
+        let mut voters = take(honest, VOTERS - VOTERS / 3, p * 13);
         voters.extend(take(&silent, n_silent, p * 5));
         let eq = take(&equiv, n_equiv, p * 3);
         made += eq.len();
         voters.extend(eq);
         let proposer = honest.get((p * 31 + 1) % honest.len().max(1)).ok_or_else(|| anyhow!("no proposer"))?;
         let rt = rts.get(proposer.rt).ok_or_else(|| anyhow!("no runtime"))?;
-        match decide(&mut rx, rt, proposer.addr.agent, format!("proposal {p}"), voters, &mut caught).await? {
+        match decide(rx, rt, proposer.addr.agent, format!("proposal {p}"), voters, &mut caught).await? {
             Some((ms, Decision::Certified(c))) => {
                 decisions.push(ms);
                 if c.verify().is_ok() {
@@ -337,7 +380,17 @@ pub async fn run(nodes: &[Node], count: usize, bar: &indicatif::ProgressBar) -> 
         }
         bar.inc(1);
     }
-    // Late evidence.
+    late_evidence(rx, &mut caught).await;
+    report.decision = Latency::of(&mut decisions);
+    let mut honest_decisions = honest_votes(rts, honest, rx, &mut caught).await?;
+    report.decision_honest = Latency::of(&mut honest_decisions);
+    report.equivocations_made = made;
+    report.equivocations_caught = caught.len();
+    Ok(())
+}
+
+/// Late evidence: equivocations reported in the next 2 s.
+async fn late_evidence(rx: &mut Outcomes, caught: &mut BTreeSet<([u8; 32], AgentId)>) {
     let until = Instant::now() + Duration::from_secs(2);
     while let Ok(Some((_, e))) = tokio::time::timeout(until.saturating_duration_since(Instant::now()), rx.recv()).await
     {
@@ -347,8 +400,15 @@ pub async fn run(nodes: &[Node], count: usize, bar: &indicatif::ProgressBar) -> 
             caught.insert((evidence.proposal, evidence.voter));
         }
     }
-    report.decision = Latency::of(&mut decisions);
-    // The same with every voter honest.
+}
+
+/// The same proposals with every voter honest: milliseconds to each verified certificate.
+async fn honest_votes(
+    rts: &[Runtime],
+    honest: &[&Hosted],
+    rx: &mut Outcomes,
+    caught: &mut BTreeSet<([u8; 32], AgentId)>,
+) -> Result<Vec<f64>> {
     let mut honest_decisions = Vec::new();
     for p in 0..PROPOSALS {
         let voters: Vec<AgentId> = (0..VOTERS)
@@ -357,24 +417,20 @@ pub async fn run(nodes: &[Node], count: usize, bar: &indicatif::ProgressBar) -> 
         let proposer = honest.get((p * 29 + 3) % honest.len().max(1)).ok_or_else(|| anyhow!("no proposer"))?;
         let rt = rts.get(proposer.rt).ok_or_else(|| anyhow!("no runtime"))?;
         if let Some((ms, Decision::Certified(c))) =
-            decide(&mut rx, rt, proposer.addr.agent, format!("honest {p}"), voters, &mut caught).await?
+            decide(rx, rt, proposer.addr.agent, format!("honest {p}"), voters, caught).await?
             && c.verify().is_ok()
         {
             honest_decisions.push(ms);
         }
     }
-    report.decision_honest = Latency::of(&mut honest_decisions);
-    report.equivocations_made = made;
-    report.equivocations_caught = caught.len();
+    Ok(honest_decisions)
+}
 
-    // Knowledge: 10 MiB with one agent, then with ten, each on another node.
-    let weights: Arc<Vec<u8>> =
-        Arc::new((0..10u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect());
-    let sharer = honest.first().ok_or_else(|| anyhow!("no sharer"))?;
-    let sharer_rt = rts.get(sharer.rt).ok_or_else(|| anyhow!("no runtime"))?;
-    let mut seen_nodes = vec![sharer.rt];
+/// Up to `SHARE_PEERS` + 1 honest agents, each on a node of its own other than `sharer_rt`.
+fn share_peers<'a>(honest: &[&'a Hosted], sharer_rt: usize) -> Vec<&'a Hosted> {
+    let mut seen_nodes = vec![sharer_rt];
     let mut peers: Vec<&Hosted> = Vec::new();
-    for h in &honest {
+    for &h in honest {
         if !seen_nodes.contains(&h.rt) {
             seen_nodes.push(h.rt);
             peers.push(h);
@@ -383,6 +439,17 @@ pub async fn run(nodes: &[Node], count: usize, bar: &indicatif::ProgressBar) -> 
             break;
         }
     }
+    peers
+}
+
+/// Knowledge: 10 MiB with one agent, then with ten, each on another node; counts exact copies.
+async fn knowledge(env: &Env<'_>, honest: &[&Hosted], report: &mut AgentsReport) -> Result<()> {
+    let (rts, hosted, bar) = (env.rts, env.hosted, env.bar);
+    let weights: Arc<Vec<u8>> =
+        Arc::new((0..10u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect());
+    let sharer = honest.first().ok_or_else(|| anyhow!("no sharer"))?;
+    let sharer_rt = rts.get(sharer.rt).ok_or_else(|| anyhow!("no runtime"))?;
+    let peers = share_peers(honest, sharer.rt);
     let seed_of = |h: &Hosted| Identity::from_seed(h.key);
     let sharer_id = seed_of(sharer);
     let first = peers.first().ok_or_else(|| anyhow!("no peer"))?;
@@ -432,9 +499,13 @@ pub async fn run(nodes: &[Node], count: usize, bar: &indicatif::ProgressBar) -> 
         }
     }
     report.knowledge_exact = exact;
+    Ok(())
+}
 
+/// Refusals counted by the runtimes, by reason (summed, zeros left out); shuts the runtimes down.
+fn runtime_drops(rts: &[Runtime]) -> std::collections::BTreeMap<String, u64> {
     let mut drops: HashMap<&str, u64> = HashMap::new();
-    for r in &rts {
+    for r in rts {
         let s = r.stats();
         for (k, v) in [
             ("malformed", s.drop_malformed),
@@ -452,8 +523,7 @@ pub async fn run(nodes: &[Node], count: usize, bar: &indicatif::ProgressBar) -> 
         }
         r.shutdown();
     }
-    report.drops = drops.into_iter().filter(|(_, v)| *v > 0).map(|(k, v)| (k.to_string(), v)).collect();
-    Ok(report)
+    drops.into_iter().filter(|(_, v)| *v > 0).map(|(k, v)| (k.to_string(), v)).collect()
 }
 
 /// Proposes `body` from hosted agent `proposer` to `voters` (30 s deadline) and waits for the

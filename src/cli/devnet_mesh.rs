@@ -148,7 +148,6 @@ pub async fn run(
     agents: usize,
     bar: &indicatif::ProgressBar,
 ) -> Result<MeshReport> {
-    let n = nodes.len();
     let members: Vec<Identity> = seeds.iter().take(MEMBERS).map(|s| Identity::from_seed(*s)).collect();
     let space = Space::new(2, [0.0; 3], [1000.0, 1000.0, 0.0], vec![2, 4, 6]).map_err(|e| anyhow!("{e}"))?;
     let world = WithSpace { world: Life, space: space.clone() };
@@ -160,6 +159,54 @@ pub async fn run(
     let id = genesis.mesh_id();
     // The last two members are byzantine: one silent, one signing a second vote at each height.
     let byzantine = 2;
+    let Started { meshes, observers, obs_meshes } = start_meshes(nodes, &members, &world, &genesis, &s0).await?;
+    let honest = MEMBERS - byzantine;
+    let views: Vec<Arc<Mutex<View>>> = meshes.iter().take(honest).chain(obs_meshes.iter()).map(watch).collect();
+    let watched = Watched { views: &views, obs_meshes: &obs_meshes, honest };
+    let (submitted, elapsed) = drive(&watched, &id, rounds, bar).await?;
+    // Let the last rounds reach every view.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut r = MeshReport {
+        members: MEMBERS,
+        byzantine: vec!["silent".into(), "equivocating".into()],
+        observers: observers.len(),
+        round_interval_ms: ROUND_INTERVAL_MS,
+        timeout_ms: TIMEOUT_MS,
+        rounds: views.iter().take(honest).map(last_round).min().unwrap_or(0),
+        elapsed_s: elapsed.as_secs_f64(),
+        ..MeshReport::default()
+    };
+    r.rounds_per_s = r.rounds as f64 / r.elapsed_s.max(1e-9);
+    let snapshot: Vec<View> = views.iter().map(|v| v.lock().map(|v| v.clone()).unwrap_or_default()).collect();
+    agreement_figures(&mut r, &snapshot);
+    input_figures(&mut r, &snapshot, &submitted);
+    status_figures(&mut r, &meshes, honest).await;
+
+    get_state_figures(&mut r, nodes, &genesis, &views).await;
+    for m in meshes.iter().chain(obs_meshes.iter()) {
+        m.stop();
+    }
+    r.spatial = spatial(nodes, id, &space, agents).await?;
+    Ok(r)
+}
+
+/// The running meshes: members (honest first) and observers.
+struct Started {
+    meshes: Vec<Mesh<Board>>,
+    observers: Vec<usize>,
+    obs_meshes: Vec<Mesh<Board>>,
+}
+
+/// Starts the members' meshes (the last two byzantine) and the observers' on the next nodes.
+async fn start_meshes(
+    nodes: &[Node],
+    members: &[Identity],
+    world: &WithSpace<Life>,
+    genesis: &Genesis,
+    s0: &Board,
+) -> Result<Started> {
+    let n = nodes.len();
     let mut meshes = Vec::new();
     for (i, m) in members.iter().enumerate() {
         let send_filter: Option<Arc<dyn SendFilter>> = match MEMBERS - i {
@@ -181,8 +228,28 @@ pub async fn run(
         obs_meshes
             .push(Mesh::start(node, world.clone(), genesis.clone(), s0.clone(), None, MeshConfig::default()).await?);
     }
-    let honest = MEMBERS - byzantine;
-    let views: Vec<Arc<Mutex<View>>> = meshes.iter().take(honest).chain(obs_meshes.iter()).map(watch).collect();
+    Ok(Started { meshes, observers, obs_meshes })
+}
+
+/// The views of the honest members then the observers, and the observers' meshes.
+struct Watched<'a> {
+    views: &'a [Arc<Mutex<View>>],
+    obs_meshes: &'a [Mesh<Board>],
+    honest: usize,
+}
+
+/// Input id → (view it was submitted through, when).
+type Submitted = HashMap<[u8; 32], (usize, Instant)>;
+
+/// Waits until every honest member certified `rounds` rounds (or the deadline), authors
+/// submitting through the observers meanwhile; returns the inputs and the wall time.
+async fn drive(
+    w: &Watched<'_>,
+    id: &[u8; 32],
+    rounds: u64,
+    bar: &indicatif::ProgressBar,
+) -> Result<(Submitted, Duration)> {
+    let (views, obs_meshes, honest) = (w.views, w.obs_meshes, w.honest);
     let t0 = Instant::now();
     bar.set_length(rounds);
 
@@ -196,7 +263,7 @@ pub async fn run(
         })
         .collect();
     let mut pick = picker()?;
-    let mut submitted: HashMap<[u8; 32], (usize, Instant)> = HashMap::new();
+    let mut submitted: Submitted = HashMap::new();
     let deadline = t0 + Duration::from_secs(30 + rounds / 2);
     let mut nonce = 0u64;
     let mut done_at = None;
@@ -219,7 +286,7 @@ pub async fn run(
                 nonce += 1;
                 let cell = SetCell { x: (pick(32)) as u16, y: (pick(32)) as u16, alive: true };
                 let input =
-                    SignedInput::sign(author, &id, last_round(view) + 1, nonce, &cell).map_err(|e| anyhow!("{e}"))?;
+                    SignedInput::sign(author, id, last_round(view) + 1, nonce, &cell).map_err(|e| anyhow!("{e}"))?;
                 let t = Instant::now();
                 if let Ok(iid) = mesh.submit(input).await {
                     submitted.insert(iid, (honest + k, t));
@@ -229,24 +296,14 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = done_at.unwrap_or_else(|| t0.elapsed());
-    // Let the last rounds reach every view.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    Ok((submitted, elapsed))
+}
 
-    let mut r = MeshReport {
-        members: MEMBERS,
-        byzantine: vec!["silent".into(), "equivocating".into()],
-        observers: observers.len(),
-        round_interval_ms: ROUND_INTERVAL_MS,
-        timeout_ms: TIMEOUT_MS,
-        rounds: views.iter().take(honest).map(last_round).min().unwrap_or(0),
-        elapsed_s: elapsed.as_secs_f64(),
-        ..MeshReport::default()
-    };
-    r.rounds_per_s = r.rounds as f64 / r.elapsed_s.max(1e-9);
-    let snapshot: Vec<View> = views.iter().map(|v| v.lock().map(|v| v.clone()).unwrap_or_default()).collect();
+/// Hash agreement across every honest member and observer, and round gaps at honest member 0.
+fn agreement_figures(r: &mut MeshReport, snapshot: &[View]) {
     // Hash agreement across every honest member and observer.
     let mut by_round: BTreeMap<u64, HashSet<[u8; 32]>> = BTreeMap::new();
-    for v in &snapshot {
+    for v in snapshot {
         for (round, (h, _, _)) in v {
             by_round.entry(*round).or_default().insert(*h);
         }
@@ -261,9 +318,12 @@ pub async fn run(
             times.windows(2).filter_map(|w| Some(w.get(1)?.duration_since(*w.first()?).as_secs_f64() * 1e3)).collect();
         r.round_gap = Latency::of(&mut gaps);
     }
-    // Inputs: applied once each, and their finality at the node they were submitted through.
+}
+
+/// Inputs: applied once each, and their finality at the node they were submitted through.
+fn input_figures(r: &mut MeshReport, snapshot: &[View], submitted: &Submitted) {
     let mut applied: HashSet<[u8; 32]> = HashSet::new();
-    for v in &snapshot {
+    for v in snapshot {
         let mut here: HashMap<[u8; 32], usize> = HashMap::new();
         for (_, _, ids) in v.values() {
             for i in ids {
@@ -274,7 +334,7 @@ pub async fn run(
         applied.extend(here.into_keys());
     }
     let mut finality = Vec::new();
-    for (iid, (view, t)) in &submitted {
+    for (iid, (view, t)) in submitted {
         if let Some(v) = snapshot.get(*view)
             && let Some((_, at, _)) = v.values().find(|(_, _, ids)| ids.contains(iid))
         {
@@ -284,6 +344,10 @@ pub async fn run(
     r.inputs_submitted = submitted.len();
     r.inputs_applied = submitted.keys().filter(|i| applied.contains(*i)).count();
     r.input_finality = Latency::of(&mut finality);
+}
+
+/// Timeouts at honest member 0, equivocations caught by the honest members, certificate size.
+async fn status_figures(r: &mut MeshReport, meshes: &[Mesh<Board>], honest: usize) {
     if let Some(st) = meshes.first().map(Mesh::status)
         && let Some(st) = st.await
     {
@@ -295,14 +359,17 @@ pub async fn run(
         }
     }
     r.certificate_bytes = certificate_bytes(meshes.first()).await;
+}
 
-    // get_state from non-member nodes (observers included: none of them is a member).
+/// get_state from non-member nodes (observers included: none of them is a member), checked
+/// against what the watchers hold.
+async fn get_state_figures(r: &mut MeshReport, nodes: &[Node], genesis: &Genesis, views: &[Arc<Mutex<View>>]) {
     let readers: Vec<&Node> = nodes.iter().skip(MEMBERS).collect();
     let mut lat = Vec::new();
     for k in 0..100 {
         let Some(node) = readers.get((k * 7 + 3) % readers.len().max(1)) else { break };
         let t = Instant::now();
-        let got = read_state::<Board>(node, &genesis).await;
+        let got = read_state::<Board>(node, genesis).await;
         lat.push(t.elapsed().as_secs_f64() * 1e3);
         r.get_state_reads += 1;
         // What the honest members and observers hold for that round now (the mesh runs on).
@@ -333,11 +400,6 @@ pub async fn run(
         }
     }
     r.get_state = Latency::of(&mut lat);
-    for m in meshes.iter().chain(obs_meshes.iter()) {
-        m.stop();
-    }
-    r.spatial = spatial(nodes, id, &space, agents).await?;
-    Ok(r)
 }
 
 async fn certificate_bytes(m: Option<&Mesh<Board>>) -> usize {

@@ -108,25 +108,7 @@ fn field(v: &Value, name: &str) -> String {
 pub async fn run(cmd: MeshCmd) -> Result<()> {
     match cmd {
         MeshCmd::Create { size, members, interval_ms, cells, via } => {
-            let Some((w, h)) = size.split_once(['x', 'X']) else { bail!("--size must be WIDTHxHEIGHT, e.g. 32x32") };
-            let (w, h): (u64, u64) = match (w.parse(), h.parse()) {
-                (Ok(w), Ok(h)) => (w, h),
-                _ => bail!("--size must be WIDTHxHEIGHT, e.g. 32x32"),
-            };
-            let cells: Vec<Value> = cells.iter().map(|c| xy(c).map(|(x, y)| json!([x, y]))).collect::<Result<_>>()?;
-            let req = json!({ "width": w, "height": h, "members": members, "round_interval_ms": interval_ms, "cells": cells });
-            let v = super::client::call(&via, "/v1/mesh/create", &req).await?;
-            println!("{}", field(&v, "mesh_id"));
-            let role = if v.get("member").and_then(Value::as_bool) == Some(true) { "member" } else { "observer" };
-            eprintln!(
-                "life {}x{}, {} member(s), a round every {} ms; this node is a {role}; topic {}",
-                field(&v, "width"),
-                field(&v, "height"),
-                v.get("members").and_then(Value::as_array).map_or(0, Vec::len),
-                field(&v, "round_interval_ms"),
-                field(&v, "topic"),
-            );
-            Ok(())
+            create(size, members, interval_ms, cells, via).await
         }
         MeshCmd::Join { mesh_id: id, via } => {
             let v = super::client::call(&via, "/v1/mesh/join", &json!({ "mesh_id": mesh_id(&id)? })).await?;
@@ -134,80 +116,8 @@ pub async fn run(cmd: MeshCmd) -> Result<()> {
             println!("joined {} as {role}", field(&v, "mesh_id"));
             Ok(())
         }
-        MeshCmd::Status { mesh_id: id, json: as_json, via } => {
-            let req = match id {
-                Some(id) => json!({ "mesh_id": mesh_id(&id)? }),
-                None => json!({}),
-            };
-            let v = super::client::call(&via, "/v1/mesh/status", &req).await?;
-            if as_json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-                return Ok(());
-            }
-            let meshes = v.get("meshes").and_then(Value::as_array).cloned().unwrap_or_default();
-            if meshes.is_empty() {
-                println!("no meshes (start one with `suprnova mesh create`)");
-            }
-            for m in meshes {
-                let role = if m.get("member").and_then(Value::as_bool) == Some(true) { "member" } else { "observer" };
-                println!(
-                    "mesh      {} ({} v1, {role} of {})",
-                    field(&m, "mesh_id"),
-                    field(&m, "world"),
-                    field(&m, "members")
-                );
-                println!(
-                    "round     {} (a round every {} ms; {} timeouts)",
-                    field(&m, "round"),
-                    field(&m, "round_interval_ms"),
-                    field(&m, "timeouts")
-                );
-                println!(
-                    "inputs    {} accepted, {} applied, {} pending; refused {}",
-                    field(&m, "inputs_accepted"),
-                    field(&m, "inputs_applied"),
-                    field(&m, "pool"),
-                    field(&m, "inputs_refused")
-                );
-                println!(
-                    "batches   {} proposed; refused {}; equivocations seen {}",
-                    field(&m, "proposed"),
-                    field(&m, "batches_refused"),
-                    field(&m, "equivocations")
-                );
-                println!(
-                    "dht       {} rounds stored, {} failed (last error {}); caught up {} times",
-                    field(&m, "stored"),
-                    field(&m, "store_failed"),
-                    field(&m, "last_store_error"),
-                    field(&m, "caught_up")
-                );
-            }
-            Ok(())
-        }
-        MeshCmd::GetState { mesh_id: id, json: as_json, via } => {
-            let v = super::client::call(&via, "/v1/mesh/state", &json!({ "mesh_id": mesh_id(&id)? })).await?;
-            if as_json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-                return Ok(());
-            }
-            println!("mesh        {}", field(&v, "mesh_id"));
-            println!(
-                "round       {} (certificate of {} signatures, verified)",
-                field(&v, "round"),
-                field(&v, "certificate_signers")
-            );
-            println!("state hash  {} (verified)", field(&v, "state_hash"));
-            println!("board       {}x{}, {} alive", field(&v, "width"), field(&v, "height"), field(&v, "population"));
-            for row in v.get("rows").and_then(Value::as_array).into_iter().flatten() {
-                println!("  {}", row.as_str().unwrap_or(""));
-            }
-            for r in v.get("rejected_heads").and_then(Value::as_array).into_iter().flatten() {
-                eprintln!("rejected head by {}: {}", field(r, "writer"), field(r, "why"));
-            }
-            eprintln!("read in {:.1} ms", v.get("read_ms").and_then(Value::as_f64).unwrap_or(0.0));
-            Ok(())
-        }
+        MeshCmd::Status { mesh_id: id, json: as_json, via } => status(id, as_json, via).await,
+        MeshCmd::GetState { mesh_id: id, json: as_json, via } => get_state(id, as_json, via).await,
         MeshCmd::Submit { mesh_id: id, cell, dead, via } => {
             let (x, y) = xy(&cell)?;
             let req = json!({ "mesh_id": mesh_id(&id)?, "x": x, "y": y, "alive": !dead });
@@ -217,4 +127,105 @@ pub async fn run(cmd: MeshCmd) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `mesh create`: starts (or finds) a Life mesh on the node and prints its id.
+async fn create(size: String, members: Vec<String>, interval_ms: u64, cells: Vec<String>, via: Via) -> Result<()> {
+    let Some((w, h)) = size.split_once(['x', 'X']) else { bail!("--size must be WIDTHxHEIGHT, e.g. 32x32") };
+    let (w, h): (u64, u64) = match (w.parse(), h.parse()) {
+        (Ok(w), Ok(h)) => (w, h),
+        _ => bail!("--size must be WIDTHxHEIGHT, e.g. 32x32"),
+    };
+    let cells: Vec<Value> = cells.iter().map(|c| xy(c).map(|(x, y)| json!([x, y]))).collect::<Result<_>>()?;
+    let req = json!({ "width": w, "height": h, "members": members, "round_interval_ms": interval_ms, "cells": cells });
+    let v = super::client::call(&via, "/v1/mesh/create", &req).await?;
+    println!("{}", field(&v, "mesh_id"));
+    let role = if v.get("member").and_then(Value::as_bool) == Some(true) { "member" } else { "observer" };
+    eprintln!(
+        "life {}x{}, {} member(s), a round every {} ms; this node is a {role}; topic {}",
+        field(&v, "width"),
+        field(&v, "height"),
+        v.get("members").and_then(Value::as_array).map_or(0, Vec::len),
+        field(&v, "round_interval_ms"),
+        field(&v, "topic"),
+    );
+    Ok(())
+}
+
+/// `mesh status`: prints the meshes the node runs (or JSON).
+async fn status(id: Option<String>, as_json: bool, via: Via) -> Result<()> {
+    let req = match id {
+        Some(id) => json!({ "mesh_id": mesh_id(&id)? }),
+        None => json!({}),
+    };
+    let v = super::client::call(&via, "/v1/mesh/status", &req).await?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let meshes = v.get("meshes").and_then(Value::as_array).cloned().unwrap_or_default();
+    if meshes.is_empty() {
+        println!("no meshes (start one with `suprnova mesh create`)");
+    }
+    for m in meshes {
+        print_mesh(&m);
+    }
+    Ok(())
+}
+
+/// Prints one mesh of `mesh status`.
+fn print_mesh(m: &Value) {
+    let role = if m.get("member").and_then(Value::as_bool) == Some(true) { "member" } else { "observer" };
+    println!("mesh      {} ({} v1, {role} of {})", field(m, "mesh_id"), field(m, "world"), field(m, "members"));
+    println!(
+        "round     {} (a round every {} ms; {} timeouts)",
+        field(m, "round"),
+        field(m, "round_interval_ms"),
+        field(m, "timeouts")
+    );
+    println!(
+        "inputs    {} accepted, {} applied, {} pending; refused {}",
+        field(m, "inputs_accepted"),
+        field(m, "inputs_applied"),
+        field(m, "pool"),
+        field(m, "inputs_refused")
+    );
+    println!(
+        "batches   {} proposed; refused {}; equivocations seen {}",
+        field(m, "proposed"),
+        field(m, "batches_refused"),
+        field(m, "equivocations")
+    );
+    println!(
+        "dht       {} rounds stored, {} failed (last error {}); caught up {} times",
+        field(m, "stored"),
+        field(m, "store_failed"),
+        field(m, "last_store_error"),
+        field(m, "caught_up")
+    );
+}
+
+/// `mesh get-state`: reads a mesh's newest certified state from the DHT and prints it (or JSON).
+async fn get_state(id: String, as_json: bool, via: Via) -> Result<()> {
+    let v = super::client::call(&via, "/v1/mesh/state", &json!({ "mesh_id": mesh_id(&id)? })).await?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("mesh        {}", field(&v, "mesh_id"));
+    println!(
+        "round       {} (certificate of {} signatures, verified)",
+        field(&v, "round"),
+        field(&v, "certificate_signers")
+    );
+    println!("state hash  {} (verified)", field(&v, "state_hash"));
+    println!("board       {}x{}, {} alive", field(&v, "width"), field(&v, "height"), field(&v, "population"));
+    for row in v.get("rows").and_then(Value::as_array).into_iter().flatten() {
+        println!("  {}", row.as_str().unwrap_or(""));
+    }
+    for r in v.get("rejected_heads").and_then(Value::as_array).into_iter().flatten() {
+        eprintln!("rejected head by {}: {}", field(r, "writer"), field(r, "why"));
+    }
+    eprintln!("read in {:.1} ms", v.get("read_ms").and_then(Value::as_f64).unwrap_or(0.0));
+    Ok(())
 }

@@ -9,6 +9,7 @@ mod devnet_common;
 mod devnet_dht;
 mod devnet_gossip;
 mod devnet_mesh;
+mod devnet_report;
 mod http;
 mod mesh;
 mod node;

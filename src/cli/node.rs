@@ -1,7 +1,7 @@
 //! `suprnova node`: the daemon.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -140,17 +140,7 @@ pub async fn run_node(args: NodeArgs) -> Result<()> {
         println!("restored {} peers and {} records from {}", r.peers, r.records, db.display());
     }
     let ctl = match s.control {
-        Some(bind) => {
-            let c = match control::start(node.clone(), bind, Some(&dir), Some(*ident.seed())).await {
-                Ok(c) => c,
-                Err(e) => {
-                    node.shutdown().await;
-                    return Err(e);
-                }
-            };
-            println!("control on http://{} (token in {})", c.control.addr, dir.join(http::TOKEN_FILE).display());
-            Some(c)
-        }
+        Some(bind) => Some(start_control(&node, bind, &dir, *ident.seed()).await?),
         None => None,
     };
     let metrics = match s.metrics {
@@ -171,6 +161,32 @@ pub async fn run_node(args: NodeArgs) -> Result<()> {
     };
     println!("reach it with: suprnova ping {}@{}", node.id(), node.local_addr());
     let rejoin = s.bootstrap.is_empty() && (restored.is_some_and(|r| r.peers > 0) || !seeds.is_empty());
+    join_network(&node, seeds, rejoin, &dir);
+    wait_for_signal().await;
+    stop_node(&node, ctl, metrics).await
+}
+
+/// Starts the control endpoint on `bind` and prints where it is; shuts the node down if it cannot.
+async fn start_control(
+    node: &suprnova_node::Node,
+    bind: SocketAddr,
+    dir: &Path,
+    seed: [u8; 32],
+) -> Result<control::ControlServer> {
+    let c = match control::start(node.clone(), bind, Some(dir), Some(seed)).await {
+        Ok(c) => c,
+        Err(e) => {
+            node.shutdown().await;
+            return Err(e);
+        }
+    };
+    println!("control on http://{} (token in {})", c.control.addr, dir.join(http::TOKEN_FILE).display());
+    Ok(c)
+}
+
+/// Warns when there is no one to join through; otherwise joins through `seeds` (or rejoins) in
+/// the background.
+fn join_network(node: &suprnova_node::Node, seeds: Vec<suprnova_node::Target>, rejoin: bool, dir: &Path) {
     if seeds.is_empty() && !rejoin {
         println!(
             "warning: no --bootstrap given and no saved peers in {}: this node is alone until another node contacts it",
@@ -194,7 +210,14 @@ pub async fn run_node(args: NodeArgs) -> Result<()> {
             }
         });
     }
-    wait_for_signal().await;
+}
+
+/// Stops the control endpoint, the metrics server and the node, and prints the node's counters.
+async fn stop_node(
+    node: &suprnova_node::Node,
+    ctl: Option<control::ControlServer>,
+    metrics: Option<tokio::task::JoinHandle<()>>,
+) -> Result<()> {
     if let Some(c) = ctl {
         c.stop();
     }

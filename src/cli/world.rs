@@ -1,7 +1,7 @@
 //! `suprnova world chess|universe|layout`: example worlds where agents organise themselves on a
 //! mesh, each on N in-process nodes on 127.0.0.1.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Result, anyhow};
@@ -92,58 +92,11 @@ pub enum WorldCmd {
 pub async fn run(cmd: WorldCmd) -> Result<()> {
     match cmd {
         WorldCmd::Layout { nodes, seed, out, boxes, max_rounds } => {
-            if nodes == 0 || nodes > 64 {
-                return Err(anyhow!("--nodes must be 1 ..= 64"));
-            }
-            if !(2..=200).contains(&boxes) {
-                return Err(anyhow!("--boxes must be 2 ..= 200"));
-            }
-            eprintln!("layout: {nodes} nodes, {boxes} box agents, at most {max_rounds} rounds");
             let cfg =
                 LayoutConfig { nodes, seed, boxes, max_rounds, out: Some(out.clone()), ..LayoutConfig::default() };
-            let r = layout_game::run(cfg, |st| {
-                if st.round % 10 == 0 {
-                    eprintln!(
-                        "round {:>4}: {} overlapping pairs, {} stretched links",
-                        st.round,
-                        st.overlaps(),
-                        st.stretched()
-                    );
-                }
-            })
-            .await
-            .map_err(|e| anyhow!(e))?;
-            match r.converged_round {
-                Some(round) => println!("converged     at round {round}: no overlaps, every link close"),
-                None => println!(
-                    "not converged ({} overlapping pairs, {} stretched links left)",
-                    r.overlaps_end, r.stretched_end
-                ),
-            }
-            println!(
-                "boxes         {} with {} links; {} overlapping pairs at the start",
-                r.boxes, r.links, r.overlaps_start
-            );
-            println!(
-                "moves         {} applied after {} negotiations; wall {:.1} s",
-                r.moves,
-                r.negotiations,
-                r.wall_ms as f64 / 1000.0
-            );
-            println!("written       {}/{{initial.svg,final.svg,report.json}}", out.display());
-            if r.overlaps_end > 0 {
-                return Err(anyhow!("{} boxes still overlap", r.overlaps_end));
-            }
-            Ok(())
+            run_layout(cfg, &out).await
         }
         WorldCmd::Universe { nodes, seed, out, particles, agents, rounds, frame_every } => {
-            if nodes == 0 || nodes > 64 {
-                return Err(anyhow!("--nodes must be 1 ..= 64"));
-            }
-            if particles == 0 || particles > 100_000 {
-                return Err(anyhow!("--particles must be 1 ..= 100000"));
-            }
-            eprintln!("universe: {nodes} nodes, {particles} particles, {agents} particle agents, {rounds} rounds");
             let cfg = UniverseConfig {
                 nodes,
                 seed,
@@ -154,41 +107,9 @@ pub async fn run(cmd: WorldCmd) -> Result<()> {
                 out: Some(out.clone()),
                 ..UniverseConfig::default()
             };
-            let bar = indicatif::ProgressBar::new(rounds);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} rounds ({per_sec})")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            let r =
-                universe_game::run(cfg, |round| bar.set_position(round.min(rounds))).await.map_err(|e| anyhow!(e))?;
-            bar.finish_and_clear();
-            println!(
-                "rounds        {} at {:.1} rounds/s ({:.1} ms per F step on one core)",
-                r.rounds, r.rounds_per_s, r.step_ms
-            );
-            println!(
-                "agreement     {} rounds with one state hash on all {} nodes, {} disagreeing",
-                r.rounds_agreed, r.nodes, r.rounds_disagreed
-            );
-            println!(
-                "energy        {:.6} -> {:.6} (drift {:.2e}); momentum change {:.2e}; {} collisions",
-                r.energy_start, r.energy_end, r.energy_drift, r.momentum_change, r.collisions
-            );
-            println!(
-                "neighbours    {} queries, {:.1} found per query, latency p50 {} ms, p99 {} ms",
-                r.queries, r.neighbours_mean, r.query_p50_ms, r.query_p99_ms
-            );
-            println!("written       {}/{{frames/,universe.svg,final.svg,energy.csv,report.json}}", out.display());
-            if r.rounds_disagreed > 0 {
-                return Err(anyhow!("nodes disagreed on {} rounds", r.rounds_disagreed));
-            }
-            Ok(())
+            run_universe(cfg, &out).await
         }
         WorldCmd::Chess { nodes, seed, out, moves, cheaters } => {
-            if nodes == 0 || nodes > 64 {
-                return Err(anyhow!("--nodes must be 1 ..= 64"));
-            }
-            eprintln!("chess: {nodes} nodes, 32 piece agents, seed {seed}, at most {moves} plies");
             let cfg = GameConfig {
                 nodes,
                 seed,
@@ -198,39 +119,126 @@ pub async fn run(cmd: WorldCmd) -> Result<()> {
                 stall: Duration::from_secs(60),
                 ..GameConfig::default()
             };
-            let r = chess_game::play(cfg, |st| {
-                if let Some(m) = st.moves.last() {
-                    let n = st.moves.len();
-                    if n % 2 == 1 {
-                        eprint!("{}. {m} ", n.div_ceil(2));
-                    } else {
-                        eprint!("{m}  ");
-                    }
-                    if n % 16 == 0 {
-                        eprintln!();
-                    }
-                }
-            })
-            .await
-            .map_err(|e| anyhow!(e))?;
-            eprintln!();
-            let result = match r.status {
-                Status::Checkmate { white: true } => "1-0 (checkmate)".to_string(),
-                Status::Checkmate { white: false } => "0-1 (checkmate)".to_string(),
-                Status::Draw => "1/2-1/2 (draw)".to_string(),
-                Status::MoveLimit => format!("unfinished (move limit of {moves} plies)"),
-                Status::Ongoing => "ongoing".to_string(),
-            };
-            println!("result        {result}");
-            println!("plies         {}", r.moves.len());
-            println!("final FEN     {}", r.fen);
-            println!("wall time     {:.1} s ({} ms per ply, median)", r.wall_ms as f64 / 1000.0, r.ply_p50_ms);
-            println!(
-                "proposals     {} ({} certified, {} expired); equivocations caught {}; inputs refused by F {}",
-                r.proposals, r.certified, r.expired, r.equivocations, r.refused_inputs
-            );
-            println!("written       {}/{{moves.uci,final.fen,board.svg,report.json}}", out.display());
-            Ok(())
+            run_chess(cfg, &out).await
         }
     }
+}
+
+/// `world layout`: checks the options, lays out the boxes and prints how it went.
+async fn run_layout(cfg: LayoutConfig, out: &Path) -> Result<()> {
+    let (nodes, boxes, max_rounds) = (cfg.nodes, cfg.boxes, cfg.max_rounds);
+    if nodes == 0 || nodes > 64 {
+        return Err(anyhow!("--nodes must be 1 ..= 64"));
+    }
+    if !(2..=200).contains(&boxes) {
+        return Err(anyhow!("--boxes must be 2 ..= 200"));
+    }
+    eprintln!("layout: {nodes} nodes, {boxes} box agents, at most {max_rounds} rounds");
+    let r = layout_game::run(cfg, |st| {
+        if st.round % 10 == 0 {
+            eprintln!("round {:>4}: {} overlapping pairs, {} stretched links", st.round, st.overlaps(), st.stretched());
+        }
+    })
+    .await
+    .map_err(|e| anyhow!(e))?;
+    match r.converged_round {
+        Some(round) => println!("converged     at round {round}: no overlaps, every link close"),
+        None => {
+            println!("not converged ({} overlapping pairs, {} stretched links left)", r.overlaps_end, r.stretched_end)
+        }
+    }
+    println!("boxes         {} with {} links; {} overlapping pairs at the start", r.boxes, r.links, r.overlaps_start);
+    println!(
+        "moves         {} applied after {} negotiations; wall {:.1} s",
+        r.moves,
+        r.negotiations,
+        r.wall_ms as f64 / 1000.0
+    );
+    println!("written       {}/{{initial.svg,final.svg,report.json}}", out.display());
+    if r.overlaps_end > 0 {
+        return Err(anyhow!("{} boxes still overlap", r.overlaps_end));
+    }
+    Ok(())
+}
+
+/// `world universe`: checks the options, runs the universe and prints what it measured.
+async fn run_universe(cfg: UniverseConfig, out: &Path) -> Result<()> {
+    let (nodes, particles, agents, rounds) = (cfg.nodes, cfg.particles, cfg.agents, cfg.rounds);
+    if nodes == 0 || nodes > 64 {
+        return Err(anyhow!("--nodes must be 1 ..= 64"));
+    }
+    if particles == 0 || particles > 100_000 {
+        return Err(anyhow!("--particles must be 1 ..= 100000"));
+    }
+    eprintln!("universe: {nodes} nodes, {particles} particles, {agents} particle agents, {rounds} rounds");
+    let bar = indicatif::ProgressBar::new(rounds);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} rounds ({per_sec})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let r = universe_game::run(cfg, |round| bar.set_position(round.min(rounds))).await.map_err(|e| anyhow!(e))?;
+    bar.finish_and_clear();
+    println!(
+        "rounds        {} at {:.1} rounds/s ({:.1} ms per F step on one core)",
+        r.rounds, r.rounds_per_s, r.step_ms
+    );
+    println!(
+        "agreement     {} rounds with one state hash on all {} nodes, {} disagreeing",
+        r.rounds_agreed, r.nodes, r.rounds_disagreed
+    );
+    println!(
+        "energy        {:.6} -> {:.6} (drift {:.2e}); momentum change {:.2e}; {} collisions",
+        r.energy_start, r.energy_end, r.energy_drift, r.momentum_change, r.collisions
+    );
+    println!(
+        "neighbours    {} queries, {:.1} found per query, latency p50 {} ms, p99 {} ms",
+        r.queries, r.neighbours_mean, r.query_p50_ms, r.query_p99_ms
+    );
+    println!("written       {}/{{frames/,universe.svg,final.svg,energy.csv,report.json}}", out.display());
+    if r.rounds_disagreed > 0 {
+        return Err(anyhow!("nodes disagreed on {} rounds", r.rounds_disagreed));
+    }
+    Ok(())
+}
+
+/// `world chess`: checks the options, plays the game (moves on stderr) and prints the result.
+async fn run_chess(cfg: GameConfig, out: &Path) -> Result<()> {
+    let (nodes, seed, moves) = (cfg.nodes, cfg.seed, cfg.move_limit);
+    if nodes == 0 || nodes > 64 {
+        return Err(anyhow!("--nodes must be 1 ..= 64"));
+    }
+    eprintln!("chess: {nodes} nodes, 32 piece agents, seed {seed}, at most {moves} plies");
+    let r = chess_game::play(cfg, |st| {
+        if let Some(m) = st.moves.last() {
+            let n = st.moves.len();
+            if n % 2 == 1 {
+                eprint!("{}. {m} ", n.div_ceil(2));
+            } else {
+                eprint!("{m}  ");
+            }
+            if n % 16 == 0 {
+                eprintln!();
+            }
+        }
+    })
+    .await
+    .map_err(|e| anyhow!(e))?;
+    eprintln!();
+    let result = match r.status {
+        Status::Checkmate { white: true } => "1-0 (checkmate)".to_string(),
+        Status::Checkmate { white: false } => "0-1 (checkmate)".to_string(),
+        Status::Draw => "1/2-1/2 (draw)".to_string(),
+        Status::MoveLimit => format!("unfinished (move limit of {moves} plies)"),
+        Status::Ongoing => "ongoing".to_string(),
+    };
+    println!("result        {result}");
+    println!("plies         {}", r.moves.len());
+    println!("final FEN     {}", r.fen);
+    println!("wall time     {:.1} s ({} ms per ply, median)", r.wall_ms as f64 / 1000.0, r.ply_p50_ms);
+    println!(
+        "proposals     {} ({} certified, {} expired); equivocations caught {}; inputs refused by F {}",
+        r.proposals, r.certified, r.expired, r.equivocations, r.refused_inputs
+    );
+    println!("written       {}/{{moves.uci,final.fen,board.svg,report.json}}", out.display());
+    Ok(())
 }

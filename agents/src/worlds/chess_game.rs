@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use cozy_chess::Board;
 use serde::{Deserialize, Serialize};
 use suprnova_mesh::core::MeshConfig;
 use suprnova_mesh::net::Mesh;
@@ -164,6 +165,179 @@ impl PieceAgent {
     }
 }
 
+/// What one step knows about the current ply.
+struct Turn<'a> {
+    round: u64,
+    st: &'a ChessState,
+    board: &'a Board,
+    ply: u32,
+    side: bool,
+    now: u64,
+    me: AgentId,
+}
+
+impl PieceAgent {
+    /// Starts (or restarts) `ply`: clears its state, replaying the candidates kept for it.
+    fn begin_ply(&mut self, ply: u32, now: u64, events: &mut Vec<Event>) {
+        self.ply = Some(ply);
+        self.ply_started = now;
+        self.candidates.clear();
+        self.sent = false;
+        self.ready_since = None;
+        self.skip.clear();
+        self.proposed_this_ply.clear();
+        self.mine = None;
+        self.cert = None;
+        // Proposals and candidates that came before this node saw the ply are kept.
+        self.pending.retain(|p| wire::decode::<MoveBody>(&p.body).is_ok_and(|b| b.ply >= ply));
+        let early = std::mem::take(&mut self.early);
+        for (from, c) in early {
+            if c.ply == ply {
+                events.push(Event::Broadcast { swarm: String::new(), from, body: wire::encode(&c) });
+            } else if c.ply > ply {
+                self.early.push((from, c));
+            }
+        }
+    }
+
+    /// Takes in one event: a candidate, a proposal or a decision.
+    fn on_event(&mut self, ctx: &mut Ctx, e: Event, t: &Turn<'_>) {
+        match e {
+            Event::Broadcast { from, body, .. } => self.on_candidate(from, &body, t),
+            Event::Proposal { proposal } => {
+                if self.proposers.len() >= 256 {
+                    self.proposers.clear();
+                }
+                self.proposers.insert(proposal.id(), proposal.proposer);
+                self.pending.push(proposal);
+            }
+            Event::Decided { id, decision } => self.on_decided(ctx, id, &decision, t),
+            _ => {}
+        }
+    }
+
+    /// Records a side piece's candidate for this ply (or keeps one for a coming ply).
+    fn on_candidate(&mut self, from: AgentId, body: &[u8], t: &Turn<'_>) {
+        let Ok(c) = wire::decode::<Candidate>(body) else { return };
+        if c.ply > t.ply && c.ply <= t.ply + 2 && self.early.len() < 64 {
+            self.early.push((from, c));
+            return;
+        }
+        let Some(sender) = t.st.piece(&from) else { return };
+        // Only this ply's candidates from the side's live pieces, each a legal move
+        // of the sender's own piece.
+        let ok_move =
+            c.mv.as_ref().is_none_or(|(u, _)| legal(t.board, u).is_some_and(|m| Some(m.from as u8) == sender.square));
+        if c.ply == t.ply && sender.white == t.side && sender.square.is_some() && ok_move {
+            self.candidates.insert(from, c.mv);
+        }
+    }
+
+    /// Handles a decided proposal: submits our certified move, or skips a failed proposer.
+    fn on_decided(&mut self, ctx: &mut Ctx, id: Digest, decision: &Decision, t: &Turn<'_>) {
+        let now = t.now;
+        let rejected = match decision {
+            Decision::Certified(c) if c.choice.as_slice() == YES => {
+                if self.mine.is_some_and(|(m, _)| m == id) {
+                    self.counters.certified.fetch_add(1, Ordering::Relaxed);
+                    ctx.submit(t.round + 1, &ChessInput::Move(c.clone()));
+                    self.cert = Some((c.clone(), now));
+                }
+                false
+            }
+            // A quorum said no, or the deadline passed.
+            Decision::Certified(_) => true,
+            Decision::Expired => {
+                if self.mine.is_some_and(|(m, _)| m == id) {
+                    self.counters.expired.fetch_add(1, Ordering::Relaxed);
+                }
+                true
+            }
+        };
+        // Retry this ply without the proposer whose proposal failed.
+        if rejected && let Some(p) = self.proposers.get(&id) {
+            if !self.skip.contains(p) {
+                self.skip.push(*p);
+            }
+            self.ready_since = Some(now);
+        }
+    }
+
+    /// A cheater's turn: proposes an illegal move and signs both answers to every proposal.
+    fn cheat_turn(&mut self, ctx: &mut Ctx, t: &Turn<'_>) {
+        if !self.sent {
+            self.sent = true;
+            let body = wire::encode(&MoveBody { ply: t.ply, uci: "a1h8".into() });
+            if ctx.propose(&body, t.st.live(t.side), Duration::from_secs(2)).is_ok() {
+                self.counters.proposals.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        for p in std::mem::take(&mut self.pending) {
+            if p.proposer != t.me && self.voted.insert(p.id()) {
+                ctx.vote(&p, YES);
+                ctx.vote(&p, NO);
+            }
+        }
+    }
+
+    /// An honest piece's turn: sends its candidate, proposes the winner if it is ours, and votes.
+    fn honest_turn(&mut self, ctx: &mut Ctx, square: u8, t: &Turn<'_>) {
+        let (ply, now, me) = (t.ply, t.now, t.me);
+        if !self.sent {
+            self.sent = true;
+            let mv = best_move(t.board, square, self.seed ^ u64::from(ply).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            ctx.broadcast(&self.swarm, wire::encode(&Candidate { ply, mv: mv.clone() }));
+            self.candidates.insert(me, mv);
+            self.collect_until = now + 600;
+        }
+        let live = t.st.live(t.side);
+        let all_in = live.iter().all(|a| self.candidates.contains_key(a));
+        if !all_in && now < self.collect_until {
+            return;
+        }
+        let ready_since = *self.ready_since.get_or_insert(now);
+        let Some((w, uci)) = winner(&self.candidates, &self.skip) else {
+            // Every candidate failed once: start over with all of them.
+            self.skip.clear();
+            return;
+        };
+        if w == me && self.mine.is_none() {
+            let body = wire::encode(&MoveBody { ply, uci: uci.clone() });
+            if let Ok(p) = ctx.propose(&body, live.clone(), Duration::from_secs(3)) {
+                self.counters.proposals.fetch_add(1, Ordering::Relaxed);
+                self.mine = Some((p.id(), now));
+            }
+        }
+        // Re-submit a certified move the mesh has not applied yet.
+        if let Some((c, at)) = &self.cert
+            && now > at + 1500
+        {
+            ctx.submit(t.round + 1, &ChessInput::Move(c.clone()));
+            self.cert = Some((c.clone(), now));
+        }
+        for p in std::mem::take(&mut self.pending) {
+            let Ok(body) = wire::decode::<MoveBody>(&p.body) else {
+                self.vote(ctx, &p, NO);
+                continue;
+            };
+            if body.ply != ply {
+                continue;
+            }
+            let agree =
+                p.proposer == w && body.uci == uci && legal(t.board, &body.uci).is_some() && p.voters.to_vec() == live;
+            if !self.proposed_this_ply.contains(&p.proposer) {
+                self.proposed_this_ply.push(p.proposer);
+            }
+            self.vote(ctx, &p, if agree { YES } else { NO });
+        }
+        // A winner that never proposes is skipped after a while.
+        if w != me && !self.proposed_this_ply.contains(&w) && now > ready_since + 2500 {
+            self.skip.push(w);
+            self.ready_since = Some(now);
+        }
+    }
+}
+
 impl Agent for PieceAgent {
     fn step(&mut self, ctx: &mut Ctx) {
         ctx.wake_in(Duration::from_millis(20));
@@ -189,176 +363,45 @@ impl Agent for PieceAgent {
             self.ply = None;
         }
         if self.ply != Some(ply) {
-            self.ply = Some(ply);
-            self.ply_started = now;
-            self.candidates.clear();
-            self.sent = false;
-            self.ready_since = None;
-            self.skip.clear();
-            self.proposed_this_ply.clear();
-            self.mine = None;
-            self.cert = None;
-            // Proposals and candidates that came before this node saw the ply are kept.
-            self.pending.retain(|p| wire::decode::<MoveBody>(&p.body).is_ok_and(|b| b.ply >= ply));
-            let early = std::mem::take(&mut self.early);
-            for (from, c) in early {
-                if c.ply == ply {
-                    events.push(Event::Broadcast { swarm: String::new(), from, body: wire::encode(&c) });
-                } else if c.ply > ply {
-                    self.early.push((from, c));
-                }
-            }
+            self.begin_ply(ply, now, &mut events);
         }
         let side = st.white_to_move();
+        let t = Turn { round, st: &st, board: &board, ply, side, now, me };
         for e in events {
-            match e {
-                Event::Broadcast { from, body, .. } => {
-                    let Ok(c) = wire::decode::<Candidate>(&body) else { continue };
-                    if c.ply > ply && c.ply <= ply + 2 && self.early.len() < 64 {
-                        self.early.push((from, c));
-                        continue;
-                    }
-                    let Some(sender) = st.piece(&from) else { continue };
-                    // Only this ply's candidates from the side's live pieces, each a legal move
-                    // of the sender's own piece.
-                    let ok_move =
-                        c.mv.as_ref()
-                            .is_none_or(|(u, _)| legal(&board, u).is_some_and(|m| Some(m.from as u8) == sender.square));
-                    if c.ply == ply && sender.white == side && sender.square.is_some() && ok_move {
-                        self.candidates.insert(from, c.mv);
-                    }
-                }
-                Event::Proposal { proposal } => {
-                    if self.proposers.len() >= 256 {
-                        self.proposers.clear();
-                    }
-                    self.proposers.insert(proposal.id(), proposal.proposer);
-                    self.pending.push(proposal);
-                }
-                Event::Decided { id, decision } => {
-                    let rejected = match &*decision {
-                        Decision::Certified(c) if c.choice.as_slice() == YES => {
-                            if self.mine.is_some_and(|(m, _)| m == id) {
-                                self.counters.certified.fetch_add(1, Ordering::Relaxed);
-                                ctx.submit(round + 1, &ChessInput::Move(c.clone()));
-                                self.cert = Some((c.clone(), now));
-                            }
-                            false
-                        }
-                        // A quorum said no, or the deadline passed.
-                        Decision::Certified(_) => true,
-                        Decision::Expired => {
-                            if self.mine.is_some_and(|(m, _)| m == id) {
-                                self.counters.expired.fetch_add(1, Ordering::Relaxed);
-                            }
-                            true
-                        }
-                    };
-                    // Retry this ply without the proposer whose proposal failed.
-                    if rejected && let Some(p) = self.proposers.get(&id) {
-                        if !self.skip.contains(p) {
-                            self.skip.push(*p);
-                        }
-                        self.ready_since = Some(now);
-                    }
-                }
-                _ => {}
-            }
+            self.on_event(ctx, e, &t);
         }
         if rec.white != side {
             return;
         }
         if self.cheat {
             // Proposes an illegal move and signs both answers to every proposal.
-            if !self.sent {
-                self.sent = true;
-                let body = wire::encode(&MoveBody { ply, uci: "a1h8".into() });
-                if ctx.propose(&body, st.live(side), Duration::from_secs(2)).is_ok() {
-                    self.counters.proposals.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            for p in std::mem::take(&mut self.pending) {
-                if p.proposer != me && self.voted.insert(p.id()) {
-                    ctx.vote(&p, YES);
-                    ctx.vote(&p, NO);
-                }
-            }
+            self.cheat_turn(ctx, &t);
             return;
         }
-        if !self.sent {
-            self.sent = true;
-            let mv = best_move(&board, square, self.seed ^ u64::from(ply).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-            ctx.broadcast(&self.swarm, wire::encode(&Candidate { ply, mv: mv.clone() }));
-            self.candidates.insert(me, mv);
-            self.collect_until = now + 600;
-        }
-        let live = st.live(side);
-        let all_in = live.iter().all(|a| self.candidates.contains_key(a));
-        if !all_in && now < self.collect_until {
-            return;
-        }
-        let ready_since = *self.ready_since.get_or_insert(now);
-        let Some((w, uci)) = winner(&self.candidates, &self.skip) else {
-            // Every candidate failed once: start over with all of them.
-            self.skip.clear();
-            return;
-        };
-        if w == me && self.mine.is_none() {
-            let body = wire::encode(&MoveBody { ply, uci: uci.clone() });
-            if let Ok(p) = ctx.propose(&body, live.clone(), Duration::from_secs(3)) {
-                self.counters.proposals.fetch_add(1, Ordering::Relaxed);
-                self.mine = Some((p.id(), now));
-            }
-        }
-        // Re-submit a certified move the mesh has not applied yet.
-        if let Some((c, at)) = &self.cert
-            && now > at + 1500
-        {
-            ctx.submit(round + 1, &ChessInput::Move(c.clone()));
-            self.cert = Some((c.clone(), now));
-        }
-        for p in std::mem::take(&mut self.pending) {
-            let Ok(body) = wire::decode::<MoveBody>(&p.body) else {
-                self.vote(ctx, &p, NO);
-                continue;
-            };
-            if body.ply != ply {
-                continue;
-            }
-            let agree =
-                p.proposer == w && body.uci == uci && legal(&board, &body.uci).is_some() && p.voters.to_vec() == live;
-            if !self.proposed_this_ply.contains(&p.proposer) {
-                self.proposed_this_ply.push(p.proposer);
-            }
-            self.vote(ctx, &p, if agree { YES } else { NO });
-        }
-        // A winner that never proposes is skipped after a while.
-        if w != me && !self.proposed_this_ply.contains(&w) && now > ready_since + 2500 {
-            self.skip.push(w);
-            self.ready_since = Some(now);
-        }
+        self.honest_turn(ctx, square, &t);
     }
 }
 
-/// Plays a game between piece agents on `cfg.nodes` nodes; `progress` is told each ply.
-pub async fn play(cfg: GameConfig, mut progress: impl FnMut(&ChessState)) -> Result<GameReport, String> {
-    let started = Instant::now();
-    let n = cfg.nodes.max(1);
-    let cluster =
-        Cluster::start(n, cfg.seed, RuntimeConfig { announce_topic: false, ..RuntimeConfig::default() }).await?;
-    let white: [AgentId; 16] = std::array::from_fn(|i| identity("chess piece", cfg.seed, i as u64).public_key());
-    let black: [AgentId; 16] = std::array::from_fn(|i| identity("chess piece", cfg.seed, 16 + i as u64).public_key());
-    let s0 = ChessState::new(&white, &black, cfg.move_limit);
+/// How following the game on one node ended.
+enum Followed {
+    /// The game ended: the final state and the time of each ply, ms.
+    Done(Arc<ChessState>, Vec<u64>),
+    /// No ply was played for too long: the error to return once everything is stopped.
+    Stalled(String),
+}
+
+/// Starts the chess mesh on every node of `cluster` (and attaches it), with a view of each.
+async fn start_meshes(
+    cfg: &GameConfig,
+    n: usize,
+    cluster: &Cluster,
+    s0: &ChessState,
+) -> Result<(Vec<Mesh<ChessState>>, Vec<View<ChessState>>), String> {
     let members: Vec<_> = (0..n).map(|i| identity("chess member", cfg.seed, i as u64)).collect();
     let limits = Limits { max_input_bytes: 8192, ..Limits::default() };
-    let genesis = Genesis::for_world(
-        &Chess,
-        &s0,
-        members.iter().map(|m| m.public_key()).collect(),
-        cfg.round_interval_ms,
-        limits,
-    )
-    .ok_or("genesis")?;
+    let genesis =
+        Genesis::for_world(&Chess, s0, members.iter().map(|m| m.public_key()).collect(), cfg.round_interval_ms, limits)
+            .ok_or("genesis")?;
     let mut meshes = Vec::new();
     let mut views = Vec::new();
     for (i, (node, rt)) in cluster.nodes.iter().zip(&cluster.runtimes).enumerate() {
@@ -370,7 +413,17 @@ pub async fn play(cfg: GameConfig, mut progress: impl FnMut(&ChessState)) -> Res
         views.push(follow(&mesh));
         meshes.push(mesh);
     }
-    let counters = Arc::new(Counters::default());
+    Ok((meshes, views))
+}
+
+/// Spawns the 32 piece agents round-robin on the nodes (cheaters among white's pawns).
+async fn spawn_pieces(
+    cfg: &GameConfig,
+    n: usize,
+    cluster: &Cluster,
+    views: &[View<ChessState>],
+    counters: &Arc<Counters>,
+) -> Result<(), String> {
     for i in 0..32usize {
         let white_piece = i < 16;
         // Cheaters are white pawns (squares a2, b2, …).
@@ -393,12 +446,19 @@ pub async fn play(cfg: GameConfig, mut progress: impl FnMut(&ChessState)) -> Res
             .await
             .map_err(|e| e.to_string())?;
     }
-    // Follow the game on node 0.
-    let mut view = views.first().cloned().ok_or("no view")?;
+    Ok(())
+}
+
+/// Follows the game on `view` until it ends or stalls, telling `progress` each ply.
+async fn follow_game(
+    cfg: &GameConfig,
+    mut view: View<ChessState>,
+    mut progress: impl FnMut(&ChessState),
+) -> Result<Followed, String> {
     let mut last_ply = 0usize;
     let mut last_change = Instant::now();
     let mut ply_times = Vec::new();
-    let final_state = loop {
+    loop {
         let changed = tokio::time::timeout(Duration::from_millis(500), view.changed()).await;
         if matches!(changed, Ok(Err(_))) {
             return Err("mesh stopped".into());
@@ -412,16 +472,49 @@ pub async fn play(cfg: GameConfig, mut progress: impl FnMut(&ChessState)) -> Res
                 progress(&st);
             }
             if st.status != Status::Ongoing {
-                break st;
+                return Ok(Followed::Done(st, ply_times));
             }
         }
         if last_change.elapsed() > cfg.stall {
             let fen = view.borrow().as_ref().map(|(_, s)| s.fen.clone()).unwrap_or_default();
+            return Ok(Followed::Stalled(format!("no move for {:?} at ply {last_ply} ({fen})", cfg.stall)));
+        }
+    }
+}
+
+/// Writes the move list, final FEN, SVG and report into `dir`.
+fn write_outputs(dir: &std::path::Path, final_state: &ChessState, report: &GameReport) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("moves.uci"), final_state.moves.join(" ") + "\n").map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("final.fen"), final_state.fen.clone() + "\n").map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("board.svg"), board_svg(final_state)).map_err(|e| e.to_string())?;
+    let json = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("report.json"), json + "\n").map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Plays a game between piece agents on `cfg.nodes` nodes; `progress` is told each ply.
+pub async fn play(cfg: GameConfig, progress: impl FnMut(&ChessState)) -> Result<GameReport, String> {
+    let started = Instant::now();
+    let n = cfg.nodes.max(1);
+    let cluster =
+        Cluster::start(n, cfg.seed, RuntimeConfig { announce_topic: false, ..RuntimeConfig::default() }).await?;
+    let white: [AgentId; 16] = std::array::from_fn(|i| identity("chess piece", cfg.seed, i as u64).public_key());
+    let black: [AgentId; 16] = std::array::from_fn(|i| identity("chess piece", cfg.seed, 16 + i as u64).public_key());
+    let s0 = ChessState::new(&white, &black, cfg.move_limit);
+    let (meshes, views) = start_meshes(&cfg, n, &cluster, &s0).await?;
+    let counters = Arc::new(Counters::default());
+    spawn_pieces(&cfg, n, &cluster, &views, &counters).await?;
+    // Follow the game on node 0.
+    let view = views.first().cloned().ok_or("no view")?;
+    let (final_state, mut ply_times) = match follow_game(&cfg, view, progress).await? {
+        Followed::Done(st, ply_times) => (st, ply_times),
+        Followed::Stalled(err) => {
             for m in &meshes {
                 m.stop();
             }
             cluster.stop().await;
-            return Err(format!("no move for {:?} at ply {last_ply} ({fen})", cfg.stall));
+            return Err(err);
         }
     };
     let mut refused = 0;
@@ -451,12 +544,7 @@ pub async fn play(cfg: GameConfig, mut progress: impl FnMut(&ChessState)) -> Res
     }
     cluster.stop().await;
     if let Some(dir) = &cfg.out {
-        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-        std::fs::write(dir.join("moves.uci"), final_state.moves.join(" ") + "\n").map_err(|e| e.to_string())?;
-        std::fs::write(dir.join("final.fen"), final_state.fen.clone() + "\n").map_err(|e| e.to_string())?;
-        std::fs::write(dir.join("board.svg"), board_svg(&final_state)).map_err(|e| e.to_string())?;
-        let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
-        std::fs::write(dir.join("report.json"), json + "\n").map_err(|e| e.to_string())?;
+        write_outputs(dir, &final_state, &report)?;
     }
     Ok(report)
 }

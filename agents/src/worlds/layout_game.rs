@@ -16,7 +16,7 @@ use suprnova_mesh::net::Mesh;
 use suprnova_mesh::world::{Genesis, Limits};
 
 use super::cluster::View;
-use super::layout::{Layout, LayoutMove, LayoutState, overlap, svg};
+use super::layout::{Elem, Layout, LayoutMove, LayoutState, overlap, svg};
 use super::{Cluster, follow, identity};
 use crate::agent::{Agent, AgentAddr, Ctx, Event, Profile};
 use crate::runtime::RuntimeConfig;
@@ -106,9 +106,9 @@ pub struct BoxAgent {
     negotiations: Arc<AtomicU64>,
 }
 
-impl Agent for BoxAgent {
-    fn step(&mut self, ctx: &mut Ctx) {
-        let Some((_, st)) = self.view.borrow().clone() else { return };
+impl BoxAgent {
+    /// Answers yield requests and takes in the answers to this box's own.
+    fn handle_events(&mut self, ctx: &mut Ctx, st: &LayoutState) {
         let me = self.index;
         for e in ctx.take_events() {
             match e {
@@ -142,12 +142,11 @@ impl Agent for BoxAgent {
                 _ => {}
             }
         }
-        if st.round <= self.seen_round {
-            return;
-        }
-        self.seen_round = st.round;
-        let Some(mine) = st.elems.get(me) else { return };
-        // Check conflicts; negotiate with the boxes that must yield to this one.
+    }
+
+    /// Checks conflicts; asks the boxes that overlap this one and must yield to it to step aside.
+    fn negotiate(&mut self, ctx: &mut Ctx, st: &LayoutState, mine: &Elem) {
+        let me = self.index;
         for (j, other) in st.elems.iter().enumerate() {
             if j == me {
                 continue;
@@ -168,7 +167,11 @@ impl Agent for BoxAgent {
                 }
             }
         }
-        // Apply: what this box agreed to yield, plus its pull towards linked boxes.
+    }
+
+    /// Steps off by itself an overlap negotiation has not cleared for 20 rounds.
+    fn unstick(&mut self, st: &LayoutState, mine: &Elem) {
+        let me = self.index;
         // If negotiation has not cleared an overlap for 20 rounds (the boxes keep stepping into
         // each other, or a corner traps them), this box steps off by itself.
         let first_overlap =
@@ -184,46 +187,75 @@ impl Agent for BoxAgent {
             }
             _ => {}
         }
+    }
+
+    /// The step to make: what this box agreed to yield, else forces (cooling), else its links.
+    fn next_step(&mut self, st: &LayoutState) -> (i32, i32) {
+        let me = self.index;
         // A box that agreed to yield makes that step; otherwise it follows its links.
         let owed = st.clamp_step(me, self.owed.0, self.owed.1);
         self.owed = (0, 0);
-        let (dx, dy) = if owed != (0, 0) {
+        if owed != (0, 0) {
             owed
         } else if st.round < COOLING {
             // First spread out by forces (every box at once, cooling), then settle.
             let (fx, fy) = st.force(me, st.round, COOLING);
             st.clamp_step(me, fx, fy)
         } else {
-            // Towards linked boxes, only onto free space; if the straight way is not free, slide
-            // along one axis instead. A link stretched for 30 rounds despite that may push
-            // through boxes this one outranks (they are then asked to yield).
-            let stretched = st.has_stretched_link(me);
-            let forceful = match (stretched, self.stretched_since) {
-                (false, _) => {
-                    self.stretched_since = None;
-                    false
-                }
-                (true, None) => {
-                    self.stretched_since = Some(st.round);
-                    false
-                }
-                (true, Some(since)) => st.round >= since + 30,
-            };
-            let (px, py) = st.pull(me);
-            let free = [(px, py), (px, 0), (0, py)]
-                .into_iter()
-                .map(|(x, y)| st.clamp_step(me, x, y))
-                .find(|&(x, y)| (x, y) != (0, 0) && st.overlaps_at(me, x, y) == 0);
-            match free {
-                Some(step) => step,
-                None if forceful => {
-                    self.stretched_since = Some(st.round);
-                    let step = st.clamp_step(me, px, py);
-                    if st.greater_overlaps_at(me, step.0, step.1, me) == 0 { step } else { (0, 0) }
-                }
-                None => (0, 0),
+            self.link_step(st)
+        }
+    }
+
+    /// A step towards linked boxes, onto free space (or, for a long-stretched link, through boxes it outranks).
+    fn link_step(&mut self, st: &LayoutState) -> (i32, i32) {
+        let me = self.index;
+        // Towards linked boxes, only onto free space; if the straight way is not free, slide
+        // along one axis instead. A link stretched for 30 rounds despite that may push
+        // through boxes this one outranks (they are then asked to yield).
+        let stretched = st.has_stretched_link(me);
+        let forceful = match (stretched, self.stretched_since) {
+            (false, _) => {
+                self.stretched_since = None;
+                false
             }
+            (true, None) => {
+                self.stretched_since = Some(st.round);
+                false
+            }
+            (true, Some(since)) => st.round >= since + 30,
         };
+        let (px, py) = st.pull(me);
+        let free = [(px, py), (px, 0), (0, py)]
+            .into_iter()
+            .map(|(x, y)| st.clamp_step(me, x, y))
+            .find(|&(x, y)| (x, y) != (0, 0) && st.overlaps_at(me, x, y) == 0);
+        match free {
+            Some(step) => step,
+            None if forceful => {
+                self.stretched_since = Some(st.round);
+                let step = st.clamp_step(me, px, py);
+                if st.greater_overlaps_at(me, step.0, step.1, me) == 0 { step } else { (0, 0) }
+            }
+            None => (0, 0),
+        }
+    }
+}
+
+impl Agent for BoxAgent {
+    fn step(&mut self, ctx: &mut Ctx) {
+        let Some((_, st)) = self.view.borrow().clone() else { return };
+        let me = self.index;
+        self.handle_events(ctx, &st);
+        if st.round <= self.seen_round {
+            return;
+        }
+        self.seen_round = st.round;
+        let Some(mine) = st.elems.get(me) else { return };
+        // Check conflicts; negotiate with the boxes that must yield to this one.
+        self.negotiate(ctx, &st, mine);
+        // Apply: what this box agreed to yield, plus its pull towards linked boxes.
+        self.unstick(&st, mine);
+        let (dx, dy) = self.next_step(&st);
         if dx != 0 || dy != 0 {
             ctx.submit(st.round + 1, &LayoutMove { elem: me as u16, dx, dy });
         }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use suprnova_mesh::core::MeshConfig;
+use suprnova_mesh::core::{Certified, MeshConfig};
 use suprnova_mesh::net::Mesh;
 use suprnova_mesh::world::{Genesis, Limits};
 
@@ -166,22 +166,34 @@ fn pct(v: &[u64], p: f64) -> u64 {
     v.get(i).copied().unwrap_or(0)
 }
 
-/// Runs a universe; `progress` gets each certified round at node 0.
-pub async fn run(cfg: UniverseConfig, mut progress: impl FnMut(u64)) -> Result<UniverseReport, String> {
-    let started = Instant::now();
-    let n = cfg.nodes.max(1);
-    let s0 = UniverseState::disc(cfg.particles, cfg.seed);
-    // F's own cost at this size (one step, one core).
-    let t = Instant::now();
-    let _ = s0.step();
-    let step_ms = t.elapsed().as_secs_f64() * 1000.0;
-    let world = Universe { half: s0.params.half };
-    let cluster =
-        Cluster::start(n, cfg.seed, RuntimeConfig { announce_topic: false, votes: false, ..RuntimeConfig::default() })
-            .await?;
+/// Each node's feed of certified rounds.
+type Rounds = tokio::sync::broadcast::Receiver<Arc<Certified<UniverseState>>>;
+
+/// What the runner collected while the universe ran.
+struct Collected {
+    /// Every node's state hash per round.
+    hashes: Vec<BTreeMap<u64, [u8; 32]>>,
+    /// Frames from node 0.
+    frames: Vec<UniverseState>,
+    /// When node 0 certified its first round.
+    first_round_at: Option<Instant>,
+    /// When node 0 certified its last round.
+    last_round_at: Instant,
+    /// Node 0's last state within `cfg.rounds`.
+    last_state: Arc<UniverseState>,
+}
+
+/// Starts the universe mesh on every node of `cluster` (and attaches it), with a view and a
+/// round feed of each.
+async fn start_meshes(
+    cfg: &UniverseConfig,
+    n: usize,
+    cluster: &Cluster,
+    world: Universe,
+    s0: &UniverseState,
+) -> Result<(Vec<Mesh<UniverseState>>, Vec<View<UniverseState>>, Vec<Rounds>), String> {
     let members: Vec<_> = (0..n).map(|i| identity("universe member", cfg.seed, i as u64).public_key()).collect();
-    let genesis =
-        Genesis::for_world(&world, &s0, members, cfg.round_interval_ms, Limits::default()).ok_or("genesis")?;
+    let genesis = Genesis::for_world(&world, s0, members, cfg.round_interval_ms, Limits::default()).ok_or("genesis")?;
     let mut meshes = Vec::new();
     let mut views = Vec::new();
     let mut rounds_rx = Vec::new();
@@ -195,7 +207,17 @@ pub async fn run(cfg: UniverseConfig, mut progress: impl FnMut(u64)) -> Result<U
         rounds_rx.push(mesh.rounds());
         meshes.push(mesh);
     }
-    let stats = Arc::new(Stats::default());
+    Ok((meshes, views, rounds_rx))
+}
+
+/// Spawns the particle agents round-robin on the nodes.
+async fn spawn_particles(
+    cfg: &UniverseConfig,
+    n: usize,
+    cluster: &Cluster,
+    views: &[View<UniverseState>],
+    stats: &Arc<Stats>,
+) -> Result<(), String> {
     for i in 0..cfg.agents.min(cfg.particles) {
         let view = views.get(i % n).cloned().ok_or("no view")?;
         let tick_ms = cfg.agent_tick.as_millis() as u64;
@@ -215,7 +237,18 @@ pub async fn run(cfg: UniverseConfig, mut progress: impl FnMut(u64)) -> Result<U
         let rt = cluster.runtimes.get(i % n).ok_or("no runtime")?;
         rt.spawn_with(identity("particle", cfg.seed, i as u64), profile, agent).await.map_err(|e| e.to_string())?;
     }
-    // Collect every node's hash per round, frames from node 0.
+    Ok(())
+}
+
+/// Collects every node's hash per round and frames from node 0, until every node has
+/// certified `cfg.rounds` or the deadline passes.
+async fn collect_rounds(
+    cfg: &UniverseConfig,
+    n: usize,
+    s0: &UniverseState,
+    rounds_rx: &mut [Rounds],
+    mut progress: impl FnMut(u64),
+) -> Collected {
     let mut hashes: Vec<BTreeMap<u64, [u8; 32]>> = vec![BTreeMap::new(); n];
     let mut frames: Vec<UniverseState> = vec![s0.clone()];
     let mut first_round_at = None;
@@ -254,14 +287,15 @@ pub async fn run(cfg: UniverseConfig, mut progress: impl FnMut(u64)) -> Result<U
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
-    for m in &meshes {
-        m.stop();
-    }
-    cluster.stop().await;
+    Collected { hashes, frames, first_round_at, last_round_at, last_state }
+}
+
+/// Counts the rounds 1..=`rounds` of node 0 every node agreed on, and those some node disagreed on.
+fn agreement(hashes: &[BTreeMap<u64, [u8; 32]>], rounds: u64) -> (u64, u64) {
     let first = hashes.first().cloned().unwrap_or_default();
     let mut agreed = 0;
     let mut disagreed = 0;
-    for (round, h) in first.range(1..=cfg.rounds) {
+    for (round, h) in first.range(1..=rounds) {
         let all = hashes.iter().all(|m| m.get(round).is_none_or(|x| x == h));
         let everyone = hashes.iter().all(|m| m.contains_key(round));
         if !all {
@@ -270,6 +304,54 @@ pub async fn run(cfg: UniverseConfig, mut progress: impl FnMut(u64)) -> Result<U
             agreed += 1;
         }
     }
+    (agreed, disagreed)
+}
+
+/// Writes the frames, the animation, the final frame, the energy CSV and the report into `dir`.
+fn write_outputs(dir: &std::path::Path, frames: &[UniverseState], report: &UniverseReport) -> Result<(), String> {
+    let fdir = dir.join("frames");
+    std::fs::create_dir_all(&fdir).map_err(|e| e.to_string())?;
+    for f in frames {
+        std::fs::write(fdir.join(format!("frame-{:05}.svg", f.step)), frame_svg(f, 480)).map_err(|e| e.to_string())?;
+    }
+    std::fs::write(dir.join("universe.svg"), animated_svg(frames, 480, 600, 8.0)).map_err(|e| e.to_string())?;
+    if let Some(last) = frames.last() {
+        std::fs::write(dir.join("final.svg"), frame_svg(last, 480)).map_err(|e| e.to_string())?;
+    }
+    let mut csv = String::from("step,kinetic,potential,total\n");
+    for (s, k, p) in &report.energy {
+        csv.push_str(&format!("{s},{k},{p},{}\n", k + p));
+    }
+    std::fs::write(dir.join("energy.csv"), csv).map_err(|e| e.to_string())?;
+    let json = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("report.json"), json + "\n").map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Runs a universe; `progress` gets each certified round at node 0.
+pub async fn run(cfg: UniverseConfig, progress: impl FnMut(u64)) -> Result<UniverseReport, String> {
+    let started = Instant::now();
+    let n = cfg.nodes.max(1);
+    let s0 = UniverseState::disc(cfg.particles, cfg.seed);
+    // F's own cost at this size (one step, one core).
+    let t = Instant::now();
+    let _ = s0.step();
+    let step_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let world = Universe { half: s0.params.half };
+    let cluster =
+        Cluster::start(n, cfg.seed, RuntimeConfig { announce_topic: false, votes: false, ..RuntimeConfig::default() })
+            .await?;
+    let (meshes, views, mut rounds_rx) = start_meshes(&cfg, n, &cluster, world, &s0).await?;
+    let stats = Arc::new(Stats::default());
+    spawn_particles(&cfg, n, &cluster, &views, &stats).await?;
+    // Collect every node's hash per round, frames from node 0.
+    let Collected { hashes, frames, first_round_at, last_round_at, last_state } =
+        collect_rounds(&cfg, n, &s0, &mut rounds_rx, progress).await;
+    for m in &meshes {
+        m.stop();
+    }
+    cluster.stop().await;
+    let (agreed, disagreed) = agreement(&hashes, cfg.rounds);
     let rounds = last_state.step;
     let secs = first_round_at.map_or(0.0, |f| last_round_at.duration_since(f).as_secs_f64());
     let e0 = s0.kinetic() + s0.potential();
@@ -306,23 +388,7 @@ pub async fn run(cfg: UniverseConfig, mut progress: impl FnMut(u64)) -> Result<U
         energy,
     };
     if let Some(dir) = &cfg.out {
-        let fdir = dir.join("frames");
-        std::fs::create_dir_all(&fdir).map_err(|e| e.to_string())?;
-        for f in &frames {
-            std::fs::write(fdir.join(format!("frame-{:05}.svg", f.step)), frame_svg(f, 480))
-                .map_err(|e| e.to_string())?;
-        }
-        std::fs::write(dir.join("universe.svg"), animated_svg(&frames, 480, 600, 8.0)).map_err(|e| e.to_string())?;
-        if let Some(last) = frames.last() {
-            std::fs::write(dir.join("final.svg"), frame_svg(last, 480)).map_err(|e| e.to_string())?;
-        }
-        let mut csv = String::from("step,kinetic,potential,total\n");
-        for (s, k, p) in &report.energy {
-            csv.push_str(&format!("{s},{k},{p},{}\n", k + p));
-        }
-        std::fs::write(dir.join("energy.csv"), csv).map_err(|e| e.to_string())?;
-        let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
-        std::fs::write(dir.join("report.json"), json + "\n").map_err(|e| e.to_string())?;
+        write_outputs(dir, &frames, &report)?;
     }
     Ok(report)
 }
