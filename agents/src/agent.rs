@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use suprnova_dht::NodeId;
 use suprnova_dht::identity::Identity;
+use suprnova_dht::wire::bounded::BoundedString;
 use suprnova_mesh::world::SignedInput;
 
 use crate::discovery::{Criteria, Found};
@@ -99,6 +100,100 @@ pub enum SendError {
     BadAnswer,
 }
 
+/// Why sharing, syncing or reading knowledge failed. A refused offer carries this text back to
+/// the sharer. Node errors are kept as shared sources (the enum is `Clone`, as events are);
+/// with the `net` feature, `KnowledgeError::node_error` gives them back typed.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum KnowledgeError {
+    /// The domain name is over its length limit.
+    #[error("domain name too long")]
+    DomainTooLong,
+    /// An item's name is over its length limit.
+    #[error("item name too long")]
+    ItemNameTooLong,
+    /// More items than an index may name.
+    #[error("too many items")]
+    TooManyItems,
+    /// The encoded index is over the size an index reference can name.
+    #[error("index too large")]
+    IndexTooLarge,
+    /// The sharing agent is not hosted by this runtime.
+    #[error("agent not hosted here")]
+    NotHosted,
+    /// The receiving agent is not hosted by the runtime the offer reached.
+    #[error("no such agent")]
+    NoSuchAgent,
+    /// The offer could not be delivered, or its answer was not the recipient's.
+    #[error("{0}")]
+    Offer(#[source] SendError),
+    /// The peer's answer to an offer did not decode.
+    #[error("bad answer")]
+    BadAnswer(#[source] WireError),
+    /// The peer's runtime refused the offer, with its reason.
+    #[error("{}", .0.as_str())]
+    Refused(BoundedString<128>),
+    /// The agent's index record could not be read.
+    #[error("{0}")]
+    IndexRecord(#[source] Arc<dyn std::error::Error + Send + Sync>),
+    /// The index record's value is not an index reference.
+    #[error("{0}")]
+    BadIndexRef(#[source] WireError),
+    /// The nodes serving the index could not be found.
+    #[error("{0}")]
+    Providers(#[source] Arc<dyn std::error::Error + Send + Sync>),
+    /// The domain's set could not be read.
+    #[error("{0}")]
+    DomainSet(#[source] Arc<dyn std::error::Error + Send + Sync>),
+    /// The index reference announces more than this runtime accepts.
+    #[error("bundle of {bundle} bytes (index {index} bytes) over the limit")]
+    TooLarge {
+        /// The bundle's size the reference announces, bytes.
+        bundle: u64,
+        /// The index's size the reference announces, bytes.
+        index: u32,
+    },
+    /// The index blob could not be fetched (or announced more than the index limit).
+    #[error("index: {0}")]
+    IndexFetch(#[source] Arc<dyn std::error::Error + Send + Sync>),
+    /// The index blob was fetched but is no longer held.
+    #[error("index vanished")]
+    IndexVanished,
+    /// The index blob does not decode.
+    #[error("index does not decode")]
+    IndexDecode(#[source] WireError),
+    /// The index is not the one its reference (or record) names.
+    #[error("index does not match its reference")]
+    IndexMismatch,
+    /// The index names more bytes than this runtime accepts.
+    #[error("bundle over the limit")]
+    BundleTooLarge {
+        /// The items' total size, bytes.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The newest items of a domain add up to more than this runtime accepts.
+    #[error("domain holds {size} bytes, over the {max} allowed")]
+    DomainTooLarge {
+        /// The items' total size, bytes.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// An item's blob could not be fetched.
+    #[error("{0}")]
+    Fetch(#[source] Arc<dyn std::error::Error + Send + Sync>),
+    /// An item of an offer could not be fetched.
+    #[error("item {name}: {source}")]
+    Item {
+        /// The item's name.
+        name: String,
+        /// Why.
+        #[source]
+        source: Box<KnowledgeError>,
+    },
+}
+
 /// What a discovery found.
 #[derive(Clone, Debug, Default)]
 pub struct Discovery {
@@ -115,7 +210,7 @@ pub struct Discovery {
 }
 
 /// What a knowledge sync did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct SyncReport {
     /// Agents whose index was read.
     pub indexes: usize,
@@ -127,8 +222,8 @@ pub struct SyncReport {
     pub skipped: usize,
     /// Bytes fetched.
     pub bytes: u64,
-    /// Items that could not be fetched, with the reason.
-    pub failed: Vec<(String, String)>,
+    /// Items that could not be fetched (by name), with the reason.
+    pub failed: Vec<(String, KnowledgeError)>,
     /// The items now held, by name (newest version per name).
     pub held: Vec<Item>,
 }
@@ -219,14 +314,14 @@ pub enum Event {
         /// From the call.
         ticket: Ticket,
         /// Per peer: its acknowledgement or the error.
-        results: Vec<(AgentId, Result<Ack, String>)>,
+        results: Vec<(AgentId, Result<Ack, KnowledgeError>)>,
     },
     /// A [`Ctx::sync_knowledge`] finished.
     Synced {
         /// From the call.
         ticket: Ticket,
         /// What it did.
-        result: Result<SyncReport, String>,
+        result: Result<SyncReport, KnowledgeError>,
     },
     /// A mesh input of ours was refused by the local mesh.
     SubmitFailed {

@@ -93,6 +93,30 @@ pub fn agents_decode(data: &[u8]) {
 
 const NOW: u64 = 1_800_000_000_000;
 
+/// Drains the ballots' outputs, checking each: decided at most once, certificates that verify
+/// and, when formed here, hold a quorum of distinct voters; evidence that verifies.
+fn check_ballot_outputs(b: &mut Ballots, decided: &mut Vec<[u8; 32]>, certs: &mut Vec<Certificate>) {
+    while let Some(o) = b.next_output() {
+        match o {
+            Output::Decided { id, decision, formed } => {
+                assert!(!decided.contains(&id), "decided twice");
+                decided.push(id);
+                if let Decision::Certified(c) = decision {
+                    assert!(c.verify().is_ok(), "a certificate that does not verify");
+                    assert_eq!(c.proposal.id(), id);
+                    if formed {
+                        let mut idx: Vec<u16> = c.signers.iter().map(|(i, _)| *i).collect();
+                        idx.dedup();
+                        assert!(idx.len() >= c.proposal.quorum());
+                    }
+                    certs.push(*c);
+                }
+            }
+            Output::Evidence { evidence, .. } => assert!(evidence.verify(), "evidence that does not verify"),
+        }
+    }
+}
+
 /// The ballots state machine fed an arbitrary sequence of proposals, votes (good, forged,
 /// equivocating, replayed), certificates, evidence and clock steps by 7 voters and an outsider.
 /// Invariants: a proposal is decided at most once; every certificate it forms verifies and holds
@@ -184,25 +208,7 @@ pub fn ballots_ops(data: &[u8]) {
             }
             _ => b.poll(now),
         }
-        while let Some(o) = b.next_output() {
-            match o {
-                Output::Decided { id, decision, formed } => {
-                    assert!(!decided.contains(&id), "decided twice");
-                    decided.push(id);
-                    if let Decision::Certified(c) = decision {
-                        assert!(c.verify().is_ok(), "a certificate that does not verify");
-                        assert_eq!(c.proposal.id(), id);
-                        if formed {
-                            let mut idx: Vec<u16> = c.signers.iter().map(|(i, _)| *i).collect();
-                            idx.dedup();
-                            assert!(idx.len() >= c.proposal.quorum());
-                        }
-                        certs.push(*c);
-                    }
-                }
-                Output::Evidence { evidence, .. } => assert!(evidence.verify(), "evidence that does not verify"),
-            }
-        }
+        check_ballot_outputs(&mut b, &mut decided, &mut certs);
         let s = b.stats();
         assert!(s.open as usize <= cfg.max_open);
     }

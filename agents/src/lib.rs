@@ -38,7 +38,7 @@ pub mod vote;
 pub mod wire;
 pub mod worlds;
 
-pub use agent::{Agent, AgentAddr, Ctx, Event, Profile};
+pub use agent::{Agent, AgentAddr, Ctx, Event, KnowledgeError, Profile};
 pub use discovery::{Criteria, Found};
 #[cfg(feature = "net")]
 pub use runtime::{Runtime, RuntimeConfig};

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use suprnova_agents::agent::{Agent, AgentAddr, Ctx, Event, Profile};
+use suprnova_agents::agent::{Agent, AgentAddr, Ctx, Event, KnowledgeError, Profile};
 use suprnova_agents::discovery::Criteria;
 use suprnova_agents::runtime::{ANNOUNCE_TOPIC, Runtime, RuntimeConfig, VOTES_TOPIC};
 use suprnova_agents::wire::{
@@ -333,7 +333,8 @@ async fn an_oversized_bundle_is_refused_before_it_is_fetched() {
         .await
         .unwrap();
     let err = results[0].1.clone().unwrap_err();
-    assert!(err.contains("over the limit"), "{err}");
+    assert!(matches!(err, KnowledgeError::Refused(_)), "{err:?}");
+    assert!(err.to_string().contains("over the limit"), "{err}");
     let s = b.stats();
     assert_eq!(s.knowledge_oversized, 1);
     assert_eq!((s.knowledge_fetched, s.knowledge_bytes), (0, 0));

@@ -157,7 +157,7 @@ pub fn blob_manifest(data: &[u8]) {
 /// views within capacity, never us; deliveries in order per origin run; every output drained
 /// within a bound.
 pub fn topic_ops(data: &[u8]) {
-    use crate::proto::topic::{Ed25519Verifier, Now, Out, TopicCore, TopicEvent, TopicsConfig};
+    use crate::proto::topic::{Ed25519Verifier, Now, TopicCore, TopicsConfig};
     use crate::wire::{Envelope, Frame, TopicId, decode_frame};
     use std::collections::BTreeMap;
     use suprnova_dht::{Identity, NodeId};
@@ -245,18 +245,31 @@ pub fn topic_ops(data: &[u8]) {
                 }
             }
         }
-        for _ in 0..100_000 {
-            let Some(out) = core.poll() else { break };
-            if let Out::Event { event: TopicEvent::Message { origin, seq, .. }, .. } = out {
-                // Within a run of the origin, seqs only go up.
-                let prev = last.insert(origin, seq);
-                assert!(prev.is_none_or(|p| p < seq), "order: {prev:?} then {seq}");
-            }
+        check_topic(&mut core, &mut last, &topic, &cfg, &me.id());
+    }
+}
+
+/// Drains the topic core's outputs (deliveries in order per origin run) and checks its views
+/// (within capacity, never us).
+fn check_topic(
+    core: &mut crate::proto::topic::TopicCore,
+    last: &mut std::collections::BTreeMap<suprnova_dht::NodeId, u64>,
+    topic: &crate::wire::TopicId,
+    cfg: &crate::proto::topic::TopicsConfig,
+    me: &suprnova_dht::NodeId,
+) {
+    use crate::proto::topic::{Out, TopicEvent};
+    for _ in 0..100_000 {
+        let Some(out) = core.poll() else { break };
+        if let Out::Event { event: TopicEvent::Message { origin, seq, .. }, .. } = out {
+            // Within a run of the origin, seqs only go up.
+            let prev = last.insert(origin, seq);
+            assert!(prev.is_none_or(|p| p < seq), "order: {prev:?} then {seq}");
         }
-        if let Some(info) = core.info(&topic) {
-            assert!(info.active.len() <= cfg.hyparview.active_view_capacity);
-            assert!(info.passive <= cfg.hyparview.passive_view_capacity);
-            assert!(!info.active.contains(&me.id()));
-        }
+    }
+    if let Some(info) = core.info(topic) {
+        assert!(info.active.len() <= cfg.hyparview.active_view_capacity);
+        assert!(info.passive <= cfg.hyparview.passive_view_capacity);
+        assert!(!info.active.contains(me));
     }
 }

@@ -103,6 +103,56 @@ pub fn presence_ops(data: &[u8]) -> usize {
     found.len()
 }
 
+/// A notarisation (or, with `fin` and a block, a finalisation) of `p` (⊥ at `height` if none)
+/// signed by `take` of members 1 ..= 3: the fuzzer holds a quorum.
+fn certificate(
+    ids: &[Identity],
+    mesh: &Digest,
+    p: Option<Proposal>,
+    fin: bool,
+    height: u64,
+    take: usize,
+) -> Option<Message> {
+    let h = p.as_ref().map_or(height, |p| p.height);
+    let d = p.as_ref().map(|p| p.digest(mesh));
+    let votes: Vec<(u16, Sig)> = (1u16..=3)
+        .filter_map(|i| {
+            let id = ids.get(usize::from(i))?;
+            let msg = match (fin, d) {
+                (true, Some(d)) => simplex::finalize_message(mesh, h, &d),
+                _ => simplex::vote_message(mesh, h, &d),
+            };
+            Some((i, Sig(id.sign(&msg))))
+        })
+        .take(take)
+        .collect();
+    let votes = Signers::try_from(votes).ok()?;
+    Some(match (fin, p) {
+        (true, Some(proposal)) => Message::Finalization { proposal, votes },
+        (_, proposal) => Message::Notarization { height: h, proposal, votes },
+    })
+}
+
+/// Drains the member's outputs, checking each: finalised heights strictly increase and carry
+/// certificates that verify, evidence proves itself; proposals asked for get a payload.
+fn check_outputs(s: &mut Simplex, now: Instant, mesh: &Digest, members: &Members, last_final: &mut u64) {
+    while let Some(out) = s.poll() {
+        match out {
+            Out::Finalized { proposal, digest, certificate } => {
+                assert!(proposal.height > *last_final, "finalised heights strictly increase");
+                *last_final = proposal.height;
+                assert_eq!(proposal.digest(mesh), digest);
+                if let Some(c) = certificate {
+                    assert!(members.verify_certificate(mesh, &c).is_ok(), "a certificate that does not verify");
+                }
+            }
+            Out::Propose { height, .. } => s.handle(now, In::Payload { height, payload: vec![0, 1], body: vec![2] }),
+            Out::Evidence(e) => assert!(e.verify(mesh, members), "evidence must prove itself"),
+            _ => {}
+        }
+    }
+}
+
 /// One member (index 0 of 4) fed an arbitrary sequence of validly signed proposals, votes,
 /// finalize votes, notarisations and finalisations from the other three (who may equivocate at
 /// will: three of four is past f, so only internal consistency is promised), raw undecodable
@@ -160,27 +210,11 @@ pub fn simplex_ops(data: &[u8]) -> u64 {
                 In::Message(Message::Finalize { height: p.height, digest: d, signer, sig })
             }
             4 | 5 => {
-                // A certificate signed by three members: the fuzzer holds a quorum.
                 let p = pick(&blocks, b(3));
-                let fin = b(0) % 9 == 5;
-                let h = p.as_ref().map_or(height, |p| p.height);
-                let d = digest_of(&p);
-                let votes: Vec<(u16, Sig)> = (1u16..=3)
-                    .filter_map(|i| {
-                        let id = ids.get(usize::from(i))?;
-                        let msg = match (fin, d) {
-                            (true, Some(d)) => simplex::finalize_message(&mesh, h, &d),
-                            _ => simplex::vote_message(&mesh, h, &d),
-                        };
-                        Some((i, Sig(id.sign(&msg))))
-                    })
-                    .take(usize::from(1 + b(4) % 3))
-                    .collect();
-                let Ok(votes) = Signers::try_from(votes) else { continue };
-                match (fin, p) {
-                    (true, Some(proposal)) => In::Message(Message::Finalization { proposal, votes }),
-                    (_, proposal) => In::Message(Message::Notarization { height: h, proposal, votes }),
-                }
+                let Some(m) = certificate(&ids, &mesh, p, b(0) % 9 == 5, height, usize::from(1 + b(4) % 3)) else {
+                    continue;
+                };
+                In::Message(m)
             }
             6 => {
                 let Ok(m) = postcard::from_bytes::<Message>(op) else { continue };
@@ -197,23 +231,7 @@ pub fn simplex_ops(data: &[u8]) -> u64 {
             }
         };
         s.handle(now, input);
-        while let Some(out) = s.poll() {
-            match out {
-                Out::Finalized { proposal, digest, certificate } => {
-                    assert!(proposal.height > last_final, "finalised heights strictly increase");
-                    last_final = proposal.height;
-                    assert_eq!(proposal.digest(&mesh), digest);
-                    if let Some(c) = certificate {
-                        assert!(members.verify_certificate(&mesh, &c).is_ok(), "a certificate that does not verify");
-                    }
-                }
-                Out::Propose { height, .. } => {
-                    s.handle(now, In::Payload { height, payload: vec![0, 1], body: vec![2] })
-                }
-                Out::Evidence(e) => assert!(e.verify(&mesh, &members), "evidence must prove itself"),
-                _ => {}
-            }
-        }
+        check_outputs(&mut s, now, &mesh, &members, &mut last_final);
         assert!(s.height() >= last_height, "height never goes down");
         last_height = s.height();
         assert!(s.finalized().0 < s.height());

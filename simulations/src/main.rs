@@ -165,136 +165,183 @@ fn main() -> Result<()> {
     let wall = std::time::Instant::now();
     match cli.scenario {
         Scenario::Lookup { common, lookups, values, start, joins_per_s } => {
-            check_loss(common.loss)?;
-            anyhow::ensure!(common.nodes.iter().all(|&n| n >= 2), "--nodes must be at least 2");
-            let mut o = scenarios::lookup::Options::new(common.nodes.clone(), common.seed);
-            o.out = Some(common.out.clone());
-            o.lookups = lookups;
-            o.values = values;
-            o.joins_per_s = joins_per_s;
-            o.start = start;
-            o.loss = common.loss;
-            o.progress = !common.quiet;
-            scenarios::lookup::run(&o)?;
+            run_lookup(&common, lookups, values, start, joins_per_s)?;
             done(&common, wall);
         }
         Scenario::Adversarial { common, colluders, paths, lookups, values } => {
-            check_loss(common.loss)?;
-            let mut o = scenarios::adversarial::Options::new(first_size(&common)?, common.seed);
-            o.out = Some(common.out.clone());
-            o.loss = common.loss;
-            o.shares = colluders.iter().map(|p| p / 100.0).collect();
-            anyhow::ensure!(o.shares.iter().all(|f| (0.0..1.0).contains(f)), "--colluders are percentages in [0, 100)");
-            anyhow::ensure!(paths.iter().all(|&p| (1..=16).contains(&p)), "--paths must be 1..=16");
-            o.paths = paths;
-            o.lookups = lookups;
-            o.values = values;
-            o.progress = !common.quiet;
-            scenarios::adversarial::run(&o)?;
+            run_adversarial(&common, &colluders, paths, lookups, values)?;
             done(&common, wall);
         }
         Scenario::Churn { common, replication, session_s, duration_s, values } => {
-            check_loss(common.loss)?;
-            let mut o = scenarios::churn::Options::new(first_size(&common)?, common.seed);
-            o.out = Some(common.out.clone());
-            o.loss = common.loss;
-            anyhow::ensure!(replication.iter().all(|&r| (1..=20).contains(&r)), "--replication must be 1..=20");
-            anyhow::ensure!(session_s > 0 && duration_s > 0, "--session-s and --duration-s must be positive");
-            o.replication = replication;
-            o.session = nanos(session_s, suprnova_sim::engine::SEC, "--session-s")?;
-            o.duration = nanos(duration_s, suprnova_sim::engine::SEC, "--duration-s")?;
-            o.values = values;
-            o.progress = !common.quiet;
-            scenarios::churn::run(&o)?;
+            run_churn(&common, replication, session_s, duration_s, values)?;
             done(&common, wall);
         }
         Scenario::Bootstrap { common, joins_per_s, sample_every } => {
-            anyhow::ensure!(joins_per_s > 0.0, "--joins-per-s must be positive");
-            check_loss(common.loss)?;
-            let mut o = scenarios::bootstrap::Options::new(first_size(&common)?, common.seed);
-            o.out = Some(common.out.clone());
-            o.loss = common.loss;
-            o.joins_per_s = joins_per_s;
-            o.sample_every = sample_every.max(1);
-            o.progress = !common.quiet;
-            scenarios::bootstrap::run(&o)?;
+            run_bootstrap(&common, joins_per_s, sample_every)?;
             done(&common, wall);
         }
         Scenario::Partition { common, partition_s, layers, after_s } => {
-            anyhow::ensure!(after_s > 0, "--after-s must be positive");
-            check_loss(common.loss)?;
-            let mut o = scenarios::partition::Options::new(first_size(&common)?, common.seed);
-            o.out = Some(common.out.clone());
-            o.loss = common.loss;
-            anyhow::ensure!(!partition_s.is_empty(), "--partition-s needs at least one length");
-            o.partitions = partition_s
-                .iter()
-                .map(|&p| nanos(p, suprnova_sim::engine::SEC, "--partition-s"))
-                .collect::<Result<_>>()?;
-            for l in &layers {
-                anyhow::ensure!(l == "routing" || l == "gossip", "--layers takes routing and gossip, not {l:?}");
-            }
-            o.routing = layers.iter().any(|l| l == "routing");
-            o.gossip = layers.iter().any(|l| l == "gossip");
-            o.after = nanos(after_s, suprnova_sim::engine::SEC, "--after-s")?;
-            o.progress = !common.quiet;
-            scenarios::partition::run(&o)?;
+            run_partition(&common, &partition_s, &layers, after_s)?;
             done(&common, wall);
         }
         Scenario::Mesh { common, byzantine, behaviours, duration_s, timeout_ms, input_every_ms } => {
-            anyhow::ensure!(common.nodes.iter().all(|&n| (1..=256).contains(&n)), "mesh members must be 1..=256");
-            anyhow::ensure!(
-                byzantine.iter().all(|p| (0.0..100.0).contains(p)),
-                "--byzantine are percentages in [0, 100)"
-            );
-            no_loss(&common, "mesh")?;
-            let mut o = scenarios::mesh::Options::new(common.nodes.clone(), common.seed);
-            o.out = Some(common.out.clone());
-            o.shares = byzantine.iter().map(|p| p / 100.0).collect();
-            o.behaviours = behaviours
-                .iter()
-                .map(|b| match b.as_str() {
-                    "silent" => Ok(suprnova_sim::mesh::Behaviour::Silent),
-                    "equivocating" => Ok(suprnova_sim::mesh::Behaviour::Equivocating),
-                    other => Err(anyhow::anyhow!("unknown behaviour {other:?} (silent or equivocating)")),
-                })
-                .collect::<Result<_>>()?;
-            o.duration = nanos(duration_s, suprnova_sim::engine::SEC, "--duration-s")?;
-            if let Some(ms) = timeout_ms {
-                o.timeout = std::time::Duration::from_millis(ms);
-            }
-            anyhow::ensure!(input_every_ms >= 1, "--input-every-ms must be at least 1");
-            o.input_every = input_every_ms * suprnova_sim::engine::MS;
-            o.progress = !common.quiet;
-            scenarios::mesh::run(&o)?;
+            run_mesh(&common, &byzantine, &behaviours, duration_s, timeout_ms, input_every_ms)?;
             done(&common, wall);
         }
         Scenario::Broadcast { common, failures, modes, messages, fast_detect_ms, graft_ms } => {
-            no_loss(&common, "broadcast")?;
-            let mut o = scenarios::broadcast::Options::new(first_size(&common)?, common.seed);
-            o.out = Some(common.out.clone());
-            o.failures = failures.iter().map(|p| p / 100.0).collect();
-            anyhow::ensure!(
-                o.failures.iter().all(|f| (0.0..1.0).contains(f)),
-                "--failures are percentages in [0, 100)"
-            );
-            o.modes = modes
-                .iter()
-                .map(|m| match m.as_str() {
-                    "plumtree" => Ok(suprnova_sim::gossip::Mode::Plumtree),
-                    "flood" => Ok(suprnova_sim::gossip::Mode::Flood),
-                    other => Err(anyhow::anyhow!("unknown mode {other:?} (plumtree or flood)")),
-                })
-                .collect::<Result<_>>()?;
-            o.messages = messages;
-            o.fast_detect =
-                fast_detect_ms.map(|ms| nanos(ms, suprnova_sim::engine::MS, "--fast-detect-ms")).transpose()?;
-            o.graft_timeout = graft_ms.map(|ms| nanos(ms, suprnova_sim::engine::MS, "--graft-ms")).transpose()?;
-            o.progress = !common.quiet;
-            scenarios::broadcast::run(&o)?;
+            run_broadcast(&common, &failures, &modes, messages, fast_detect_ms, graft_ms)?;
             done(&common, wall);
         }
     }
+    Ok(())
+}
+
+/// Checks the `lookup` flags and runs the scenario.
+fn run_lookup(common: &Common, lookups: usize, values: usize, start: scenarios::Start, joins_per_s: f64) -> Result<()> {
+    check_loss(common.loss)?;
+    anyhow::ensure!(common.nodes.iter().all(|&n| n >= 2), "--nodes must be at least 2");
+    let mut o = scenarios::lookup::Options::new(common.nodes.clone(), common.seed);
+    o.out = Some(common.out.clone());
+    o.lookups = lookups;
+    o.values = values;
+    o.joins_per_s = joins_per_s;
+    o.start = start;
+    o.loss = common.loss;
+    o.progress = !common.quiet;
+    scenarios::lookup::run(&o)?;
+    Ok(())
+}
+
+/// Checks the `adversarial` flags and runs the scenario.
+fn run_adversarial(common: &Common, colluders: &[f64], paths: Vec<usize>, lookups: usize, values: usize) -> Result<()> {
+    check_loss(common.loss)?;
+    let mut o = scenarios::adversarial::Options::new(first_size(common)?, common.seed);
+    o.out = Some(common.out.clone());
+    o.loss = common.loss;
+    o.shares = colluders.iter().map(|p| p / 100.0).collect();
+    anyhow::ensure!(o.shares.iter().all(|f| (0.0..1.0).contains(f)), "--colluders are percentages in [0, 100)");
+    anyhow::ensure!(paths.iter().all(|&p| (1..=16).contains(&p)), "--paths must be 1..=16");
+    o.paths = paths;
+    o.lookups = lookups;
+    o.values = values;
+    o.progress = !common.quiet;
+    scenarios::adversarial::run(&o)?;
+    Ok(())
+}
+
+/// Checks the `churn` flags and runs the scenario.
+fn run_churn(common: &Common, replication: Vec<usize>, session_s: u64, duration_s: u64, values: usize) -> Result<()> {
+    check_loss(common.loss)?;
+    let mut o = scenarios::churn::Options::new(first_size(common)?, common.seed);
+    o.out = Some(common.out.clone());
+    o.loss = common.loss;
+    anyhow::ensure!(replication.iter().all(|&r| (1..=20).contains(&r)), "--replication must be 1..=20");
+    anyhow::ensure!(session_s > 0 && duration_s > 0, "--session-s and --duration-s must be positive");
+    o.replication = replication;
+    o.session = nanos(session_s, suprnova_sim::engine::SEC, "--session-s")?;
+    o.duration = nanos(duration_s, suprnova_sim::engine::SEC, "--duration-s")?;
+    o.values = values;
+    o.progress = !common.quiet;
+    scenarios::churn::run(&o)?;
+    Ok(())
+}
+
+/// Checks the `bootstrap` flags and runs the scenario.
+fn run_bootstrap(common: &Common, joins_per_s: f64, sample_every: usize) -> Result<()> {
+    anyhow::ensure!(joins_per_s > 0.0, "--joins-per-s must be positive");
+    check_loss(common.loss)?;
+    let mut o = scenarios::bootstrap::Options::new(first_size(common)?, common.seed);
+    o.out = Some(common.out.clone());
+    o.loss = common.loss;
+    o.joins_per_s = joins_per_s;
+    o.sample_every = sample_every.max(1);
+    o.progress = !common.quiet;
+    scenarios::bootstrap::run(&o)?;
+    Ok(())
+}
+
+/// Checks the `partition` flags and runs the scenario.
+fn run_partition(common: &Common, partition_s: &[u64], layers: &[String], after_s: u64) -> Result<()> {
+    anyhow::ensure!(after_s > 0, "--after-s must be positive");
+    check_loss(common.loss)?;
+    let mut o = scenarios::partition::Options::new(first_size(common)?, common.seed);
+    o.out = Some(common.out.clone());
+    o.loss = common.loss;
+    anyhow::ensure!(!partition_s.is_empty(), "--partition-s needs at least one length");
+    o.partitions =
+        partition_s.iter().map(|&p| nanos(p, suprnova_sim::engine::SEC, "--partition-s")).collect::<Result<_>>()?;
+    for l in layers {
+        anyhow::ensure!(l == "routing" || l == "gossip", "--layers takes routing and gossip, not {l:?}");
+    }
+    o.routing = layers.iter().any(|l| l == "routing");
+    o.gossip = layers.iter().any(|l| l == "gossip");
+    o.after = nanos(after_s, suprnova_sim::engine::SEC, "--after-s")?;
+    o.progress = !common.quiet;
+    scenarios::partition::run(&o)?;
+    Ok(())
+}
+
+/// Checks the `mesh` flags and runs the scenario.
+fn run_mesh(
+    common: &Common,
+    byzantine: &[f64],
+    behaviours: &[String],
+    duration_s: u64,
+    timeout_ms: Option<u64>,
+    input_every_ms: u64,
+) -> Result<()> {
+    anyhow::ensure!(common.nodes.iter().all(|&n| (1..=256).contains(&n)), "mesh members must be 1..=256");
+    anyhow::ensure!(byzantine.iter().all(|p| (0.0..100.0).contains(p)), "--byzantine are percentages in [0, 100)");
+    no_loss(common, "mesh")?;
+    let mut o = scenarios::mesh::Options::new(common.nodes.clone(), common.seed);
+    o.out = Some(common.out.clone());
+    o.shares = byzantine.iter().map(|p| p / 100.0).collect();
+    o.behaviours = behaviours
+        .iter()
+        .map(|b| match b.as_str() {
+            "silent" => Ok(suprnova_sim::mesh::Behaviour::Silent),
+            "equivocating" => Ok(suprnova_sim::mesh::Behaviour::Equivocating),
+            other => Err(anyhow::anyhow!("unknown behaviour {other:?} (silent or equivocating)")),
+        })
+        .collect::<Result<_>>()?;
+    o.duration = nanos(duration_s, suprnova_sim::engine::SEC, "--duration-s")?;
+    if let Some(ms) = timeout_ms {
+        o.timeout = std::time::Duration::from_millis(ms);
+    }
+    anyhow::ensure!(input_every_ms >= 1, "--input-every-ms must be at least 1");
+    o.input_every = input_every_ms * suprnova_sim::engine::MS;
+    o.progress = !common.quiet;
+    scenarios::mesh::run(&o)?;
+    Ok(())
+}
+
+/// Checks the `broadcast` flags and runs the scenario.
+fn run_broadcast(
+    common: &Common,
+    failures: &[f64],
+    modes: &[String],
+    messages: usize,
+    fast_detect_ms: Option<u64>,
+    graft_ms: Option<u64>,
+) -> Result<()> {
+    no_loss(common, "broadcast")?;
+    let mut o = scenarios::broadcast::Options::new(first_size(common)?, common.seed);
+    o.out = Some(common.out.clone());
+    o.failures = failures.iter().map(|p| p / 100.0).collect();
+    anyhow::ensure!(o.failures.iter().all(|f| (0.0..1.0).contains(f)), "--failures are percentages in [0, 100)");
+    o.modes = modes
+        .iter()
+        .map(|m| match m.as_str() {
+            "plumtree" => Ok(suprnova_sim::gossip::Mode::Plumtree),
+            "flood" => Ok(suprnova_sim::gossip::Mode::Flood),
+            other => Err(anyhow::anyhow!("unknown mode {other:?} (plumtree or flood)")),
+        })
+        .collect::<Result<_>>()?;
+    o.messages = messages;
+    o.fast_detect = fast_detect_ms.map(|ms| nanos(ms, suprnova_sim::engine::MS, "--fast-detect-ms")).transpose()?;
+    o.graft_timeout = graft_ms.map(|ms| nanos(ms, suprnova_sim::engine::MS, "--graft-ms")).transpose()?;
+    o.progress = !common.quiet;
+    scenarios::broadcast::run(&o)?;
     Ok(())
 }
 

@@ -475,7 +475,7 @@ async fn knowledge(env: &Env<'_>, honest: &[&Hosted], report: &mut AgentsReport)
         if let Err(e) = r
             && report.knowledge_errors.len() < 4
         {
-            report.knowledge_errors.push(e.clone());
+            report.knowledge_errors.push(e.to_string());
         }
     }
     if one.iter().all(|(_, r)| r.is_ok()) {

@@ -24,11 +24,12 @@ use std::time::Duration;
 use suprnova_dht::NodeId;
 use suprnova_dht::identity::Identity;
 use suprnova_dht::wire::{Key, MutableRecord, Record, SetEntry};
-use suprnova_node::{BlobHash, Node, NodeError};
+use suprnova_node::{BlobError, BlobHash, Node, NodeError};
 use tokio::task::JoinSet;
 
 use super::{Runtime, lock, unix_ms};
-use crate::agent::{AgentAddr, Event, SyncReport};
+pub use crate::agent::KnowledgeError;
+use crate::agent::{AgentAddr, Event, SendError, SyncReport};
 use crate::wire::{
     self, Ack, AgentId, DomainEntry, Envelope, Index, IndexRef, Item, Offer, OfferReply, Reply, System, bounded,
     domain_key, index_salt,
@@ -64,13 +65,30 @@ impl Store {
 
 /// Fetches blob `hash` from `providers`, refusing it (before any chunk) if its manifest
 /// announces more than `max` bytes.
-async fn fetch_limited(node: &Node, hash: BlobHash, providers: Vec<NodeId>, max: u64) -> Result<u64, String> {
-    let (data, _) = node.fetch_blob_at_most(hash, &providers, max, None).await.map_err(|e| e.to_string())?;
+async fn fetch_limited(node: &Node, hash: BlobHash, providers: Vec<NodeId>, max: u64) -> Result<u64, NodeError> {
+    let (data, _) = node.fetch_blob_at_most(hash, &providers, max, None).await?;
     Ok(data.len() as u64)
 }
 
-fn too_large(e: &NodeError) -> String {
-    e.to_string()
+/// A node error as the shared source of a [`KnowledgeError`].
+fn net(e: NodeError) -> Arc<dyn std::error::Error + Send + Sync> {
+    Arc::new(e)
+}
+
+impl KnowledgeError {
+    /// The node error behind this one, if a node operation failed.
+    pub fn node_error(&self) -> Option<&NodeError> {
+        match self {
+            KnowledgeError::IndexRecord(e)
+            | KnowledgeError::Providers(e)
+            | KnowledgeError::DomainSet(e)
+            | KnowledgeError::IndexFetch(e)
+            | KnowledgeError::Fetch(e)
+            | KnowledgeError::Offer(SendError::Network(e)) => e.downcast_ref::<NodeError>(),
+            KnowledgeError::Item { source, .. } => source.node_error(),
+            _ => None,
+        }
+    }
 }
 
 impl Runtime {
@@ -92,8 +110,8 @@ impl Runtime {
         peers: &[AgentAddr],
         domain: &str,
         items: Vec<(String, Arc<Vec<u8>>)>,
-    ) -> Result<Vec<(AgentId, Result<Ack, String>)>, String> {
-        let domain_b = bounded(domain).ok_or("domain name too long")?;
+    ) -> Result<Vec<(AgentId, Result<Ack, KnowledgeError>)>, KnowledgeError> {
+        let domain_b = bounded(domain).ok_or(KnowledgeError::DomainTooLong)?;
         let (index, iref) = self.publish_index(agent, domain, items)?;
         let node = self.inner.node.clone();
         // Publishing in the DHT runs beside the offers: peers fetch from us directly.
@@ -106,7 +124,7 @@ impl Runtime {
         let offer = Offer { domain: domain_b, index: iref, version: index.version };
         let mut body = wire::SYSTEM_TAG.to_vec();
         body.extend_from_slice(&wire::encode(&System::Offer(offer)));
-        let Some(me) = self.hosted(&agent.public_key()) else { return Err("agent not hosted here".into()) };
+        let Some(me) = self.hosted(&agent.public_key()) else { return Err(KnowledgeError::NotHosted) };
         let mut set = JoinSet::new();
         for p in peers {
             let rt = self.clone();
@@ -123,10 +141,10 @@ impl Runtime {
                     match rt.request(&me.identity.public_key(), p, &body).await {
                         Ok(bytes) => match wire::decode::<OfferReply>(&bytes) {
                             Ok(OfferReply::Ack(a)) => Ok(a),
-                            Ok(OfferReply::Refused(why)) => Err(why.as_str().to_string()),
-                            Err(_) => Err("bad answer".to_string()),
+                            Ok(OfferReply::Refused(why)) => Err(KnowledgeError::Refused(why)),
+                            Err(e) => Err(KnowledgeError::BadAnswer(e)),
                         },
-                        Err(e) => Err(e.to_string()),
+                        Err(e) => Err(KnowledgeError::Offer(e)),
                     }
                 };
                 (p.agent, r)
@@ -150,7 +168,7 @@ impl Runtime {
         agent: &Identity,
         domain: &str,
         items: Vec<(String, Arc<Vec<u8>>)>,
-    ) -> Result<(Index, IndexRef), String> {
+    ) -> Result<(Index, IndexRef), KnowledgeError> {
         let node = &self.inner.node;
         let pk = agent.public_key();
         let mut merged: BTreeMap<String, Item> = lock(&self.inner.knowledge.own)
@@ -161,19 +179,19 @@ impl Runtime {
         for (name, data) in items {
             let size = data.len() as u64;
             let hash = node.add_blob(Arc::try_unwrap(data).unwrap_or_else(|a| (*a).clone()));
-            let item = Item { name: bounded(&name).ok_or("item name too long")?, blob: hash.0, size };
+            let item = Item { name: bounded(&name).ok_or(KnowledgeError::ItemNameTooLong)?, blob: hash.0, size };
             new_items.push(item.clone());
             merged.insert(name, item);
         }
         let prev = lock(&self.inner.knowledge.own).get(&(pk, domain.to_string())).map_or(0, |i| i.version);
         let index = Index {
             agent: pk,
-            domain: bounded(domain).ok_or("domain name too long")?,
+            domain: bounded(domain).ok_or(KnowledgeError::DomainTooLong)?,
             version: unix_ms().max(prev + 1),
-            items: merged.into_values().collect::<Vec<_>>().try_into().map_err(|_| "too many items")?,
+            items: merged.into_values().collect::<Vec<_>>().try_into().map_err(|_| KnowledgeError::TooManyItems)?,
         };
         let bytes = wire::encode(&index);
-        let size = u32::try_from(bytes.len()).map_err(|_| "index too large")?;
+        let size = u32::try_from(bytes.len()).map_err(|_| KnowledgeError::IndexTooLarge)?;
         let hash = node.add_blob(bytes);
         let iref = IndexRef { blob: hash.0, size, items: index.items.len() as u32, total: index.total_size() };
         lock(&self.inner.knowledge.own).insert((pk, domain.to_string()), index.clone());
@@ -204,17 +222,22 @@ impl Runtime {
         }
         while let Some(r) = set.join_next().await {
             if let Ok(Err(e)) = r {
-                tracing::debug!(error = %too_large(&e), "knowledge record not published");
+                tracing::debug!(error = %e, "knowledge record not published");
             }
         }
     }
 
     /// Agent `agent`'s newest index in `domain`, read from its mutable record and checked.
-    pub async fn knowledge_index(&self, agent: &AgentId, domain: &str) -> Result<Index, String> {
+    pub async fn knowledge_index(&self, agent: &AgentId, domain: &str) -> Result<Index, KnowledgeError> {
         let key = Key::for_mutable(agent, &index_salt(domain));
-        let m = self.inner.node.get_mutable(key).await.map_err(|e| e.to_string())?;
-        let iref: IndexRef = wire::decode(&m.value).map_err(|e| e.to_string())?;
-        let providers = self.inner.node.find_blob_providers(BlobHash(iref.blob)).await.map_err(|e| e.to_string())?;
+        let m = self.inner.node.get_mutable(key).await.map_err(|e| KnowledgeError::IndexRecord(net(e)))?;
+        let iref: IndexRef = wire::decode(&m.value).map_err(KnowledgeError::BadIndexRef)?;
+        let providers = self
+            .inner
+            .node
+            .find_blob_providers(BlobHash(iref.blob))
+            .await
+            .map_err(|e| KnowledgeError::Providers(net(e)))?;
         self.fetch_index(iref, providers, agent, domain, Some(m.seq)).await
     }
 
@@ -225,28 +248,28 @@ impl Runtime {
         agent: &AgentId,
         domain: &str,
         version: Option<u64>,
-    ) -> Result<Index, String> {
+    ) -> Result<Index, KnowledgeError> {
         let c = &self.inner.counters;
         let cfg = &self.inner.cfg;
         if u64::from(iref.size) > cfg.max_index || iref.total > cfg.max_bundle {
             c.knowledge_oversized.fetch_add(1, Ordering::Relaxed);
-            return Err(format!("bundle of {} bytes (index {} bytes) over the limit", iref.total, iref.size));
+            return Err(KnowledgeError::TooLarge { bundle: iref.total, index: iref.size });
         }
         let hash = BlobHash(iref.blob);
         if self.inner.node.blob(&hash).is_none()
             && let Err(e) = fetch_limited(&self.inner.node, hash, providers, cfg.max_index).await
         {
-            if e.contains("allowed") {
+            if matches!(e, NodeError::Blob(BlobError::TooLarge { .. })) {
                 c.knowledge_oversized.fetch_add(1, Ordering::Relaxed);
             }
-            return Err(format!("index: {e}"));
+            return Err(KnowledgeError::IndexFetch(net(e)));
         }
-        let bytes = self.inner.node.blob(&hash).ok_or("index vanished")?;
+        let bytes = self.inner.node.blob(&hash).ok_or(KnowledgeError::IndexVanished)?;
         let index: Index = match wire::decode(&bytes) {
             Ok(i) => i,
-            Err(_) => {
+            Err(e) => {
                 c.knowledge_bad_index.fetch_add(1, Ordering::Relaxed);
-                return Err("index does not decode".into());
+                return Err(KnowledgeError::IndexDecode(e));
             }
         };
         let ok = index.check().is_ok()
@@ -257,18 +280,18 @@ impl Runtime {
             && index.items.len() as u64 == u64::from(iref.items);
         if !ok {
             c.knowledge_bad_index.fetch_add(1, Ordering::Relaxed);
-            return Err("index does not match its reference".into());
+            return Err(KnowledgeError::IndexMismatch);
         }
         if index.total_size() > cfg.max_bundle {
             c.knowledge_oversized.fetch_add(1, Ordering::Relaxed);
-            return Err("bundle over the limit".into());
+            return Err(KnowledgeError::BundleTooLarge { size: index.total_size(), max: cfg.max_bundle });
         }
         Ok(index)
     }
 
     /// Fetches the items this node lacks, each from all of its providers; returns
     /// (fetched, skipped, bytes, failures).
-    async fn fetch_items(&self, items: Vec<(Item, Vec<NodeId>)>) -> (usize, usize, u64, Vec<(String, String)>) {
+    async fn fetch_items(&self, items: Vec<(Item, Vec<NodeId>)>) -> (usize, usize, u64, Vec<(String, KnowledgeError)>) {
         let c = &self.inner.counters;
         let (mut fetched, mut skipped, mut bytes, mut failed) = (0, 0, 0u64, Vec::new());
         let mut set = JoinSet::new();
@@ -327,19 +350,19 @@ impl Runtime {
             }
             Ok(System::Offer(offer)) => match self.accept_offer(from, e, offer).await {
                 Ok(ack) => OfferReply::Ack(ack),
-                Err(why) => OfferReply::Refused(bounded_lossy(&why)),
+                Err(why) => OfferReply::Refused(bounded_lossy(&why.to_string())),
             },
         }
     }
 
-    async fn accept_offer(&self, from: NodeId, e: &Envelope, offer: Offer) -> Result<Ack, String> {
-        let Some(h) = self.hosted(&e.to) else { return Err("no such agent".into()) };
+    async fn accept_offer(&self, from: NodeId, e: &Envelope, offer: Offer) -> Result<Ack, KnowledgeError> {
+        let Some(h) = self.hosted(&e.to) else { return Err(KnowledgeError::NoSuchAgent) };
         let domain = offer.domain.as_str().to_string();
         let index = self.fetch_index(offer.index, vec![from], &e.from, &domain, Some(offer.version)).await?;
         let items: Vec<(Item, Vec<NodeId>)> = index.items.iter().map(|i| (i.clone(), vec![from])).collect();
         let (fetched, skipped, bytes, failed) = self.fetch_items(items).await;
-        if let Some((name, why)) = failed.first() {
-            return Err(format!("item {name}: {why}"));
+        if let Some((name, why)) = failed.into_iter().next() {
+            return Err(KnowledgeError::Item { name, source: Box::new(why) });
         }
         self.inner.knowledge.hold(&domain, &index.items);
         let ack = Ack { fetched: fetched as u32, skipped: skipped as u32, bytes };
@@ -347,20 +370,26 @@ impl Runtime {
         Ok(ack)
     }
 
-    fn accept_local(&self, to: &AgentId, from: &AgentId, domain: String, items: &[Item]) -> Result<Ack, String> {
-        let h = self.hosted(to).ok_or("no such agent")?;
+    fn accept_local(
+        &self,
+        to: &AgentId,
+        from: &AgentId,
+        domain: String,
+        items: &[Item],
+    ) -> Result<Ack, KnowledgeError> {
+        let h = self.hosted(to).ok_or(KnowledgeError::NoSuchAgent)?;
         let ack = Ack { fetched: 0, skipped: items.len() as u32, bytes: 0 };
         let _ = h.tx_event(Event::Knowledge { from: *from, domain, items: items.to_vec(), ack });
         Ok(ack)
     }
 
     /// Fetches what this node lacks of every index published in `domain`.
-    pub async fn sync_knowledge(&self, domain: &str) -> Result<SyncReport, String> {
+    pub async fn sync_knowledge(&self, domain: &str) -> Result<SyncReport, KnowledgeError> {
         let node = &self.inner.node;
         let entries = match node.get_set(Key(domain_key(domain))).await {
             Ok(e) => e,
             Err(NodeError::NotFound) => Vec::new(),
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(KnowledgeError::DomainSet(net(e))),
         };
         let mut set = JoinSet::new();
         for entry in entries.into_iter().take(64) {
@@ -400,7 +429,7 @@ impl Runtime {
         let total: u64 = best.values().fold(0u64, |a, (_, i)| a.saturating_add(i.size));
         if total > self.inner.cfg.max_bundle {
             self.inner.counters.knowledge_oversized.fetch_add(1, Ordering::Relaxed);
-            return Err(format!("domain holds {total} bytes, over the {} allowed", self.inner.cfg.max_bundle));
+            return Err(KnowledgeError::DomainTooLarge { size: total, max: self.inner.cfg.max_bundle });
         }
         let items: Vec<(Item, Vec<NodeId>)> = best
             .values()
@@ -423,13 +452,18 @@ impl Runtime {
     }
 }
 
-fn tally(r: (Item, Result<u64, String>), fetched: &mut usize, bytes: &mut u64, failed: &mut Vec<(String, String)>) {
+fn tally(
+    r: (Item, Result<u64, NodeError>),
+    fetched: &mut usize,
+    bytes: &mut u64,
+    failed: &mut Vec<(String, KnowledgeError)>,
+) {
     match r {
         (_, Ok(n)) => {
             *fetched += 1;
             *bytes += n;
         }
-        (item, Err(e)) => failed.push((item.name.as_str().to_string(), e)),
+        (item, Err(e)) => failed.push((item.name.as_str().to_string(), KnowledgeError::Fetch(net(e)))),
     }
 }
 

@@ -49,63 +49,69 @@ impl Simplex {
                     self.add_finalize(now, height, digest, signer, sig);
                 }
             }
-            Message::Notarization { height, proposal, votes } => {
-                if height <= self.finalized.0 {
-                    self.stats.drops.old += 1;
-                    return;
-                }
-                let choice = proposal.as_ref().map(|p| p.digest(&self.mesh));
-                if proposal.as_ref().is_some_and(|p| p.height != height) {
-                    self.stats.drops.bad_certificate += 1;
-                    return;
-                }
-                if self.slots.get(&height).is_some_and(|s| s.notarized.contains(&choice)) {
-                    self.stats.drops.duplicate += 1;
-                    return;
-                }
-                if self.members.check(&vote_message(&self.mesh, height, &choice), &votes).is_err() {
-                    self.stats.drops.bad_certificate += 1;
-                    return;
-                }
-                let slot = self.slots.entry(height).or_default();
-                if let (Some(p), Some(d)) = (proposal, choice) {
-                    slot.blocks.insert(d, p);
-                }
-                for (i, sig) in votes.iter() {
-                    slot.votes.entry(choice).or_default().insert(*i, *sig);
-                }
-                if let Some(d) = choice {
-                    for (i, sig) in votes.iter() {
-                        self.check_equivocation(height, false, *i, d, *sig);
-                    }
-                }
-                self.notarized(now, height, choice);
-            }
-            Message::Finalization { proposal, votes } => {
-                let height = proposal.height;
-                if height <= self.finalized.0 {
-                    self.stats.drops.old += 1;
-                    return;
-                }
-                let digest = proposal.digest(&self.mesh);
-                if self.members.check(&finalize_message(&self.mesh, height, &digest), &votes).is_err() {
-                    self.stats.drops.bad_certificate += 1;
-                    return;
-                }
-                let slot = self.slots.entry(height).or_default();
-                slot.blocks.insert(digest, proposal);
-                for (i, sig) in votes.iter() {
-                    slot.finalizes.entry(digest).or_default().insert(*i, *sig);
-                }
-                for (i, sig) in votes.iter() {
-                    self.check_equivocation(height, true, *i, digest, *sig);
-                }
-                let Some(slot) = self.slots.get_mut(&height) else { return };
-                // A finalised block is notarised (its finalize voters saw q votes).
-                slot.notarized.insert(Some(digest));
-                self.finalize(now, height, digest);
+            Message::Notarization { height, proposal, votes } => self.on_notarization(now, height, proposal, votes),
+            Message::Finalization { proposal, votes } => self.on_finalization(now, proposal, votes),
+        }
+    }
+
+    /// A notarisation (a quorum's votes for a block or ⊥ at `height`), checked and recorded.
+    fn on_notarization(&mut self, now: Instant, height: u64, proposal: Option<Proposal>, votes: Signers) {
+        if height <= self.finalized.0 {
+            self.stats.drops.old += 1;
+            return;
+        }
+        let choice = proposal.as_ref().map(|p| p.digest(&self.mesh));
+        if proposal.as_ref().is_some_and(|p| p.height != height) {
+            self.stats.drops.bad_certificate += 1;
+            return;
+        }
+        if self.slots.get(&height).is_some_and(|s| s.notarized.contains(&choice)) {
+            self.stats.drops.duplicate += 1;
+            return;
+        }
+        if self.members.check(&vote_message(&self.mesh, height, &choice), &votes).is_err() {
+            self.stats.drops.bad_certificate += 1;
+            return;
+        }
+        let slot = self.slots.entry(height).or_default();
+        if let (Some(p), Some(d)) = (proposal, choice) {
+            slot.blocks.insert(d, p);
+        }
+        for (i, sig) in votes.iter() {
+            slot.votes.entry(choice).or_default().insert(*i, *sig);
+        }
+        if let Some(d) = choice {
+            for (i, sig) in votes.iter() {
+                self.check_equivocation(height, false, *i, d, *sig);
             }
         }
+        self.notarized(now, height, choice);
+    }
+
+    /// A finalisation (a quorum's finalize votes for a block), checked and recorded.
+    fn on_finalization(&mut self, now: Instant, proposal: Proposal, votes: Signers) {
+        let height = proposal.height;
+        if height <= self.finalized.0 {
+            self.stats.drops.old += 1;
+            return;
+        }
+        let digest = proposal.digest(&self.mesh);
+        if self.members.check(&finalize_message(&self.mesh, height, &digest), &votes).is_err() {
+            self.stats.drops.bad_certificate += 1;
+            return;
+        }
+        let slot = self.slots.entry(height).or_default();
+        slot.blocks.insert(digest, proposal);
+        for (i, sig) in votes.iter() {
+            slot.finalizes.entry(digest).or_default().insert(*i, *sig);
+        }
+        for (i, sig) in votes.iter() {
+            self.check_equivocation(height, true, *i, digest, *sig);
+        }
+        let Some(slot) = self.slots.get_mut(&height) else { return };
+        // A finalised block is notarised (its finalize voters saw q votes).
+        slot.notarized.insert(Some(digest));
+        self.finalize(now, height, digest);
     }
 
     /// Records `signer`'s (verified) signature for block `d` at `height`; false, with evidence

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use rand_chacha::ChaCha8Rng;
 use suprnova_dht::identity::NodeId;
 use suprnova_dht::proto::{DhtEvent, GetMode};
 use suprnova_dht::testing::Adversary;
@@ -25,7 +26,7 @@ use suprnova_dht::wire::{Key, Record};
 
 use super::lookup::run_while;
 use super::{dht_config, millis, warm};
-use crate::dht::{DhtSim, Role};
+use crate::dht::{DhtSim, Reported, Role};
 use crate::engine::{self, MS, NetModel, SEC};
 use crate::report::{self, Csv, Plot, Series, Table, percentile};
 
@@ -132,8 +133,40 @@ pub fn run(o: &Options) -> Result<Vec<Run>> {
     super::finish(o.out.as_deref(), runs, |dir, v| write(o, dir, v), |v| summary(v))
 }
 
+/// Runs one (share, paths) combination: warm network, stores, lookups, gets, tally.
 fn run_one(o: &Options, share: f64, paths: usize) -> Run {
     let wall = Instant::now();
+    let (mut sim, mut rng, honest) = setup(o, share, paths);
+    let mut r = Run { share, paths, ..Run::default() };
+    let keys = store_records(o, &mut sim, &mut rng, &honest, &mut r);
+    let (finds, gets) = start_lookups(o, &mut sim, &mut rng, &honest, &keys);
+    r.gets = gets.len();
+    r.started = finds.len();
+    let outstanding = finds.len() + gets.len();
+    let mut reported = Vec::new();
+    run_while(&mut sim, 90 * SEC, &mut reported, outstanding, |e| {
+        matches!(e, DhtEvent::FoundNodes { .. } | DhtEvent::GetDone { .. })
+    });
+    tally(reported, &finds, &gets, &mut r);
+    r.forged_refused = honest
+        .iter()
+        .filter_map(|&i| sim.node(i))
+        .map(|d| d.stats().drops.get(suprnova_dht::stats::DropReason::InvalidValue))
+        .sum();
+    r.rpcs.sort_unstable();
+    r.latency_ms.sort_by(f64::total_cmp);
+    r.wall_s = wall.elapsed().as_secs_f64();
+    r
+}
+
+/// FIND_NODE lookups started: (node, query) to (start time, target).
+type Finds = BTreeMap<(u32, u64), (u64, NodeId)>;
+/// FIND_VALUE gets started: (node, query) to the key fetched.
+type Gets = BTreeMap<(u32, u64), Key>;
+
+/// A warm network with the colluders set and a second of virtual time run; returns the simulator,
+/// the run's RNG and the honest nodes.
+fn setup(o: &Options, share: f64, paths: usize) -> (DhtSim, ChaCha8Rng, Vec<usize>) {
     let mut cfg = dht_config();
     cfg.lookup.paths = paths;
     // The same seed for every path count: same ids, same map, same colluders.
@@ -156,10 +189,16 @@ fn run_one(o: &Options, share: f64, paths: usize) -> Run {
         sim.set_adversary(i, a);
     }
     sim.run_for(SEC);
-    let mut r = Run { share, paths, ..Run::default() };
-    let pick_honest = |rng: &mut rand_chacha::ChaCha8Rng| honest.get(engine::below(rng, honest.len())).copied();
+    (sim, rng, honest)
+}
 
-    // Honest nodes store records.
+/// A random honest node (one draw from `rng`).
+fn pick_honest(rng: &mut ChaCha8Rng, honest: &[usize]) -> Option<usize> {
+    honest.get(engine::below(rng, honest.len())).copied()
+}
+
+/// Honest nodes store `o.values` records; counts the stored ones in `r` and returns the keys.
+fn store_records(o: &Options, sim: &mut DhtSim, rng: &mut ChaCha8Rng, honest: &[usize], r: &mut Run) -> Vec<Key> {
     let mut reported = Vec::new();
     let mut puts = BTreeMap::new();
     let mut keys = Vec::new();
@@ -168,14 +207,14 @@ fn run_one(o: &Options, share: f64, paths: usize) -> Run {
         let Ok(bytes) = value.as_slice().try_into() else { continue };
         let record = Record::Immutable { value: bytes };
         let key = Key::for_immutable(&value);
-        let Some(from) = pick_honest(&mut rng) else { break };
+        let Some(from) = pick_honest(rng, honest) else { break };
         if let Some(Ok(q)) = sim.call(from, |d, now| d.put(now, key, record, Duration::from_secs(3600), None)) {
             puts.insert((from as u32, q), key);
         }
         keys.push(key);
         sim.run_for(5 * MS);
     }
-    run_while(&mut sim, 30 * SEC, &mut reported, puts.len(), |e| matches!(e, DhtEvent::PutDone { .. }));
+    run_while(sim, 30 * SEC, &mut reported, puts.len(), |e| matches!(e, DhtEvent::PutDone { .. }));
     for rep in reported.drain(..) {
         if let DhtEvent::PutDone { query, result: Ok(out), .. } = rep.event
             && puts.contains_key(&(rep.node, query))
@@ -184,11 +223,14 @@ fn run_one(o: &Options, share: f64, paths: usize) -> Run {
             r.stored += 1;
         }
     }
+    keys
+}
 
-    // Lookups for honest nodes' ids, and gets.
-    let mut finds: BTreeMap<(u32, u64), (u64, NodeId)> = BTreeMap::new();
+/// Starts lookups for honest nodes' ids, then a get per key, one every 10 ms from honest nodes.
+fn start_lookups(o: &Options, sim: &mut DhtSim, rng: &mut ChaCha8Rng, honest: &[usize], keys: &[Key]) -> (Finds, Gets) {
+    let mut finds: Finds = BTreeMap::new();
     for _ in 0..o.lookups {
-        let (Some(from), Some(t)) = (pick_honest(&mut rng), pick_honest(&mut rng)) else { break };
+        let (Some(from), Some(t)) = (pick_honest(rng, honest), pick_honest(rng, honest)) else { break };
         if from == t {
             // A node never returns itself: such a lookup would count as failed.
             continue;
@@ -199,20 +241,19 @@ fn run_one(o: &Options, share: f64, paths: usize) -> Run {
         }
         sim.run_for(10 * MS);
     }
-    let mut gets: BTreeMap<(u32, u64), Key> = BTreeMap::new();
-    for key in &keys {
-        let Some(from) = pick_honest(&mut rng) else { break };
+    let mut gets: Gets = BTreeMap::new();
+    for key in keys {
+        let Some(from) = pick_honest(rng, honest) else { break };
         if let Some(Ok(q)) = sim.call(from, |d, now| d.get(now, *key, GetMode::First)) {
             gets.insert((from as u32, q), *key);
         }
         sim.run_for(10 * MS);
     }
-    r.gets = gets.len();
-    r.started = finds.len();
-    let outstanding = finds.len() + gets.len();
-    run_while(&mut sim, 90 * SEC, &mut reported, outstanding, |e| {
-        matches!(e, DhtEvent::FoundNodes { .. } | DhtEvent::GetDone { .. })
-    });
+    (finds, gets)
+}
+
+/// Scores the lookups' and gets' answers in `reported` into `r`.
+fn tally(reported: Vec<Reported>, finds: &Finds, gets: &Gets, r: &mut Run) {
     let mut got: BTreeMap<(u32, u64), ()> = BTreeMap::new();
     for rep in reported {
         let k = |q| (rep.node, q);
@@ -236,15 +277,6 @@ fn run_one(o: &Options, share: f64, paths: usize) -> Run {
             _ => {}
         }
     }
-    r.forged_refused = honest
-        .iter()
-        .filter_map(|&i| sim.node(i))
-        .map(|d| d.stats().drops.get(suprnova_dht::stats::DropReason::InvalidValue))
-        .sum();
-    r.rpcs.sort_unstable();
-    r.latency_ms.sort_by(f64::total_cmp);
-    r.wall_s = wall.elapsed().as_secs_f64();
-    r
 }
 
 /// The summary table.

@@ -10,7 +10,7 @@
 //! message after the failure"; later ones show the overlay healing, which with QUIC's failure
 //! detection (idle timeout, see `gossip`) takes 25–30 s; `fast_detect` gives the papers' model.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Result;
@@ -278,8 +278,22 @@ const PAPER_HYPARVIEW_AVG: [(f64, f64); 10] = [
     (0.95, 0.91),
 ];
 
+/// Writes the CSV of every broadcast and the three plots.
 fn write(o: &Options, dir: &std::path::Path, runs: &[Run]) -> Result<()> {
     let path = report::out_dir(dir)?;
+    write_csv(o, runs, &path("broadcast.csv"))?;
+    plot_reliability(o, runs, &path("broadcast.svg"))?;
+    plot_rmr_ldh(o, runs, &path("broadcast-rmr-ldh.svg"))?;
+    plot_healing(o, runs, &path("broadcast-healing.svg"))
+}
+
+/// A share (0..1) as a percentage.
+fn pct(f: f64) -> f64 {
+    f * 100.0
+}
+
+/// `broadcast.csv`: one row per broadcast, before and after the failure.
+fn write_csv(o: &Options, runs: &[Run], file: &Path) -> Result<()> {
     let mut csv = Csv::new(&[
         "mode",
         "failed",
@@ -310,9 +324,11 @@ fn write(o: &Options, dir: &std::path::Path, runs: &[Run]) -> Result<()> {
             }
         }
     }
-    csv.write(&path("broadcast.csv"))?;
+    csv.write(file)
+}
 
-    let pct = |f: f64| f * 100.0;
+/// `broadcast.svg`: reliability of the first and the last 10 messages against the papers'.
+fn plot_reliability(o: &Options, runs: &[Run], file: &Path) -> Result<()> {
     let mut series = Vec::new();
     for mode in &o.modes {
         let mine: Vec<&Run> = runs.iter().filter(|r| r.mode == *mode).collect();
@@ -344,8 +360,11 @@ fn write(o: &Options, dir: &std::path::Path, runs: &[Run]) -> Result<()> {
         "live nodes that delivered (%)",
     );
     plot.y_range = Some((0.0, 105.0));
-    report::line_plot(&path("broadcast.svg"), &plot, &series)?;
+    report::line_plot(file, &plot, &series)
+}
 
+/// `broadcast-rmr-ldh.svg`: RMR of the first and last message and LDH of the first, per mode.
+fn plot_rmr_ldh(o: &Options, runs: &[Run], file: &Path) -> Result<()> {
     let mut series = Vec::new();
     for mode in &o.modes {
         let mine: Vec<&Run> = runs.iter().filter(|r| r.mode == *mode).collect();
@@ -367,9 +386,12 @@ fn write(o: &Options, dir: &std::path::Path, runs: &[Run]) -> Result<()> {
         "nodes failed (%)",
         "RMR / hops",
     );
-    report::line_plot(&path("broadcast-rmr-ldh.svg"), &plot, &series)?;
+    report::line_plot(file, &plot, &series)
+}
 
-    // Healing: reliability of each message after the failure, per failure share (Plumtree).
+/// `broadcast-healing.svg` (only with Plumtree runs with failures): reliability of each message
+/// after the failure, per failure share.
+fn plot_healing(o: &Options, runs: &[Run], file: &Path) -> Result<()> {
     let mut series = Vec::new();
     for r in runs.iter().filter(|r| r.mode == Mode::Plumtree && r.failed > 0.0) {
         series.push(Series::new(
@@ -384,7 +406,7 @@ fn write(o: &Options, dir: &std::path::Path, runs: &[Run]) -> Result<()> {
             "live nodes that delivered (%)",
         );
         plot.y_range = Some((0.0, 105.0));
-        report::line_plot(&path("broadcast-healing.svg"), &plot, &series)?;
+        report::line_plot(file, &plot, &series)?;
     }
     Ok(())
 }

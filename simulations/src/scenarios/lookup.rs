@@ -13,13 +13,14 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Result;
+use rand_chacha::ChaCha8Rng;
 use suprnova_dht::identity::NodeId;
 use suprnova_dht::proto::{DhtEvent, GetMode};
 use suprnova_dht::wire::{Key, Record};
 
 use super::{Growth, Start, dht_config, grow, millis, secs, warm};
-use crate::dht::{DhtSim, Role};
-use crate::engine::{self, MS, NetModel, SEC};
+use crate::dht::{DhtSim, Reported, Role};
+use crate::engine::{self, MS, Nanos, NetModel, SEC};
 use crate::report::{self, Csv, Plot, Series, Table, percentile};
 
 /// Options of the lookup scenario.
@@ -122,6 +123,7 @@ pub fn run(o: &Options) -> Result<Vec<SizeResult>> {
     super::finish(o.out.as_deref(), results, |dir, v| write(o, dir, v), |v| summary(v))
 }
 
+/// Runs one network size: grow it, store records, look up ids and records, tally the answers.
 fn run_size(o: &Options, n: usize) -> SizeResult {
     let wall = Instant::now();
     let rss0 = engine::rss().unwrap_or(0);
@@ -134,28 +136,10 @@ fn run_size(o: &Options, n: usize) -> SizeResult {
     cfg.neighbour_check = std::time::Duration::ZERO;
     let mut sim = DhtSim::new(o.seed ^ n as u64, net, cfg);
     let mut rng = engine::rng(o.seed, &format!("lookup {n}"));
-    let bootstrapped = match o.start {
-        Start::Live => {
-            let g = Growth { joins_per_s: o.joins_per_s, progress: o.progress, ..Growth::new(n) };
-            let joined = grow(&mut sim, &g, &mut rng, |_| Role::Honest);
-            joined.bootstrapped.iter().filter(|b| b.is_some()).count()
-        }
-        Start::Warm => {
-            warm(&mut sim, n, &mut rng, o.progress, |_| Role::Honest);
-            sim.run_for(SEC);
-            n
-        }
-    };
+    let bootstrapped = build(o, n, &mut sim, &mut rng);
     let rss1 = engine::rss().unwrap_or(0);
     let up: Vec<usize> = (0..sim.len()).filter(|&i| sim.is_up(i)).collect();
-    let mut state = [0.0; 4];
-    for d in up.iter().filter_map(|&i| sim.node(i)) {
-        state[0] += d.table().len() as f64;
-        state[1] += d.known_records() as f64;
-        state[2] += d.channel().peer_count() as f64;
-        state[3] += d.channel().session_count() as f64;
-    }
-    let state = state.map(|x| x / up.len().max(1) as f64);
+    let state = node_state(&sim, &up);
     if o.progress {
         eprintln!(
             "  per node: {:.0} table entries, {:.0} known records, {:.0} channel peers, {:.0} sessions; {:.0} KB",
@@ -174,35 +158,7 @@ fn run_size(o: &Options, n: usize) -> SizeResult {
         ..SizeResult::default()
     };
 
-    // Store records from random nodes.
-    let mut puts = BTreeMap::new();
-    let mut keys = Vec::new();
-    for j in 0..o.values {
-        let value = engine::derive(o.seed, "lookup value", j as u64);
-        let Ok(bytes) = value.as_slice().try_into() else { continue };
-        let record = Record::Immutable { value: bytes };
-        let Record::Immutable { value } = &record else { continue };
-        let key = Key::for_immutable(value);
-        let from = up.get(engine::below(&mut rng, up.len())).copied().unwrap_or(0);
-        if let Some(Ok(q)) =
-            sim.call(from, |d, now| d.put(now, key, record, std::time::Duration::from_secs(3600), None))
-        {
-            puts.insert((from as u32, q), j);
-        }
-        keys.push(key);
-        sim.run_for(5 * MS);
-    }
-    let mut reported = Vec::new();
-    run_while(&mut sim, 30 * SEC, &mut reported, puts.len(), |e| matches!(e, DhtEvent::PutDone { .. }));
-    for rep in reported.drain(..) {
-        if let DhtEvent::PutDone { query, result: Ok(out), .. } = rep.event
-            && puts.contains_key(&(rep.node, query))
-            && out.stored > 0
-        {
-            r.stored += 1;
-        }
-    }
-
+    let keys = store_records(o, &mut sim, &mut rng, &up, &mut r);
     if o.progress {
         eprintln!(
             "  stored {}/{} records (virtual {:.1} s, wall {:.1} s, {} events)",
@@ -214,31 +170,13 @@ fn run_size(o: &Options, n: usize) -> SizeResult {
         );
     }
 
-    // FIND_NODE lookups and FIND_VALUE gets, one every 10 ms.
-    let mut finds: BTreeMap<(u32, u64), (u64, NodeId)> = BTreeMap::new();
-    let mut gets: BTreeMap<(u32, u64), u64> = BTreeMap::new();
-    for _ in 0..o.lookups {
-        let target = NodeId(rng_bytes(&mut rng));
-        let from = up.get(engine::below(&mut rng, up.len())).copied().unwrap_or(0);
-        if let Some(Ok(q)) = sim.call(from, |d, now| d.find_node(now, target)) {
-            finds.insert((from as u32, q), (sim.now(), target));
-        }
-        sim.run_for(10 * MS);
-    }
-    for key in &keys {
-        let from = up.get(engine::below(&mut rng, up.len())).copied().unwrap_or(0);
-        if let Some(Ok(q)) = sim.call(from, |d, now| d.get(now, *key, GetMode::First)) {
-            gets.insert((from as u32, q), sim.now());
-            r.gets += 1;
-        }
-        sim.run_for(10 * MS);
-    }
+    let (finds, gets) = start_lookups(o, &mut sim, &mut rng, &up, &keys, &mut r);
     r.find_node_started = finds.len();
     let outstanding = finds.len() + gets.len();
+    let mut reported = Vec::new();
     run_while(&mut sim, 60 * SEC, &mut reported, outstanding, |e| {
         matches!(e, DhtEvent::FoundNodes { .. } | DhtEvent::GetDone { .. })
     });
-
     if o.progress {
         eprintln!(
             "  lookups done (virtual {:.1} s, wall {:.1} s, {} events)",
@@ -247,6 +185,112 @@ fn run_size(o: &Options, n: usize) -> SizeResult {
             sim.events_processed()
         );
     }
+    tally(&sim, &up, reported, &finds, &gets, &mut r);
+    r.wall_s = wall.elapsed().as_secs_f64();
+    r.events = sim.events_processed();
+    r.datagrams = sim.stats.sent;
+    r.peak_rss = engine::peak_rss().unwrap_or(0);
+    r.virtual_s = secs(sim.now());
+    r
+}
+
+/// FIND_NODE lookups started: (node, query) to (start time, target).
+type Finds = BTreeMap<(u32, u64), (Nanos, NodeId)>;
+/// FIND_VALUE gets started: (node, query) to start time.
+type Gets = BTreeMap<(u32, u64), Nanos>;
+
+/// Builds the network of `n` nodes as `o.start` says; returns how many finished bootstrapping.
+fn build(o: &Options, n: usize, sim: &mut DhtSim, rng: &mut ChaCha8Rng) -> usize {
+    match o.start {
+        Start::Live => {
+            let g = Growth { joins_per_s: o.joins_per_s, progress: o.progress, ..Growth::new(n) };
+            let joined = grow(sim, &g, rng, |_| Role::Honest);
+            joined.bootstrapped.iter().filter(|b| b.is_some()).count()
+        }
+        Start::Warm => {
+            warm(sim, n, rng, o.progress, |_| Role::Honest);
+            sim.run_for(SEC);
+            n
+        }
+    }
+}
+
+/// Per live node on average: routing-table entries, known records, channel peers, sessions.
+fn node_state(sim: &DhtSim, up: &[usize]) -> [f64; 4] {
+    let mut state = [0.0; 4];
+    for d in up.iter().filter_map(|&i| sim.node(i)) {
+        state[0] += d.table().len() as f64;
+        state[1] += d.known_records() as f64;
+        state[2] += d.channel().peer_count() as f64;
+        state[3] += d.channel().session_count() as f64;
+    }
+    state.map(|x| x / up.len().max(1) as f64)
+}
+
+/// Stores `o.values` records from random live nodes, counts the stored ones in `r`; returns the keys.
+fn store_records(o: &Options, sim: &mut DhtSim, rng: &mut ChaCha8Rng, up: &[usize], r: &mut SizeResult) -> Vec<Key> {
+    let mut puts = BTreeMap::new();
+    let mut keys = Vec::new();
+    for j in 0..o.values {
+        let value = engine::derive(o.seed, "lookup value", j as u64);
+        let Ok(bytes) = value.as_slice().try_into() else { continue };
+        let record = Record::Immutable { value: bytes };
+        let Record::Immutable { value } = &record else { continue };
+        let key = Key::for_immutable(value);
+        let from = up.get(engine::below(rng, up.len())).copied().unwrap_or(0);
+        if let Some(Ok(q)) =
+            sim.call(from, |d, now| d.put(now, key, record, std::time::Duration::from_secs(3600), None))
+        {
+            puts.insert((from as u32, q), j);
+        }
+        keys.push(key);
+        sim.run_for(5 * MS);
+    }
+    let mut reported = Vec::new();
+    run_while(sim, 30 * SEC, &mut reported, puts.len(), |e| matches!(e, DhtEvent::PutDone { .. }));
+    for rep in reported.drain(..) {
+        if let DhtEvent::PutDone { query, result: Ok(out), .. } = rep.event
+            && puts.contains_key(&(rep.node, query))
+            && out.stored > 0
+        {
+            r.stored += 1;
+        }
+    }
+    keys
+}
+
+/// Starts `o.lookups` FIND_NODE lookups, then a FIND_VALUE per key, one every 10 ms from random nodes.
+fn start_lookups(
+    o: &Options,
+    sim: &mut DhtSim,
+    rng: &mut ChaCha8Rng,
+    up: &[usize],
+    keys: &[Key],
+    r: &mut SizeResult,
+) -> (Finds, Gets) {
+    let mut finds: Finds = BTreeMap::new();
+    let mut gets: Gets = BTreeMap::new();
+    for _ in 0..o.lookups {
+        let target = NodeId(rng_bytes(rng));
+        let from = up.get(engine::below(rng, up.len())).copied().unwrap_or(0);
+        if let Some(Ok(q)) = sim.call(from, |d, now| d.find_node(now, target)) {
+            finds.insert((from as u32, q), (sim.now(), target));
+        }
+        sim.run_for(10 * MS);
+    }
+    for key in keys {
+        let from = up.get(engine::below(rng, up.len())).copied().unwrap_or(0);
+        if let Some(Ok(q)) = sim.call(from, |d, now| d.get(now, *key, GetMode::First)) {
+            gets.insert((from as u32, q), sim.now());
+            r.gets += 1;
+        }
+        sim.run_for(10 * MS);
+    }
+    (finds, gets)
+}
+
+/// Scores the lookups' and gets' answers in `reported` against the global view into `r` (sorted).
+fn tally(sim: &DhtSim, up: &[usize], reported: Vec<Reported>, finds: &Finds, gets: &Gets, r: &mut SizeResult) {
     let mut overlap_sum = 0.0;
     let mut got_first: BTreeMap<(u32, u64), ()> = BTreeMap::new();
     for rep in reported {
@@ -256,7 +300,7 @@ fn run_size(o: &Options, n: usize) -> SizeResult {
                 let Some(&(start, target)) = finds.get(&k(query)) else { continue };
                 r.find_node_done += 1;
                 // The truth excludes the asker: a node never returns itself.
-                let mut truth = sim.true_closest(&target, &up, 21);
+                let mut truth = sim.true_closest(&target, up, 21);
                 truth.retain(|&i| i != rep.node as usize);
                 truth.truncate(20);
                 let truth_ids: Vec<NodeId> = truth.iter().map(|&i| sim.id(i)).collect();
@@ -286,12 +330,6 @@ fn run_size(o: &Options, n: usize) -> SizeResult {
     r.value_hops.sort_unstable();
     r.latency_ms.sort_by(f64::total_cmp);
     r.value_latency_ms.sort_by(f64::total_cmp);
-    r.wall_s = wall.elapsed().as_secs_f64();
-    r.events = sim.events_processed();
-    r.datagrams = sim.stats.sent;
-    r.peak_rss = engine::peak_rss().unwrap_or(0);
-    r.virtual_s = secs(sim.now());
-    r
 }
 
 /// Runs `sim` in 100 ms steps for at most `limit`, moving reported events into `into`, until
