@@ -228,6 +228,23 @@ pub struct SyncReport {
     pub held: Vec<Item>,
 }
 
+/// Why a discovery asked for with [`Ctx::discover`] failed: the runtime's `DiscoverError`,
+/// kept as the source (the agents core builds without the runtime).
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DiscoveryFailed(#[source] pub Arc<dyn std::error::Error + Send + Sync>);
+
+/// Why a mesh input an agent submitted with [`Ctx::submit`] was not taken.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// The runtime has no mesh attached.
+    #[error("no mesh attached")]
+    NoMesh,
+    /// The local mesh refused the input.
+    #[error("{0}")]
+    Refused(#[source] suprnova_mesh::world::InputError),
+}
+
 /// Something that happened, for an agent.
 #[derive(Clone, Debug)]
 pub enum Event {
@@ -279,7 +296,7 @@ pub enum Event {
         /// From [`Ctx::discover`].
         ticket: Ticket,
         /// What it found.
-        result: Result<Arc<Discovery>, String>,
+        result: Result<Arc<Discovery>, DiscoveryFailed>,
     },
     /// A proposal the agent is an eligible voter of (or that it made).
     Proposal {
@@ -326,7 +343,7 @@ pub enum Event {
     /// A mesh input of ours was refused by the local mesh.
     SubmitFailed {
         /// Why.
-        error: String,
+        error: SubmitError,
     },
 }
 

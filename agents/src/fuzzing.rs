@@ -251,3 +251,63 @@ pub fn discovery_sift(data: &[u8]) {
         seen.push(f.agent);
     }
 }
+
+/// The envelope router fed arbitrary envelopes (4 senders, every kind, each transport, times
+/// around now, system-tagged bodies, flipped signatures, repeated nonces), held, answered and
+/// forgotten requests, and clock steps. Invariants: the replay memory and the pending table
+/// stay within their bounds; an envelope just admitted is never admitted again at the same
+/// time; a held request is taken at most once.
+pub fn router_ops(data: &[u8]) {
+    use crate::router::{Router, Transport};
+    use crate::wire::{EnvelopeKind, SYSTEM_TAG};
+    let ids: Vec<Identity> = (1u8..=4).map(|i| Identity::from_seed([i; 32])).collect();
+    let (max_replay, max_pending) = (8, 4);
+    let mut r: Router<u8> = Router::new(1_000, max_replay, max_pending);
+    let mut now = NOW;
+    let mut held: Vec<([u8; 32], u64)> = Vec::new();
+    for op in data.chunks(4).take(512) {
+        let b = |i: usize| op.get(i).copied().unwrap_or(0);
+        match b(0) % 4 {
+            0 | 1 => {
+                let Some(id) = ids.get(usize::from(b(1)) % ids.len()) else { continue };
+                let kind =
+                    [EnvelopeKind::Message, EnvelopeKind::Request, EnvelopeKind::Broadcast][usize::from(b(2)) % 3];
+                let transport =
+                    [Transport::Message, Transport::Request, Transport::Broadcast][usize::from(b(2) / 3) % 3];
+                let to = if b(2) & 0x80 == 0 { [0; 32] } else { [9; 32] };
+                let time = (now + u64::from(b(3)) * 20).saturating_sub(2_500);
+                let body: Vec<u8> = if b(0) % 4 == 1 { [SYSTEM_TAG, &[b(3)]].concat() } else { vec![b(3)] };
+                let Ok(mut e) = Envelope::sign(id, kind, to, u64::from(b(1) >> 2), time, &body) else { continue };
+                if b(3) % 7 == 0 {
+                    e.sig.0[usize::from(b(1)) % 64] ^= 1;
+                }
+                if r.admit(now, &e, transport).is_ok() {
+                    assert!(r.admit(now, &e, transport).is_err(), "admitted twice");
+                }
+            }
+            2 => {
+                let key = ([b(1) % 4; 32], u64::from(b(2) % 8));
+                match b(3) % 3 {
+                    0 => {
+                        if r.hold(now, key.0, key.1, b(3)).is_ok() && !held.contains(&key) {
+                            held.push(key);
+                        }
+                    }
+                    1 => {
+                        let was = held.iter().position(|k| *k == key).map(|i| held.swap_remove(i));
+                        let got = r.take(&key.0, key.1);
+                        assert!(got.is_none() || was.is_some(), "taken without being held");
+                        assert!(r.take(&key.0, key.1).is_none(), "taken twice");
+                    }
+                    _ => {
+                        r.forget_agent(&key.0);
+                        held.retain(|k| k.0 != key.0);
+                    }
+                }
+            }
+            _ => now += u64::from(b(1)) * 50 + u64::from(b(2)) * 10_000,
+        }
+        assert!(r.remembered() <= max_replay);
+        assert!(r.held() <= max_pending);
+    }
+}

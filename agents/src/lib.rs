@@ -8,7 +8,9 @@
 //!   [`agent::Ctx`] that collects [`agent::Action`]s.
 //! - [`runtime`]: [`runtime::Runtime`] hosts thousands of agents on one node, each with its own
 //!   ed25519 key, a bounded mailbox and its own task; it announces, discovers, routes messages,
-//!   runs the votes and shares knowledge.
+//!   runs the votes and shares knowledge: a thin driver over the sans-IO cores below.
+//! - [`router`]: admission of incoming envelopes (transport, signature, time window, replay)
+//!   and the bounded table of requests awaiting an answer, sans-IO ([`router::Router`]).
 //! - [`discovery`]: criteria, the DHT sets a query reads, and how entries are sifted.
 //! - [`vote`]: proposals, votes, quorum certificates and equivocation evidence as a sans-IO
 //!   state machine ([`vote::Ballots`]).
@@ -32,13 +34,14 @@ pub mod discovery;
 pub mod fuzzing;
 #[cfg(feature = "net")]
 pub use runtime::knowledge;
+pub mod router;
 #[cfg(feature = "net")]
 pub mod runtime;
 pub mod vote;
 pub mod wire;
 pub mod worlds;
 
-pub use agent::{Agent, AgentAddr, Ctx, Event, KnowledgeError, Profile};
+pub use agent::{Agent, AgentAddr, Ctx, DiscoveryFailed, Event, KnowledgeError, Profile, SubmitError};
 pub use discovery::{Criteria, Found};
 #[cfg(feature = "net")]
 pub use runtime::{Runtime, RuntimeConfig};

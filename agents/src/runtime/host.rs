@@ -53,7 +53,7 @@ impl Runtime {
             };
         }
         lock(&self.inner.agents).remove(&id);
-        lock(&self.inner.pending).retain(|(a, _), _| *a != id);
+        lock(&self.inner.router).forget_agent(&id);
     }
 
     pub(super) async fn execute(&self, me: &Arc<Hosted>, action: Action) {
@@ -81,7 +81,7 @@ impl Runtime {
             }
             Action::Discover { ticket, criteria } => {
                 tokio::spawn(async move {
-                    let result = rt.discover(&criteria).await.map(Arc::new).map_err(|e| e.to_string());
+                    let result = rt.discover(&criteria).await.map(Arc::new).map_err(|e| DiscoveryFailed(Arc::new(e)));
                     let _ = me.tx.send(Event::Discovered { ticket, result }).await;
                 });
             }
@@ -127,8 +127,8 @@ impl Runtime {
                 let submit = lock(&self.inner.mesh).as_ref().map(|(_, s)| s.clone());
                 tokio::spawn(async move {
                     let error = match submit {
-                        None => Some("no mesh attached".to_string()),
-                        Some(s) => s(input).await.err(),
+                        None => Some(SubmitError::NoMesh),
+                        Some(s) => s(input).await.err().map(SubmitError::Refused),
                     };
                     match error {
                         None => {

@@ -77,7 +77,7 @@ impl Runtime {
     }
 
     pub(super) fn respond(&self, me: &Hosted, id: RequestId, body: &[u8]) {
-        let Some((responder, request, _)) = lock(&self.inner.pending).remove(&(me.identity.public_key(), id.0)) else {
+        let Some((responder, request)) = lock(&self.inner.router).take(&me.identity.public_key(), id.0) else {
             return;
         };
         let reply = Reply::answer(&me.identity, &request, body).unwrap_or(Reply::Refused);
@@ -132,16 +132,7 @@ impl Runtime {
                 c.drop_malformed.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
-            if e.kind != EnvelopeKind::Broadcast || e.to != [0; 32] {
-                c.drop_wrong_transport.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            if !e.verify() {
-                c.drop_bad_signature.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            if let Err(r) = self.fresh(&e) {
-                drop(r);
+            if self.admit(&e, Transport::Broadcast).is_err() {
                 continue;
             }
             self.deliver_broadcast(&swarm, &e);
@@ -165,35 +156,34 @@ impl Runtime {
         }
     }
 
-    /// Checks an envelope's time and that it was not seen before (and remembers it).
+    /// The router's verdict on an envelope that arrived by `transport`, refusals counted.
+    pub(super) fn admit(&self, e: &Envelope, transport: Transport) -> Result<Route, Refusal> {
+        let verdict = lock(&self.inner.router).admit(unix_ms(), e, transport);
+        if let Err(r) = verdict {
+            self.count_refusal(r);
+        }
+        verdict
+    }
+
+    /// Checks a local envelope's time and that it was not seen before (and remembers it).
     pub(super) fn fresh(&self, e: &Envelope) -> Result<(), Reply> {
-        let now = unix_ms();
-        let skew = ms(self.inner.cfg.max_skew);
+        let verdict = lock(&self.inner.router).fresh(unix_ms(), e);
+        verdict.map_err(|r| {
+            self.count_refusal(r);
+            Reply::Rejected
+        })
+    }
+
+    fn count_refusal(&self, r: Refusal) {
         let c = &self.inner.counters;
-        if e.time_ms.saturating_add(skew) < now || e.time_ms > now.saturating_add(skew) {
-            c.drop_stale.fetch_add(1, Ordering::Relaxed);
-            return Err(Reply::Rejected);
-        }
-        let mut r = lock(&self.inner.replay);
-        // Forget what is too old to be accepted anyway.
-        while let Some(&(t, from, nonce)) = r.order.front() {
-            if t.saturating_add(2 * skew) >= now {
-                break;
-            }
-            r.order.pop_front();
-            r.seen.remove(&(from, nonce));
-        }
-        if r.seen.contains_key(&(e.from, e.nonce)) {
-            c.drop_replayed.fetch_add(1, Ordering::Relaxed);
-            return Err(Reply::Rejected);
-        }
-        if r.seen.len() >= self.inner.cfg.max_replay {
-            c.drop_replay_full.fetch_add(1, Ordering::Relaxed);
-            return Err(Reply::Rejected);
-        }
-        r.seen.insert((e.from, e.nonce), e.time_ms);
-        r.order.push_back((e.time_ms.max(now), e.from, e.nonce));
-        Ok(())
+        let counter = match r {
+            Refusal::WrongTransport => &c.drop_wrong_transport,
+            Refusal::BadSignature => &c.drop_bad_signature,
+            Refusal::Stale => &c.drop_stale,
+            Refusal::Replayed => &c.drop_replayed,
+            Refusal::ReplayFull => &c.drop_replay_full,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(super) async fn receive(self, mut incoming: mpsc::Receiver<Direct>) {
@@ -232,38 +222,36 @@ impl Runtime {
                 }
                 Some(Ok(e)) => e,
             };
-            let expected = if responder.is_some() { EnvelopeKind::Request } else { EnvelopeKind::Message };
-            if envelope.kind != expected {
-                c.drop_wrong_transport.fetch_add(1, Ordering::Relaxed);
-                reject(responder);
-                continue;
-            }
-            if !envelope.verify() {
-                c.drop_bad_signature.fetch_add(1, Ordering::Relaxed);
-                reject(responder);
-                continue;
-            }
-            if envelope.body.starts_with(wire::SYSTEM_TAG) {
+            let transport = if responder.is_some() { Transport::Request } else { Transport::Message };
+            match (self.admit(&envelope, transport), responder) {
+                (Err(_), responder) => reject(responder),
                 // Runtime-level requests (knowledge offers) are answered by the runtime.
-                let Some(r) = responder else {
-                    c.drop_wrong_transport.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                };
-                match self.fresh(&envelope) {
-                    Ok(()) => {
-                        let rt = self.clone();
-                        tokio::spawn(async move { rt.system(from_node, envelope, r).await });
-                    }
-                    Err(reply) => r.respond(wire::encode(&reply)),
+                (Ok(Route::System), Some(r)) => {
+                    let rt = self.clone();
+                    tokio::spawn(async move { rt.system(from_node, envelope, r).await });
                 }
-                continue;
+                (Ok(Route::System), None) => {}
+                (Ok(Route::Agent), responder) => {
+                    let _ = self.deliver_admitted(envelope, responder.map(LocalOrRemote::Remote));
+                }
             }
-            let _ = self.deliver(envelope, responder.map(LocalOrRemote::Remote));
         }
     }
 
-    /// Puts a verified envelope in its recipient's mailbox.
+    /// Puts a local agent's envelope in its recipient's mailbox, once it passed the time and
+    /// replay checks.
     pub(super) fn deliver(&self, e: Envelope, responder: Option<LocalOrRemote>) -> Result<(), Reply> {
+        if let Err(reply) = self.fresh(&e) {
+            if let Some(r) = responder {
+                r.send(reply.clone());
+            }
+            return Err(reply);
+        }
+        self.deliver_admitted(e, responder)
+    }
+
+    /// Puts an admitted envelope in its recipient's mailbox.
+    pub(super) fn deliver_admitted(&self, e: Envelope, responder: Option<LocalOrRemote>) -> Result<(), Reply> {
         let c = &self.inner.counters;
         let refuse = |responder: Option<LocalOrRemote>, reply: Reply| {
             if let Some(r) = responder {
@@ -271,9 +259,6 @@ impl Runtime {
             }
             Err(reply)
         };
-        if let Err(reply) = self.fresh(&e) {
-            return refuse(responder, reply);
-        }
         let Some(h) = self.hosted(&e.to) else {
             c.drop_no_such_agent.fetch_add(1, Ordering::Relaxed);
             return refuse(responder, Reply::NoSuchAgent);
@@ -282,20 +267,11 @@ impl Runtime {
             None => Event::Message { from: e.from, body: e.body.to_vec() },
             Some(r) => {
                 let rid = self.inner.next_request.fetch_add(1, Ordering::Relaxed);
-                let mut pending = lock(&self.inner.pending);
-                // Bound what unanswered requests hold: forget those older than a minute (at most
-                // one sweep a second, so a flood at the cap costs no sweep per request).
-                let now = unix_ms();
-                if pending.len() >= MAX_PENDING && self.inner.last_sweep.swap(now, Ordering::Relaxed) + 1000 <= now {
-                    let cutoff = unix_ms().saturating_sub(60_000);
-                    pending.retain(|_, (_, _, t)| *t >= cutoff);
-                }
-                if pending.len() >= MAX_PENDING {
-                    drop(pending);
+                let held = lock(&self.inner.router).hold(unix_ms(), e.to, rid, (r, e.id()));
+                if let Err((r, _)) = held {
                     c.drop_mailbox_full.fetch_add(1, Ordering::Relaxed);
                     return refuse(Some(r), Reply::MailboxFull);
                 }
-                pending.insert((e.to, rid), (r, e.id(), unix_ms()));
                 Event::Request { id: RequestId(rid), from: e.from, body: e.body.to_vec() }
             }
         };
@@ -310,7 +286,7 @@ impl Runtime {
                 c.drop_mailbox_full.fetch_add(1, Ordering::Relaxed);
                 if is_request
                     && let Some(rid) = rid
-                    && let Some((resp, _, _)) = lock(&self.inner.pending).remove(&(e.to, rid))
+                    && let Some((resp, _)) = lock(&self.inner.router).take(&e.to, rid)
                 {
                     resp.send(Reply::MailboxFull);
                 }

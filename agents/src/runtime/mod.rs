@@ -34,13 +34,17 @@ use suprnova_dht::NodeId;
 use suprnova_dht::identity::Identity;
 use suprnova_dht::wire::{Key, Record, SetEntry, WireAddr};
 use suprnova_mesh::presence::Spatial;
-use suprnova_mesh::world::SignedInput;
+use suprnova_mesh::world::{InputError, SignedInput};
 use suprnova_node::{Direct, Node, NodeError, TopicEvent};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::agent::{Action, Agent, AgentAddr, Ctx, Discovery, Event, Profile, RequestId, SendError, Ticket};
+use crate::agent::{
+    Action, Agent, AgentAddr, Ctx, Discovery, DiscoveryFailed, Event, Profile, RequestId, SendError, SubmitError,
+    Ticket,
+};
 use crate::discovery::{Criteria, Sifter};
+use crate::router::{Refusal, Route, Router, Transport};
 use crate::vote::{BallotConfig, BallotStats, Ballots, Decision, Output};
 use crate::wire::{
     self, AgentId, Announcement, Digest, Envelope, EnvelopeKind, Reply, SignedAnnouncement, VoteWire, WireError,
@@ -301,29 +305,21 @@ impl Hosted {
     }
 }
 
-/// Remembers `(sender, nonce)` of recent envelopes.
-struct Replay {
-    seen: HashMap<(AgentId, u64), u64>,
-    order: VecDeque<(u64, AgentId, u64)>,
-}
-
 type Submitter =
-    Arc<dyn Fn(SignedInput) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+    Arc<dyn Fn(SignedInput) -> std::pin::Pin<Box<dyn Future<Output = Result<(), InputError>> + Send>> + Send + Sync>;
 
 pub(crate) struct Inner {
     pub(crate) node: Node,
     pub(crate) cfg: RuntimeConfig,
     pub(crate) agents: Mutex<HashMap<AgentId, Arc<Hosted>>>,
     pub(crate) counters: Counters,
-    replay: Mutex<Replay>,
+    /// Admission of incoming envelopes and the requests awaiting an answer (sans-IO).
+    router: Mutex<Router<Pending>>,
     ballots: Mutex<Ballots>,
     ballot_wake: Notify,
     /// Local agents interested in a proposal (its proposer and voters hosted here).
     interest: Mutex<HashMap<Digest, Vec<AgentId>>>,
-    pending: Mutex<HashMap<(AgentId, u64), Pending>>,
     next_request: AtomicU64,
-    /// When unanswered requests were last swept.
-    last_sweep: AtomicU64,
     swarms: Mutex<HashMap<String, Vec<AgentId>>>,
     spatial: Mutex<Option<Spatial>>,
     mesh: Mutex<Option<(Digest, Submitter)>>,
@@ -401,18 +397,17 @@ impl Runtime {
     pub async fn start(node: Node, cfg: RuntimeConfig) -> Result<Runtime, RuntimeError> {
         let incoming = node.incoming().await.ok_or(RuntimeError::IncomingTaken)?;
         let (announcements, _) = tokio::sync::broadcast::channel(1024);
+        let router = Router::new(ms(cfg.max_skew), cfg.max_replay, MAX_PENDING);
         let inner = Arc::new(Inner {
             ballots: Mutex::new(Ballots::new(cfg.ballots.clone())),
             node,
             cfg,
             agents: Mutex::new(HashMap::new()),
             counters: Counters::default(),
-            replay: Mutex::new(Replay { seen: HashMap::new(), order: VecDeque::new() }),
+            router: Mutex::new(router),
             ballot_wake: Notify::new(),
             interest: Mutex::new(HashMap::new()),
-            pending: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(1),
-            last_sweep: AtomicU64::new(0),
             swarms: Mutex::new(HashMap::new()),
             spatial: Mutex::new(None),
             mesh: Mutex::new(None),
@@ -464,7 +459,7 @@ impl Runtime {
         let m = mesh.clone();
         let submit: Submitter = Arc::new(move |input| {
             let m = m.clone();
-            Box::pin(async move { m.submit(input).await.map(|_| ()).map_err(|e| e.to_string()) })
+            Box::pin(async move { m.submit(input).await.map(|_| ()) })
         });
         *lock(&self.inner.mesh) = Some((mesh.id(), submit));
         *lock(&self.inner.spatial) = mesh.spatial().cloned();
@@ -649,7 +644,9 @@ enum WireKey {
 const DEFER_MS: u64 = 400;
 
 /// An unanswered request: who answers, the request's id, when it arrived.
-type Pending = (LocalOrRemote, Digest, u64);
+/// A request awaiting its agent's answer: how to answer, and the request's id (the answer
+/// signs it).
+type Pending = (LocalOrRemote, Digest);
 
 fn reply_error(r: &Reply) -> SendError {
     match r {
