@@ -45,6 +45,28 @@ pub enum Refusal {
     ReplayFull,
 }
 
+/// The stateless part of admission: the envelope's kind against how it arrived, its
+/// signature, and its route.
+pub fn check(e: &Envelope, transport: Transport) -> Result<Route, Refusal> {
+    let expected = match transport {
+        Transport::Message => EnvelopeKind::Message,
+        Transport::Request => EnvelopeKind::Request,
+        Transport::Broadcast => EnvelopeKind::Broadcast,
+    };
+    if e.kind != expected || (transport == Transport::Broadcast && e.to != [0; 32]) {
+        return Err(Refusal::WrongTransport);
+    }
+    if !e.verify() {
+        return Err(Refusal::BadSignature);
+    }
+    let system = e.body.starts_with(SYSTEM_TAG) && transport != Transport::Broadcast;
+    if system && transport != Transport::Request {
+        // Runtime-level messages all expect an answer.
+        return Err(Refusal::WrongTransport);
+    }
+    Ok(if system { Route::System } else { Route::Agent })
+}
+
 /// Requests awaiting an answer are forgotten after this long.
 pub const PENDING_LIFETIME_MS: u64 = 60_000;
 /// A full pending table is swept at most this often.
@@ -78,26 +100,13 @@ impl<P> Router<P> {
     }
 
     /// Decides about a decoded envelope that arrived by `transport` at `now_ms`: admitted (and
-    /// remembered against replays) with its route, or refused with the reason.
+    /// remembered against replays) with its route, or refused with the reason. [`check`] then
+    /// [`Router::fresh`]: a driver that shares the router may run the signature check first,
+    /// outside its lock.
     pub fn admit(&mut self, now_ms: u64, e: &Envelope, transport: Transport) -> Result<Route, Refusal> {
-        let expected = match transport {
-            Transport::Message => EnvelopeKind::Message,
-            Transport::Request => EnvelopeKind::Request,
-            Transport::Broadcast => EnvelopeKind::Broadcast,
-        };
-        if e.kind != expected || (transport == Transport::Broadcast && e.to != [0; 32]) {
-            return Err(Refusal::WrongTransport);
-        }
-        if !e.verify() {
-            return Err(Refusal::BadSignature);
-        }
-        let system = e.body.starts_with(SYSTEM_TAG) && transport != Transport::Broadcast;
-        if system && transport != Transport::Request {
-            // Runtime-level messages all expect an answer.
-            return Err(Refusal::WrongTransport);
-        }
+        let route = check(e, transport)?;
         self.fresh(now_ms, e)?;
-        Ok(if system { Route::System } else { Route::Agent })
+        Ok(route)
     }
 
     /// Checks an envelope's time and that it was not seen before, and remembers it.

@@ -5,7 +5,7 @@
 //! ([`Identity::from_seed_with`](crate::identity::Identity::from_seed_with)) and signs and runs
 //! its handshakes' Diffie-Hellman with it; checks made without an identity at hand (a record's,
 //! a certificate's or an input's signature) use the process default, [`default_provider`].
-//! That is [`REAL`] unless the process installs another once, before it makes any identity
+//! That is [`REAL`] unless the process installs another once, before anything uses the default
 //! ([`install_default`]). Only the simulator and one fuzz target do, with
 //! `simcrypto::INSECURE` (feature `sim-crypto`, never in a node).
 
@@ -55,14 +55,17 @@ static DEFAULT: OnceLock<&'static CryptoProvider> = OnceLock::new();
 #[error("a different default crypto provider ({0}) is installed already")]
 pub struct AlreadyInstalled(pub &'static str);
 
-/// Makes `p` this process's default provider. Once per process, before any identity is made;
-/// installing the same provider again is fine, a different one is refused.
+/// Makes `p` this process's default provider. Once per process, before anything uses the
+/// default (the first use settles it); installing the same provider again is fine, a different
+/// one is refused.
 pub fn install_default(p: &'static CryptoProvider) -> Result<(), AlreadyInstalled> {
     let now = DEFAULT.get_or_init(|| p);
     if std::ptr::eq(*now, p) { Ok(()) } else { Err(AlreadyInstalled(now.name)) }
 }
 
-/// This process's default provider: [`REAL`] unless another was installed.
+/// This process's default provider: [`REAL`] unless another was installed first. The first use
+/// settles it, so an identity made before a late install and the checks made after it can
+/// never disagree (the late install is refused instead).
 pub fn default_provider() -> &'static CryptoProvider {
-    DEFAULT.get().copied().unwrap_or(&REAL)
+    DEFAULT.get_or_init(|| &REAL)
 }

@@ -145,8 +145,11 @@ impl Net {
 
 /// How a node lies when it answers, for tests and the simulator: an [`AnswerFilter`] that
 /// rewrites the honest core's answers, so the honest nodes' defences run against the same core.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Adversary {
+    /// How many colluders a `Nodes` answer carries (a lookup's k; 20 by default, as the
+    /// core's own answers).
+    pub k: usize,
     /// Node records to add to every `Nodes` answer (forged or colluding).
     pub extra_nodes: Vec<NodeRecord>,
     /// Answer `FindNode` with `extra_nodes` only.
@@ -155,16 +158,27 @@ pub struct Adversary {
     /// their set entries as one page that always claims more.
     pub values: Option<Vec<Record>>,
     /// Colluding nodes: every `Nodes` answer (to `FindNode`, and to a `FindValue` or `FindSet`
-    /// not answered with `values`) carries the ones of these closest to the target, as many as
-    /// the honest answer had, so lookups are steered into the colluders (the adversary of
+    /// not answered with `values`) carries the `k` of these closest to the target, so lookups
+    /// are steered into the colluders (the adversary of
     /// S/Kademlia, Baumgart & Mies 2007). Shared, as many liars hold the same list.
     pub colluders: Option<std::sync::Arc<Vec<NodeRecord>>>,
 }
 
+impl Default for Adversary {
+    fn default() -> Self {
+        Adversary {
+            k: DhtConfig::default().lookup.k,
+            extra_nodes: Vec::new(),
+            only_extra_nodes: false,
+            values: None,
+            colluders: None,
+        }
+    }
+}
+
 impl AnswerFilter for Adversary {
     fn rewrite(&self, peer: &NodeId, request: &Body, answers: Vec<Body>) -> Vec<Body> {
-        let values = self.values.as_ref().filter(|v| !v.is_empty());
-        match (request, values) {
+        match (request, self.values.as_ref()) {
             (Body::FindValue { key }, Some(lies)) => {
                 let records = BoundedVec::try_from(pack(lies.clone()).0).unwrap_or_default();
                 vec![Body::Value { key: *key, records }]
@@ -196,7 +210,7 @@ impl Adversary {
             .flat_map(|b| if let Body::Nodes { nodes, .. } = b { nodes.to_vec() } else { Vec::new() })
             .collect();
         if let Some(c) = &self.colluders {
-            let k = recs.len();
+            let k = self.k;
             let mut by: Vec<(crate::identity::Distance, &NodeRecord)> =
                 c.iter().filter(|r| r.id != *peer).map(|r| (target.distance(&r.id), r)).collect();
             if k > 0 && by.len() > k {

@@ -110,7 +110,7 @@ impl MeshSim {
         let mcfg = MeshConfig { simplex: cfg, ..MeshConfig::default() };
         let mut nodes = Vec::with_capacity(n);
         for id in &ids {
-            let me = Some(Identity::from_seed(*id.seed()));
+            let me = Some(Identity::from_seed_with(*id.seed(), id.crypto()));
             nodes.push(MeshCore::new(Life, genesis.clone(), s0.clone(), me, mcfg.clone(), base).ok()?);
         }
         let mut sim = MeshSim {

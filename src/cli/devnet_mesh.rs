@@ -211,14 +211,21 @@ async fn start_meshes(
     for (i, m) in members.iter().enumerate() {
         let send_filter: Option<Arc<dyn SendFilter>> = match MEMBERS - i {
             2 => Some(Arc::new(Silent)),
-            1 => Some(Arc::new(EquivocateVotes { identity: Identity::from_seed(*m.seed()) })),
+            1 => Some(Arc::new(EquivocateVotes { identity: Identity::from_seed_with(*m.seed(), m.crypto()) })),
             _ => None,
         };
         let cfg = MeshConfig { send_filter, simplex: agreement(), ..MeshConfig::default() };
         let node = nodes.get(i).context("node")?.clone();
         meshes.push(
-            Mesh::start(node, world.clone(), genesis.clone(), s0.clone(), Some(Identity::from_seed(*m.seed())), cfg)
-                .await?,
+            Mesh::start(
+                node,
+                world.clone(),
+                genesis.clone(),
+                s0.clone(),
+                Some(Identity::from_seed_with(*m.seed(), m.crypto())),
+                cfg,
+            )
+            .await?,
         );
     }
     let observers: Vec<usize> = (MEMBERS..n.min(MEMBERS + OBSERVERS)).collect();

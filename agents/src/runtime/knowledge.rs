@@ -117,7 +117,7 @@ impl Runtime {
         // Publishing in the DHT runs beside the offers: peers fetch from us directly.
         let publish = {
             let rt = self.clone();
-            let agent = Identity::from_seed(*agent.seed());
+            let agent = Identity::from_seed_with(*agent.seed(), agent.crypto());
             let index = index.clone();
             tokio::spawn(async move { rt.publish_records(&agent, &index, iref).await })
         };

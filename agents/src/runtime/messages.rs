@@ -158,7 +158,9 @@ impl Runtime {
 
     /// The router's verdict on an envelope that arrived by `transport`, refusals counted.
     pub(super) fn admit(&self, e: &Envelope, transport: Transport) -> Result<Route, Refusal> {
-        let verdict = lock(&self.inner.router).admit(unix_ms(), e, transport);
+        // The signature check runs outside the lock (the pending requests share it).
+        let verdict = crate::router::check(e, transport)
+            .and_then(|route| lock(&self.inner.router).fresh(unix_ms(), e).map(|()| route));
         if let Err(r) = verdict {
             self.count_refusal(r);
         }

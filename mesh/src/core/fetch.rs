@@ -22,7 +22,7 @@ impl<W: World> MeshCore<W> {
     /// Whether final blocks are waiting for a state to build on, or were missed (the core asks
     /// for a catch-up read while it is).
     pub fn behind(&self) -> bool {
-        self.gap || !self.orphans.is_empty()
+        self.gap.is_some() || !self.orphans.is_empty()
     }
 
     /// Asks for a read now, whatever the state (a member that starts or restarts begins from
@@ -89,8 +89,9 @@ impl<W: World> MeshCore<W> {
         let digest = certificate.digest;
         let hash = state_hash(&state);
         let state = Arc::new(state);
+        // A block executed here already keeps what it knows (its inputs for the replay window).
         let executed = Executed { round, state: state.clone(), state_hash: hash, inputs: Vec::new(), parent: None };
-        self.blocks.insert(digest, executed);
+        self.blocks.entry(digest).or_insert(executed);
         let height = proposal.height;
         self.certify(
             now,
@@ -98,7 +99,7 @@ impl<W: World> MeshCore<W> {
         );
         self.stats.caught_up += 1;
         self.simplex.resume_after(now, height, digest);
-        self.gap = false;
+        self.gap = None;
         let waiting = std::mem::take(&mut self.orphans);
         for (h, (d, p, c)) in waiting {
             if h > height {

@@ -205,8 +205,9 @@ pub struct MeshCore<W: World> {
     /// Final blocks we could not execute (their parent's state is missing here), by height,
     /// until a caught-up state lets us (bounded by `MAX_ORPHANS`).
     orphans: BTreeMap<u64, (Digest, Proposal, Option<Certificate>)>,
-    /// The agreement reported final blocks it never saw: catch up.
-    gap: bool,
+    /// The agreement reported final blocks it never saw, up to this height: catch up (until
+    /// a final block above it executes here, or a caught-up round passes it).
+    gap: Option<u64>,
     fetch: fetch::Fetching,
     /// Whether this core signs for one of the members (else it observes).
     member: bool,
@@ -304,7 +305,7 @@ impl<W: World> MeshCore<W> {
             last_round_at: now,
             final_round: 0,
             orphans: BTreeMap::new(),
-            gap: false,
+            gap: None,
             fetch: fetch::Fetching::default(),
             member,
             convicted: BTreeSet::new(),
@@ -456,6 +457,10 @@ impl<W: World> MeshCore<W> {
 
     /// Builds and hands Simplex our batch for `height` on `parent`.
     fn build(&mut self, now: Instant, height: u64, parent: Digest, ph: u64) {
+        // The tip may be a notarised block this member never executed (it voted for another).
+        if self.ensure_executed(ph, parent).is_err() {
+            return;
+        }
         let Some(p) = self.blocks.get(&parent) else { return };
         let round = p.round + 1;
         let seed = round_seed(&self.mesh, &p.state_hash, round);
@@ -519,8 +524,17 @@ impl<W: World> MeshCore<W> {
         if self.blocks.contains_key(&digest) {
             return Ok(());
         }
+        self.ensure_executed(p.parent_height, p.parent)?;
+        self.execute_block(digest, p)
+    }
+
+    /// Executes block `digest` at `height` and the ancestors below it this member has not,
+    /// from the blocks the agreement holds (proposals, and those notarisations carry); at most
+    /// `INPUT_WINDOW + 1` of them. Fails with the first one's reason; an unknown block is left
+    /// for the caller's own check.
+    fn ensure_executed(&mut self, height: u64, digest: Digest) -> Result<(), &'static str> {
         let mut missing = Vec::new();
-        let (mut height, mut at) = (p.parent_height, p.parent);
+        let (mut height, mut at) = (height, digest);
         while !self.blocks.contains_key(&at) && missing.len() <= INPUT_WINDOW as usize {
             let Some(b) = self.simplex.block(height, &at) else { break };
             missing.push((at, b.clone()));
@@ -529,7 +543,7 @@ impl<W: World> MeshCore<W> {
         for (d, b) in missing.iter().rev() {
             self.execute_block(*d, b)?;
         }
-        self.execute_block(digest, p)
+        Ok(())
     }
 
     /// Re-executes one block on its parent's state; on success remembers it.
@@ -630,7 +644,7 @@ impl<W: World> MeshCore<W> {
                     self.finalized(now, proposal, digest, certificate);
                 }
                 simplex::Out::Gap { from, to } => {
-                    self.gap = true;
+                    self.gap = Some(self.gap.map_or(to, |g| g.max(to)));
                     self.out.push_back(MeshOut::Gap { from, to });
                 }
                 simplex::Out::Reserve { up_to } => self.out.push_back(MeshOut::Reserve { up_to }),
@@ -677,6 +691,9 @@ impl<W: World> MeshCore<W> {
         }
         self.stats.inputs_applied += inputs.len() as u64;
         let height = proposal.height;
+        if self.gap.is_some_and(|g| height > g) {
+            self.gap = None;
+        }
         self.certify(now, Certified { round, height, digest, state_hash: hash, state, proposal, certificate });
         // Forget what can no longer matter: applied ids past their window, and blocks that are
         // neither recent ancestors of this one nor candidates above it.

@@ -237,7 +237,7 @@ impl<S: Serialize + serde::de::DeserializeOwned + Send + Sync + 'static> Mesh<S>
             world,
             genesis,
             s0,
-            identity.as_ref().map(|i| Identity::from_seed(*i.seed())),
+            identity.as_ref().map(|i| Identity::from_seed_with(*i.seed(), i.crypto())),
             cfg.clone(),
             Instant::now(),
         )?;
@@ -259,7 +259,7 @@ impl<S: Serialize + serde::de::DeserializeOwned + Send + Sync + 'static> Mesh<S>
         let genesis = get_genesis(&node, mesh).await?;
         let f = get_state::<W>(&node, mesh).await?;
         let certified = (f.round, f.state, f.proposal, f.certificate);
-        let id = identity.as_ref().map(|i| Identity::from_seed(*i.seed()));
+        let id = identity.as_ref().map(|i| Identity::from_seed_with(*i.seed(), i.crypto()));
         let core = MeshCore::from_certified(world, genesis, certified, id, cfg.clone(), Instant::now())?;
         Self::launch(node, core, identity, cfg).await
     }

@@ -110,7 +110,7 @@ impl TopicCore {
             *s ^= d;
         }
         TopicCore {
-            identity: Identity::from_seed(*identity.seed()),
+            identity: Identity::from_seed_with(*identity.seed(), identity.crypto()),
             me: identity.id(),
             contact: encode_contact(addrs),
             cfg,
