@@ -117,7 +117,8 @@ pub fn plumtree_ops(data: &[u8]) {
 /// Gossip stream frames, broadcast envelopes and contact data from arbitrary bytes: whatever
 /// decodes re-encodes to the same bytes, and nothing panics or allocates beyond the input.
 pub fn gossip_frames(data: &[u8]) {
-    use crate::wire::{Envelope, TopicId, decode_canonical, decode_frame, encode_frame};
+    use crate::proto::{decode_frame, encode_frame};
+    use crate::wire::{Envelope, TopicId, decode_canonical};
     if let Some(f) = decode_frame(data) {
         let enc = encode_frame(&f).unwrap_or_default();
         assert_eq!(enc.get(4..), Some(data), "frames are canonical");
@@ -158,7 +159,8 @@ pub fn blob_manifest(data: &[u8]) {
 /// within a bound.
 pub fn topic_ops(data: &[u8]) {
     use crate::proto::topic::{Ed25519Verifier, Now, TopicCore, TopicsConfig};
-    use crate::wire::{Envelope, Frame, TopicId, decode_frame};
+    use crate::proto::{Frame, decode_frame};
+    use crate::wire::{Envelope, TopicId};
     use std::collections::BTreeMap;
     use suprnova_dht::{Identity, NodeId};
 

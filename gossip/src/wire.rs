@@ -1,12 +1,11 @@
-//! What gossip puts on a QUIC stream (wire-spec §12): frames of a gossip stream, and the signed
-//! envelope every broadcast travels in. Sans-IO: encoding, decoding and verification only.
+//! What gossip puts on a QUIC stream (wire-spec §12): topics, the signed envelope every
+//! broadcast travels in, contact data; the frame that carries the cores' messages is
+//! `proto::frame`. Sans-IO: encoding, decoding and verification only.
 
 use serde::{Deserialize, Serialize};
 use suprnova_dht::identity::verify_strict;
 use suprnova_dht::wire::WireAddr;
 use suprnova_dht::{Identity, NodeId};
-
-use crate::proto::{hyparview, plumtree};
 
 /// Largest frame on a gossip stream (length prefix excluded).
 pub const MAX_FRAME: usize = 128 * 1024;
@@ -31,27 +30,6 @@ impl TopicId {
     pub fn members_key(&self) -> suprnova_dht::wire::Key {
         suprnova_dht::wire::Key(blake3::derive_key("suprnova v1 topic members", &self.0))
     }
-}
-
-/// One frame of a gossip stream.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Frame {
-    /// 0: nothing (keeps the connection alive while the peer is a neighbour).
-    KeepAlive,
-    /// 1: HyParView message of a topic.
-    Membership {
-        /// Topic.
-        topic: TopicId,
-        /// Message.
-        msg: hyparview::Message<NodeId>,
-    },
-    /// 2: Plumtree message of a topic; `Gossip` payloads are encoded [`Envelope`]s.
-    Broadcast {
-        /// Topic.
-        topic: TopicId,
-        /// Message.
-        msg: plumtree::Message,
-    },
 }
 
 /// A broadcast as its origin signed it.
@@ -284,33 +262,6 @@ impl postcard::ser_flavors::Flavor for Compare<'_> {
     }
 }
 
-/// Encodes a frame with its 4-byte big-endian length prefix.
-pub fn encode_frame(frame: &Frame) -> Option<Vec<u8>> {
-    // Room for the whole frame up front: one allocation, no regrowth while encoding.
-    let hint = match frame {
-        Frame::Broadcast { msg: plumtree::Message::Gossip { payload, .. }, .. } => payload.len() + 96,
-        Frame::Broadcast { msg: plumtree::Message::IHave(ids), .. } => ids.len() * 36 + 48,
-        _ => 128,
-    };
-    let mut out = Vec::with_capacity(4 + hint);
-    out.extend_from_slice(&[0; 4]);
-    let mut out = postcard::to_extend(frame, out).ok()?;
-    let len = out.len() - 4;
-    if len > MAX_FRAME {
-        return None;
-    }
-    out.get_mut(..4)?.copy_from_slice(&u32::try_from(len).ok()?.to_be_bytes());
-    Some(out)
-}
-
-/// Decodes a frame body (without its length prefix).
-pub fn decode_frame(body: &[u8]) -> Option<Frame> {
-    if body.len() > MAX_FRAME {
-        return None;
-    }
-    decode_canonical(body)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,15 +289,6 @@ mod tests {
         let mut long = bytes;
         long.push(0);
         assert_eq!(Envelope::decode_verified(&long, &topic, 1_000_000, 300_000), Err(EnvelopeError::Malformed));
-    }
-
-    #[test]
-    fn frames_round_trip() {
-        let f = Frame::Broadcast { topic: TopicId::from_name("x"), msg: plumtree::Message::Prune };
-        let enc = encode_frame(&f).unwrap();
-        assert_eq!(u32::from_be_bytes(enc[..4].try_into().unwrap()) as usize, enc.len() - 4);
-        assert_eq!(decode_frame(&enc[4..]), Some(f));
-        assert_eq!(decode_frame(&[9]), None);
     }
 
     #[test]

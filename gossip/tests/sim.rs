@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 use suprnova_dht::{Identity, NodeId};
+use suprnova_gossip::proto::Frame;
 use suprnova_gossip::proto::topic::{Ed25519Verifier, Now, Out, TopicCore, TopicEvent, TopicsConfig};
-use suprnova_gossip::wire::{Frame, TopicId};
+use suprnova_gossip::wire::TopicId;
 
 type P = u32;
 

@@ -9,8 +9,9 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 use suprnova_dht::{Identity, NodeId};
 use suprnova_gossip::blob::{BlobHash, BlobRequest, Manifest};
+use suprnova_gossip::proto::{Frame, decode_frame, encode_frame};
 use suprnova_gossip::proto::{hyparview, plumtree};
-use suprnova_gossip::wire::{Envelope, Frame, TopicId, decode_canonical, decode_frame, encode_frame};
+use suprnova_gossip::wire::{Envelope, TopicId, decode_canonical};
 
 fn h(b: &[u8]) -> Value {
     Value::String(hex::encode(b))

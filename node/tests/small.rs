@@ -141,7 +141,8 @@ async fn records_requests_topics_and_blobs() {
 async fn a_non_neighbour_cannot_graft_itself_into_the_tree() {
     use suprnova_gossip::net::{Transport, TransportOptions, kind};
     use suprnova_gossip::proto::plumtree;
-    use suprnova_gossip::wire::{Frame, TopicId, encode_frame};
+    use suprnova_gossip::proto::{Frame, encode_frame};
+    use suprnova_gossip::wire::TopicId;
 
     let ns = nodes(2).await;
     let _sub = ns[0].subscribe("guarded").await.unwrap();

@@ -20,7 +20,8 @@ use super::transport::{Transport, kind};
 use crate::proto::plumtree::{self, MessageId};
 use crate::proto::topic::{Ed25519Verifier, Now, Out, TopicCore};
 pub use crate::proto::topic::{MembershipConfig, TopicError, TopicEvent, TopicInfo, TopicStats, TopicsConfig};
-use crate::wire::{Frame, MAX_FRAME, TopicId, decode_frame, encode_frame};
+use crate::proto::{Frame, decode_frame, encode_frame};
+use crate::wire::{MAX_FRAME, TopicId};
 pub use crate::wire::{decode_contact, encode_contact};
 
 /// Member-set work the core asks for, for the node (which holds the DHT) to carry out.

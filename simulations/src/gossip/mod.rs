@@ -32,9 +32,10 @@ use std::time::{Duration, Instant};
 
 use rand_chacha::ChaCha8Rng;
 use suprnova_dht::{Identity, NodeId};
+use suprnova_gossip::proto::Frame;
 use suprnova_gossip::proto::plumtree::MessageId;
 use suprnova_gossip::proto::topic::{Now, TopicCore, TopicEvent, TopicsConfig};
-use suprnova_gossip::wire::{Frame, TopicId};
+use suprnova_gossip::wire::TopicId;
 
 pub use self::members::MemberSet;
 pub use self::track::{GossipNetStats, Track};

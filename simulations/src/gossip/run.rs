@@ -1,9 +1,9 @@
 //! The gossip simulation's event loop: frames in flight, the cores' timers and outputs, the
 //! member-set work, and the connection model.
 
+use suprnova_gossip::proto::Frame;
 use suprnova_gossip::proto::plumtree::{self, MessageId};
 use suprnova_gossip::proto::topic::Out;
-use suprnova_gossip::wire::Frame;
 
 use super::track::TrustSigned;
 use super::{Ev, GossipSim, Wire, addr, counter_of, topic};

@@ -10,9 +10,10 @@ use rand_core::Rng;
 use suprnova_dht::NodeId;
 
 use super::{MAX_CONTACTS, Now, Out, TimerItem, TopicCore, TopicEvent, Verifier};
+use crate::proto::Frame;
 use crate::proto::hyparview;
 use crate::proto::plumtree::{self, MessageId};
-use crate::wire::{Envelope, EnvelopeError, Frame, SigCheck, TopicId, decode_contact};
+use crate::wire::{Envelope, EnvelopeError, SigCheck, TopicId, decode_contact};
 
 /// Signature verdicts of a batch's new broadcasts, by message id (an id is BLAKE3 of the
 /// envelope, so a verdict holds for every copy of it).

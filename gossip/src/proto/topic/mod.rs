@@ -33,9 +33,10 @@ use self::order::Order;
 pub use self::types::{
     Ed25519Verifier, MembershipConfig, Now, TopicError, TopicEvent, TopicInfo, TopicStats, TopicsConfig, Verifier,
 };
+use crate::proto::Frame;
 use crate::proto::hyparview::{self, HyParView, PeerInfo};
 use crate::proto::plumtree::{self, MessageId, Plumtree};
-use crate::wire::{Envelope, Frame, TopicId, encode_contact};
+use crate::wire::{Envelope, TopicId, encode_contact};
 
 /// Contact addresses remembered at most.
 const MAX_CONTACTS: usize = 50_000;
