@@ -16,7 +16,7 @@ use suprnova_mesh::net::Mesh;
 use suprnova_mesh::world::{Genesis, Limits};
 
 use super::cluster::View;
-use super::layout::{Elem, Layout, LayoutMove, LayoutState, overlap, svg};
+use super::layout::{Elem, Layout, LayoutMove, LayoutState, MAX_STEP, overlap, svg};
 use super::{Cluster, follow, identity};
 use crate::agent::{Agent, AgentAddr, Ctx, Event, Profile};
 use crate::runtime::RuntimeConfig;
@@ -103,6 +103,9 @@ pub struct BoxAgent {
     overlapping_since: Option<u64>,
     /// Since when one of this box's links has been stretched.
     stretched_since: Option<u64>,
+    /// From this round on, links pull only onto free space (no forceful pushes), so the last
+    /// rounds settle instead of trading a stretched link for a transient overlap.
+    settle_from: u64,
     negotiations: Arc<AtomicU64>,
 }
 
@@ -180,8 +183,8 @@ impl BoxAgent {
             (None, _) => self.overlapping_since = None,
             (Some(_), None) => self.overlapping_since = Some(st.round),
             (Some(j), Some(since)) if st.round >= since + 20 && self.owed == (0, 0) => {
-                if let Some((dx, dy)) = st.separation(j, me) {
-                    self.owed = (dx, dy);
+                if let Some(step) = free_step(st, me).or_else(|| st.separation(j, me)) {
+                    self.owed = step;
                 }
                 self.overlapping_since = Some(st.round);
             }
@@ -222,7 +225,7 @@ impl BoxAgent {
                 self.stretched_since = Some(st.round);
                 false
             }
-            (true, Some(since)) => st.round >= since + 30,
+            (true, Some(since)) => st.round >= since + 30 && st.round < self.settle_from,
         };
         let (px, py) = st.pull(me);
         let free = [(px, py), (px, 0), (0, py)]
@@ -239,6 +242,17 @@ impl BoxAgent {
             None => (0, 0),
         }
     }
+}
+
+/// The shortest step (of eight directions, three lengths up to [`MAX_STEP`]) that leaves box `i`
+/// overlapping nothing.
+fn free_step(st: &LayoutState, i: usize) -> Option<(i32, i32)> {
+    const DIRS: [(i32, i32); 8] = [(1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1)];
+    [MAX_STEP / 3, 2 * MAX_STEP / 3, MAX_STEP]
+        .into_iter()
+        .flat_map(|len| DIRS.into_iter().map(move |(x, y)| (x * len, y * len)))
+        .map(|(x, y)| st.clamp_step(i, x, y))
+        .find(|&(x, y)| (x, y) != (0, 0) && st.overlaps_at(i, x, y) == 0)
 }
 
 impl Agent for BoxAgent {
@@ -302,6 +316,7 @@ pub async fn run(cfg: LayoutConfig, mut progress: impl FnMut(&LayoutState)) -> R
             asked: HashMap::new(),
             overlapping_since: None,
             stretched_since: None,
+            settle_from: cfg.max_rounds.saturating_mul(3) / 4,
             negotiations: negotiations.clone(),
         };
         let profile = Profile { kind: "box".into(), tick: Some(Duration::from_millis(20)), ..Profile::default() };
