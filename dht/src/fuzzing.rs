@@ -31,6 +31,7 @@ pub fn packet_decode(data: &[u8]) {
         }
         Ok(Packet::RecordRequest(n)) => assert_eq!(packet::record_request(n), data),
         Ok(Packet::RecordReply(n, rec)) => assert_eq!(packet::record_reply(n, rec).as_deref(), Some(data)),
+        Ok(Packet::Relayed(c, inner)) => assert_eq!(packet::relayed(c, inner).as_deref(), Some(data)),
         Err(_) => {}
     }
 }
@@ -42,7 +43,7 @@ pub fn message_roundtrip(data: &[u8]) {
     }
 }
 
-/// Node record decode + verification: anything accepted re-encodes identically and verifies again.
+/// Node record (and reach record) decode + verification: anything accepted re-encodes identically and verifies again.
 pub fn record_verify(data: &[u8]) {
     if let Ok(rec) = NodeRecord::decode_verified(data) {
         assert_eq!(wire::encode(&rec).ok().as_deref(), Some(data));
@@ -50,6 +51,12 @@ pub fn record_verify(data: &[u8]) {
     }
     if let Ok(rec) = wire::decode::<NodeRecord>(data) {
         assert_eq!(wire::encode(&rec).ok().as_deref(), Some(data));
+    }
+    // The same bytes as a reach record (§15.4): canonical, and stored only if it verifies.
+    if let Ok(reach) = wire::decode::<wire::ReachRecord>(data) {
+        assert_eq!(wire::encode(&reach).ok().as_deref(), Some(data));
+        let stored = crate::store::validate(&reach.key(), &wire::Record::Reach(Box::new(reach.clone())));
+        assert_eq!(stored.is_ok(), reach.verify().is_ok());
     }
 }
 

@@ -221,6 +221,15 @@ pub fn verify_strict(public_key: &[u8; 32], msg: &[u8], signature: &[u8; 64]) ->
     (crate::crypto::default_provider().verify)(public_key, msg, signature)
 }
 
+/// Capability flags of a node record (§3.5).
+pub mod capability {
+    /// The node serves as a relay for nodes behind NAT (§15.2).
+    pub const RELAY: u64 = 1;
+    /// The node cannot be dialled unsolicited (it is behind NAT): reach it through the relays
+    /// of its reach record (§15.4), and keep it out of routing tables.
+    pub const PRIVATE: u64 = 2;
+}
+
 /// A signed node record: what peers exchange to learn how to reach and authenticate a node (§3.4).
 ///
 /// Field order is the wire order. The signature covers the postcard encoding of every field before it.

@@ -86,6 +86,8 @@ reasons! {
     RateLimitedRequest = "rate_limited_request",
     /// A store from a peer over its store limit (answered with `Error` RATE_LIMITED).
     RateLimitedStore = "rate_limited_store",
+    /// A relay frame (type 7) reached the channel: this node has no data plane (§15.3).
+    RelayFrame = "relay_frame",
 }
 
 impl From<PacketError> for DropReason {

@@ -106,6 +106,14 @@ pub fn validate(key: &Key, record: &Record) -> Result<(), StoreError> {
                 return Err(StoreError::BadSignature);
             }
         }
+        Record::Reach(r) => {
+            if r.key() != *key {
+                return Err(StoreError::WrongKey);
+            }
+            if r.verify().is_err() {
+                return Err(StoreError::BadSignature);
+            }
+        }
     }
     Ok(())
 }
@@ -149,6 +157,7 @@ fn seq_of(record: &Record) -> Option<u64> {
         Record::Immutable { .. } => None,
         Record::Mutable(m) => Some(m.seq),
         Record::SetEntry(e) => Some(e.seq),
+        Record::Reach(r) => Some(r.seq),
     }
 }
 

@@ -11,7 +11,7 @@ use suprnova_dht::identity::{Identity, NodeId, NodeRecord};
 use suprnova_dht::wire::bounded::{BoundedBytes, BoundedString, BoundedVec};
 use suprnova_dht::wire::limits::{MAX_PLAINTEXT, MAX_RECORD_LEN};
 use suprnova_dht::wire::packet;
-use suprnova_dht::wire::{self, Body, Key, Message, MutableRecord, Record, SetEntry, WireAddr};
+use suprnova_dht::wire::{self, Body, Key, Message, MutableRecord, ReachRecord, Record, RelayRef, SetEntry, WireAddr};
 
 fn addr() -> impl Strategy<Value = WireAddr> {
     prop_oneof![
@@ -60,6 +60,15 @@ fn record() -> impl Strategy<Value = Record> {
                 signature
             })
         ),
+        (any::<[u8; 32]>(), any::<u64>(), proptest::collection::vec((any::<[u8; 32]>(), addr()), 0..=2)).prop_map(
+            |(seed, seq, relays)| {
+                let me = Identity::from_seed(seed);
+                let node = me.make_record(seq, 2, &[]).unwrap();
+                let relays =
+                    relays.into_iter().map(|(k, addr)| RelayRef { id: NodeId(k), noise_key: k, addr }).collect();
+                Record::Reach(Box::new(ReachRecord::sign(&me, node, seq, relays).unwrap()))
+            }
+        ),
     ]
 }
 
@@ -80,6 +89,12 @@ fn body() -> impl Strategy<Value = Body> {
         (any::<[u8; 32]>(), any::<Option<[u8; 32]>>()).prop_map(|(k, after)| Body::FindSet { key: Key(k), after }),
         (any::<[u8; 32]>(), proptest::collection::vec(set_entry(), 0..=3), any::<bool>())
             .prop_map(|(k, e, more)| Body::SetPage { key: Key(k), entries: BoundedVec::try_from(e).unwrap(), more }),
+        any::<u32>().prop_map(|ttl_s| Body::Reserve { ttl_s }),
+        (any::<u32>(), any::<u16>(), any::<u32>()).prop_map(|(ttl_s, max_circuits, circuit_bytes_per_s)| {
+            Body::Reserved { ttl_s, max_circuits, circuit_bytes_per_s }
+        }),
+        any::<[u8; 32]>().prop_map(|t| Body::Connect { target: NodeId(t) }),
+        any::<u64>().prop_map(|circuit| Body::Connected { circuit }),
     ]
 }
 

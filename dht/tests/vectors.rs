@@ -505,7 +505,13 @@ fn reject_vectors(tr: &Transcript) -> Value {
         n("empty datagram", &[], &[], DropReason::Empty),
         n("1201 bytes", &[], &[0x04; 1201], DropReason::TooLarge),
         n("QUIC short header (bit 0x40 set)", &[], &[0x40, 1, 0, 0, 1, 2, 3], DropReason::QuicBit),
-        n("unknown packet type 7", &[], &[0x07, 1, 0, 0], DropReason::UnknownType),
+        n("unknown packet type 8", &[], &[0x08, 1, 0, 0], DropReason::UnknownType),
+        n(
+            "relayed frame (type 7) at a node with no data plane",
+            &[],
+            &[0x07, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0],
+            DropReason::RelayFrame,
+        ),
         n("initiation with version 2", &[], &wrong_version, DropReason::WrongVersion),
         n(
             "reserved byte set",

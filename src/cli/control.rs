@@ -363,6 +363,16 @@ async fn get(st: &State, v: Value) -> Answer {
                 })).collect::<Vec<_>>(),
             }))
         }
+        Record::Reach(r) => ok(json!({
+            "kind": "reach",
+            "node": r.node.id.to_string(),
+            "seq": r.seq,
+            "relays": r.relays.iter().map(|x| json!({
+                "id": x.id.to_string(),
+                "addr": x.addr.to_socket_addr().to_string(),
+            })).collect::<Vec<_>>(),
+            "from": got.from.to_string(),
+        })),
     }
 }
 

@@ -465,6 +465,9 @@ impl Channel {
             Packet::Transport(t) => self.on_transport(now, from, &t),
             Packet::RecordRequest(nonce) => self.on_record_request(now, from, nonce),
             Packet::RecordReply(nonce, rec) => self.on_record_reply(from, nonce, rec),
+            // Relay frames belong to the data plane under the channel (§15.3); one that reaches
+            // the channel came to a node that has none.
+            Packet::Relayed(..) => Err(DropReason::RelayFrame),
         };
         if let Err(r) = result {
             self.stats.drops.add(r);

@@ -140,7 +140,13 @@ impl Dht {
             }
         };
         match msg.body {
-            Body::Ping | Body::FindNode { .. } | Body::FindValue { .. } | Body::FindSet { .. } | Body::Store { .. } => {
+            Body::Ping
+            | Body::FindNode { .. }
+            | Body::FindValue { .. }
+            | Body::FindSet { .. }
+            | Body::Store { .. }
+            | Body::Reserve { .. }
+            | Body::Connect { .. } => {
                 let request = resend::digest(data);
                 if self.answer_again(now, peer, msg.id, &request) {
                     return;
@@ -157,6 +163,7 @@ impl Dht {
             }
             Body::StoreAck { .. } => self.on_store_ack(now, peer, addr, msg.id, Ok(())),
             Body::Error { code, .. } => self.on_error(now, peer, addr, msg.id, code),
+            Body::Reserved { .. } | Body::Connected { .. } => self.channel.count_drop(DropReason::UnexpectedResponse),
         }
     }
 

@@ -112,6 +112,9 @@ impl Dht {
             Body::Store { key, record, ttl_s, expected_seq } => {
                 vec![self.serve_store(now, peer, key, record, ttl_s, expected_seq)]
             }
+            Body::Reserve { .. } | Body::Connect { .. } => {
+                vec![error(crate::wire::message::error_code::RELAY_OFF, "not a relay")]
+            }
             _ => Vec::new(),
         }
     }

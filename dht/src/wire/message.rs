@@ -99,6 +99,30 @@ pub enum Body {
         /// More entries follow the last one: ask again with `after` = its writer key.
         more: bool,
     },
+    /// 11: keep a relay reservation for me for `ttl_s` seconds; 0 releases it (§15.2).
+    Reserve {
+        /// Lifetime asked for.
+        ttl_s: u32,
+    },
+    /// 12: answer to `Reserve`: the reservation is held, within these limits.
+    Reserved {
+        /// Lifetime granted (at most the one asked for).
+        ttl_s: u32,
+        /// Circuits the relay opens to this node at once.
+        max_circuits: u16,
+        /// Bytes per second the relay forwards on one circuit, each way.
+        circuit_bytes_per_s: u32,
+    },
+    /// 13: open a circuit to `target`, which holds a reservation on this relay.
+    Connect {
+        /// The node to reach.
+        target: NodeId,
+    },
+    /// 14: answer to `Connect`: the circuit id of the asker's leg (§15.3).
+    Connected {
+        /// Circuit id to put in the asker's relayed frames.
+        circuit: u64,
+    },
 }
 
 /// Error codes of `Body::Error` (§6.5).
@@ -117,6 +141,12 @@ pub mod error_code {
     pub const CAS_MISMATCH: u16 = 6;
     /// Record is older than the one held.
     pub const STALE: u16 = 7;
+    /// A relay is at one of its limits (reservations, circuits).
+    pub const RESOURCE_LIMIT: u16 = 8;
+    /// `Connect` to a node that holds no reservation on this relay.
+    pub const NO_RESERVATION: u16 = 9;
+    /// This node does not serve as a relay.
+    pub const RELAY_OFF: u16 = 10;
 }
 
 /// Stored records (§7). Validation rules belong to the store; these are the wire shapes.
@@ -131,6 +161,8 @@ pub enum Record {
     Mutable(MutableRecord),
     /// 2: one writer's entry in a multi-writer set under the store key.
     SetEntry(SetEntry),
+    /// 3: how to reach a node behind NAT; key = `Key::for_reach(node id)` (§15.4).
+    Reach(Box<super::reach::ReachRecord>),
 }
 
 /// A signed, sequenced record owned by one key pair (§7.2).

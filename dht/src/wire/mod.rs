@@ -6,11 +6,13 @@
 
 pub mod message;
 pub mod packet;
+pub mod reach;
 
 pub use crate::codec::{DecodeError, addr, bounded, decode, encode, limits, serde_sig};
 
 pub use addr::WireAddr;
 pub use message::{Body, Key, Message, MutableRecord, Record, SetEntry};
+pub use reach::{ReachRecord, RelayRef};
 
 impl Message {
     /// Encodes the message; fails if it would not fit one transport packet.

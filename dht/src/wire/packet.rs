@@ -22,6 +22,8 @@ pub enum PacketType {
     RecordRequest = 5,
     /// A node's signed record, answering a record request.
     RecordReply = 6,
+    /// A datagram carried through a relay circuit (§15.3): header ‖ circuit ‖ inner datagram.
+    Relayed = 7,
 }
 
 /// Length of a handshake initiation.
@@ -42,6 +44,11 @@ pub const INIT_PAYLOAD_LEN: usize = 104;
 pub const ENC_PAYLOAD_LEN: usize = INIT_PAYLOAD_LEN + TAG_LEN;
 /// Fixed part of a record reply before the record bytes.
 pub const RECORD_REPLY_HEADER_LEN: usize = HEADER_LEN + 8;
+/// Header of a relayed frame: packet header ‖ circuit id (u64 LE).
+pub const RELAYED_HEADER_LEN: usize = HEADER_LEN + 8;
+/// Largest relayed frame: a 1,460-byte inner datagram (room for QUIC's largest packets, 1,452)
+/// plus the header; 1,472 is the UDP payload of a 1,500-byte IPv4 MTU (§15.3).
+pub const MAX_RELAYED_LEN: usize = 1472;
 
 /// Why bytes are not a well-formed packet (§4.7). Each maps to a drop reason.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
@@ -140,6 +147,8 @@ pub enum Packet<'a> {
     RecordRequest([u8; 8]),
     /// Type 6: the echoed nonce and the record bytes.
     RecordReply([u8; 8], &'a [u8]),
+    /// Type 7: the circuit id and the inner datagram (empty for a leg keep-alive).
+    Relayed(u64, &'a [u8]),
 }
 
 fn arr<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
@@ -157,13 +166,14 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
 /// Parses one datagram. Checks, in order: size, QUIC bit, type, version, reserved bytes, length.
 pub fn parse(b: &[u8]) -> Result<Packet<'_>, PacketError> {
     let first = *b.first().ok_or(PacketError::Empty)?;
-    if b.len() > MAX_DATAGRAM {
+    let max = if first == PacketType::Relayed as u8 { MAX_RELAYED_LEN } else { MAX_DATAGRAM };
+    if b.len() > max {
         return Err(PacketError::TooLarge);
     }
     if first & 0x40 != 0 {
         return Err(PacketError::QuicBit);
     }
-    if !(1..=6).contains(&first) {
+    if !(1..=7).contains(&first) {
         return Err(PacketError::UnknownType);
     }
     if b.len() < HEADER_LEN {
@@ -220,13 +230,39 @@ pub fn parse(b: &[u8]) -> Result<Packet<'_>, PacketError> {
             }
             Packet::RecordRequest(arr(b, 4))
         }
-        _ => {
+        6 => {
             if b.len() <= RECORD_REPLY_HEADER_LEN || b.len() >= RECORD_REQUEST_LEN {
                 return Err(PacketError::BadLength);
             }
             Packet::RecordReply(arr(b, 4), b.get(RECORD_REPLY_HEADER_LEN..).unwrap_or(&[]))
         }
+        _ => {
+            if b.len() < RELAYED_HEADER_LEN {
+                return Err(PacketError::BadLength);
+            }
+            Packet::Relayed(u64::from_le_bytes(arr(b, 4)), b.get(RELAYED_HEADER_LEN..).unwrap_or(&[]))
+        }
     })
+}
+
+/// Writes the header of a relayed frame on `circuit` (the inner datagram follows it).
+pub fn relayed_header(circuit: u64) -> [u8; RELAYED_HEADER_LEN] {
+    let mut h = [0u8; RELAYED_HEADER_LEN];
+    h[0] = PacketType::Relayed as u8;
+    h[1] = PROTOCOL_VERSION;
+    h[4..12].copy_from_slice(&circuit.to_le_bytes());
+    h
+}
+
+/// Encodes a relayed frame; `None` if `inner` is longer than a frame can carry.
+pub fn relayed(circuit: u64, inner: &[u8]) -> Option<Vec<u8>> {
+    if RELAYED_HEADER_LEN + inner.len() > MAX_RELAYED_LEN {
+        return None;
+    }
+    let mut v = Vec::with_capacity(RELAYED_HEADER_LEN + inner.len());
+    v.extend_from_slice(&relayed_header(circuit));
+    v.extend_from_slice(inner);
+    Some(v)
 }
 
 fn header(t: PacketType, out: &mut Vec<u8>) {
@@ -346,7 +382,9 @@ mod tests {
     fn header_checks_in_order() {
         assert_eq!(parse(&[]), Err(PacketError::Empty));
         assert_eq!(parse(&[0x41; 50]), Err(PacketError::QuicBit));
-        assert_eq!(parse(&[0x07, 1, 0, 0]), Err(PacketError::UnknownType));
+        assert_eq!(parse(&[0x08, 1, 0, 0]), Err(PacketError::UnknownType));
+        assert_eq!(parse(&[0x07, 1, 0, 0]), Err(PacketError::BadLength));
+        assert_eq!(parse(&[0x07; 1473]), Err(PacketError::TooLarge));
         assert_eq!(parse(&[0x04, 2, 0, 0]), Err(PacketError::WrongVersion));
         assert_eq!(parse(&[0x04, 1, 1, 0]), Err(PacketError::Reserved));
         assert_eq!(parse(&[0x04, 1, 0, 0, 1]), Err(PacketError::BadLength));
@@ -358,9 +396,18 @@ mod tests {
 
     #[test]
     fn every_type_byte_has_quic_bit_clear() {
-        for t in 1u8..=6 {
+        for t in 1u8..=7 {
             assert_eq!(t & 0x40, 0);
         }
+    }
+
+    #[test]
+    fn relayed_frames_roundtrip_up_to_their_own_limit() {
+        let b = relayed(0x0102_0304_0506_0708, &[0x45; 1460]).unwrap();
+        assert_eq!(b.len(), MAX_RELAYED_LEN);
+        assert_eq!(parse(&b), Ok(Packet::Relayed(0x0102_0304_0506_0708, &[0x45; 1460][..])));
+        assert!(relayed(1, &[0; 1461]).is_none());
+        assert_eq!(parse(&relayed(9, &[]).unwrap()), Ok(Packet::Relayed(9, &[][..])));
     }
 
     #[test]
