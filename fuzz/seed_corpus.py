@@ -60,6 +60,8 @@ if os.path.exists(path):
         messages = [bytes.fromhex(v["encoding"]) for v in json.load(f)["valid"]]
 write("dht_messages", [frame(0, messages)[1:]] + [frame(0, [m])[1:] for m in messages])
 write("routing_ops", [bytes(range(96)), bytes([0, 1, 2] * 40)])
+# relay_ops: 4 bytes per op (kind, peer/address, arg, arg): reserve, connect, frames both ways, time.
+write("relay_ops", [bytes([0, 1, 60, 0, 1, 2, 3, 1, 2, 2, 40, 3, 2, 1, 40, 17, 7, 0, 9, 0] * 4), bytes(range(256))])
 # dht_ops decodes its input with `arbitrary` into a list of operations; any bytes are a valid
 # input, so the vectors' packets and messages serve as seeds as they are.
 write("dht_ops", blobs[:64] + [bytes(range(256)), bytes(512)])

@@ -11,7 +11,9 @@ use crate::wire::packet::{self, Packet};
 use crate::wire::{self, Message};
 
 mod dht_ops;
+mod relay_ops;
 pub use dht_ops::{Local, Msg, Op, Rec, dht_ops};
+pub use relay_ops::relay_ops;
 
 /// The responder identity every fuzz target and the seed corpus use (seed bytes 0x42).
 pub fn responder_identity() -> Identity {

@@ -9,7 +9,9 @@
 //! - [`wire`]: packet framing and postcard messages, with every limit named.
 //! - [`handshake`]: Noise IK, cookies, replay window, transport sessions.
 //! - [`channel`]: the sans-IO secure channel: sessions per peer, handshakes, DoS rules, drop counters.
-//! - [`proto`]: the sans-IO `Dht` on top of the channel (Ping/Pong today).
+//! - [`proto`]: the sans-IO `Dht` on top of the channel: Kademlia, records, relaying.
+//! - [`path`]: the data plane under both protocols (relay circuits, virtual addresses) and a
+//!   relay's admission rules.
 //! - [`net`]: tokio driver (feature `net`).
 
 pub mod channel;
@@ -20,6 +22,7 @@ pub mod handshake;
 pub mod identity;
 pub mod keyfile;
 pub mod lookup;
+pub mod path;
 pub mod proto;
 pub mod ratelimit;
 pub mod routing;
