@@ -37,6 +37,8 @@ pub mod wire;
 #[cfg(feature = "net")]
 pub mod net;
 #[cfg(feature = "net")]
+pub mod pathio;
+#[cfg(feature = "net")]
 pub mod persist;
 
 #[cfg(feature = "fuzzing")]

@@ -9,16 +9,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::identity::{Identity, NodeId, NodeRecord};
 use crate::lookup::Found;
+use crate::path::{PlaneConfig, PlaneStats, RelayStats};
+use crate::pathio::{PathSocket, is_relayed};
 use crate::persist::Persist;
-use crate::proto::{Dht, DhtConfig, DhtEvent, DhtStats, GetMode, PutOutcome, QueryId, RequestError, Restored, Target};
+use crate::proto::{
+    Dht, DhtConfig, DhtEvent, DhtStats, GetMode, HeldRelay, PutOutcome, QueryId, Reachability, RequestError, Restored,
+    Target,
+};
 use crate::stats::ChannelStats;
-use crate::wire::limits::MAX_DATAGRAM;
-use crate::wire::{Key, Record, WireAddr};
+use crate::wire::{Key, Record, RelayRef, WireAddr};
 
 /// A successful ping.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,6 +76,7 @@ enum Command {
     ),
     Stats(oneshot::Sender<NodeStats>),
     Holds(Vec<Key>, oneshot::Sender<Vec<bool>>),
+    ConnectVia(Box<RelayRef>, NodeId, Reply<SocketAddr>),
     Shutdown,
 }
 
@@ -100,6 +105,42 @@ pub struct NodeStats {
     pub rejoin: crate::proto::RejoinStatus,
     /// Replicas per record (r) this node stores with.
     pub replication: usize,
+    /// Reachability, relays held, relaying (wire-spec §15).
+    pub reach: ReachStats,
+}
+
+/// Where a node stands behind NAT, and what it relays.
+#[derive(Clone, Debug)]
+pub struct ReachStats {
+    /// Whether it can be dialled unsolicited.
+    pub state: Reachability,
+    /// Relays it holds (or asks for) reservations on.
+    pub held: Vec<HeldRelay>,
+    /// Its relay's decisions.
+    pub relay: RelayStats,
+    /// Reservations and circuits it holds as a relay.
+    pub reservations: usize,
+    /// Circuits it relays.
+    pub circuits: usize,
+    /// The data plane's counters.
+    pub plane: PlaneStats,
+    /// Its own legs: virtual address, relay, peer, bytes in and out.
+    pub legs: Vec<LegStat>,
+}
+
+/// One of this node's relay legs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LegStat {
+    /// The leg's virtual address.
+    pub path: SocketAddr,
+    /// The relay.
+    pub relay: SocketAddr,
+    /// The peer at the other end, if we opened the leg.
+    pub peer: Option<NodeId>,
+    /// Inner bytes received.
+    pub bytes_in: u64,
+    /// Inner bytes sent.
+    pub bytes_out: u64,
 }
 
 /// Handle to a node running on a tokio task. Cheap to clone.
@@ -108,7 +149,7 @@ pub struct NodeHandle {
     tx: mpsc::Sender<Command>,
     id: NodeId,
     addr: SocketAddr,
-    record: NodeRecord,
+    record: watch::Receiver<NodeRecord>,
     restored: Option<Restored>,
 }
 
@@ -160,17 +201,18 @@ pub async fn spawn_with(
     opts: NodeOptions,
 ) -> io::Result<(NodeHandle, JoinHandle<()>)> {
     let socket = Arc::new(UdpSocket::bind(bind).await?);
-    start(identity, socket, None, cfg, opts)
+    start(identity, PathSocket::new(socket, PlaneConfig::default()), None, cfg, opts)
 }
 
 /// A datagram handed to the DHT by whoever owns the receive side of a shared socket.
 pub type Inbound = (SocketAddr, Vec<u8>);
 
 /// Like [`spawn_with`] on a socket whose receive side belongs to someone else (the QUIC endpoint
-/// on the shared port): DHT datagrams arrive on `inbox`, and the node sends on `socket` directly.
+/// on the shared port): DHT datagrams arrive on `inbox` (relayed ones already unwrapped), and the
+/// node sends through `socket` and its data plane.
 pub fn spawn_shared(
     identity: Identity,
-    socket: Arc<UdpSocket>,
+    socket: PathSocket,
     inbox: mpsc::Receiver<Inbound>,
     cfg: DhtConfig,
     opts: NodeOptions,
@@ -180,7 +222,7 @@ pub fn spawn_shared(
 
 fn start(
     identity: Identity,
-    socket: Arc<UdpSocket>,
+    socket: PathSocket,
     inbox: Option<mpsc::Receiver<Inbound>>,
     mut cfg: DhtConfig,
     opts: NodeOptions,
@@ -189,7 +231,7 @@ fn start(
         Some(p) => Some(Persist::open(p).map_err(|e| io::Error::other(e.to_string()))?),
         None => None,
     };
-    let addr = socket.local_addr()?;
+    let addr = socket.io().local_addr()?;
     getrandom::fill(&mut cfg.channel.rng_seed).map_err(|e| io::Error::other(e.to_string()))?;
     cfg.channel.unix_time_ns_at_start = unix_now_ns();
     let addrs: Vec<WireAddr> = [WireAddr::from(addr)].into_iter().filter(WireAddr::is_usable).collect();
@@ -209,8 +251,10 @@ fn start(
         restored = Some(r);
     }
     let (tx, rx) = mpsc::channel(1024);
-    let handle = NodeHandle { tx, id: dht.id(), addr, record: dht.record().clone(), restored };
-    let task = tokio::spawn(run(socket, inbox, dht, rx, persist, opts.snapshot_every));
+    let (record_tx, record) = watch::channel(dht.record().clone());
+    let handle = NodeHandle { tx, id: dht.id(), addr, record, restored };
+    let io = Io { path: socket, inbox, record: record_tx };
+    let task = tokio::spawn(run(io, dht, rx, persist, opts.snapshot_every));
     Ok((handle, task))
 }
 
@@ -249,9 +293,19 @@ impl NodeHandle {
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
     }
-    /// The signed record the node started with.
-    pub fn record(&self) -> &NodeRecord {
-        &self.record
+    /// The node's current signed record (re-signed when its addresses or reachability change).
+    pub fn record(&self) -> NodeRecord {
+        self.record.borrow().clone()
+    }
+
+    /// A watch on the node's signed record.
+    pub fn record_watch(&self) -> watch::Receiver<NodeRecord> {
+        self.record.clone()
+    }
+
+    /// Opens a relay circuit to `target` through `relay`: the virtual address that reaches it.
+    pub async fn connect_via(&self, relay: RelayRef, target: NodeId) -> Result<SocketAddr, NodeError> {
+        self.ask(|r| Command::ConnectVia(Box::new(relay), target, r)).await
     }
 
     /// What was restored from the database at start, if the node has one.
@@ -365,9 +419,10 @@ struct Waiters {
     finds: HashMap<QueryId, Reply<FindResult>>,
     gets: HashMap<QueryId, GetWaiter>,
     puts: HashMap<QueryId, (Reply<PutOutcome>, Option<mpsc::UnboundedSender<ReplicaReport>>)>,
+    circuits: HashMap<u64, Reply<SocketAddr>>,
 }
 
-fn command(dht: &mut Dht, cmd: Command, w: &mut Waiters, send_errors: u64) -> bool {
+fn command(dht: &mut Dht, path: &PathSocket, cmd: Command, w: &mut Waiters, send_errors: u64) -> bool {
     let now = Instant::now();
     match cmd {
         Command::Ping(target, reply) => match dht.ping(now, *target) {
@@ -408,8 +463,13 @@ fn command(dht: &mut Dht, cmd: Command, w: &mut Waiters, send_errors: u64) -> bo
                 send_errors,
                 rejoin: dht.rejoin_status(),
                 replication: dht.config().replication,
+                reach: reach_stats(dht, path),
             });
         }
+        Command::ConnectVia(relay, target, reply) => match dht.connect_via(now, &relay, target) {
+            Ok(id) => drop(w.circuits.insert(id, reply)),
+            Err(e) => drop(reply.send(Err(e))),
+        },
         Command::Holds(keys, reply) => {
             let _ = reply.send(keys.iter().map(|k| !dht.store().get(now, k).is_empty()).collect());
         }
@@ -419,20 +479,59 @@ fn command(dht: &mut Dht, cmd: Command, w: &mut Waiters, send_errors: u64) -> bo
 }
 
 /// Receives the next datagram into `buf`: from the socket, or from the demultiplexer's inbox.
-async fn recv(socket: &UdpSocket, inbox: &mut Option<mpsc::Receiver<Inbound>>, buf: &mut [u8]) -> Option<Inbound> {
+async fn recv(path: &PathSocket, inbox: &mut Option<mpsc::Receiver<Inbound>>, buf: &mut [u8]) -> Option<Inbound> {
+    let nothing = || Some((SocketAddr::from(([0, 0, 0, 0], 0)), Vec::new()));
     match inbox {
         Some(rx) => rx.recv().await,
-        None => match socket.recv_from(buf).await {
-            Ok((n, from)) => Some((from, buf.get(..n).unwrap_or(&[]).to_vec())),
+        None => match path.io().recv_from(buf).await {
+            // A frame forwarded or dropped by the plane reads as nothing for the core.
+            Ok((n, from)) => own_datagram(path, from, buf, n).or_else(nothing),
             // ICMP errors from earlier sends surface here; they say nothing about this read.
-            Err(_) => Some((SocketAddr::from(([0, 0, 0, 0], 0)), Vec::new())),
+            Err(_) => nothing(),
         },
     }
 }
 
+/// What the node task reads from and writes to.
+struct Io {
+    path: PathSocket,
+    inbox: Option<mpsc::Receiver<Inbound>>,
+    record: watch::Sender<NodeRecord>,
+}
+
+/// Sends what the core queued, applies its plane instructions, answers waiters, and passes the
+/// plane's reports back to the core.
+async fn flush(dht: &mut Dht, io: &Io, waiters: &mut Waiters, send_errors: &mut u64) {
+    loop {
+        while let Some(t) = dht.poll_transmit() {
+            if io.path.send_to(&t.payload, t.dst).await.is_err() {
+                *send_errors += 1;
+            }
+        }
+        let mut any = false;
+        while let Some(ev) = dht.poll_event() {
+            any = true;
+            match ev {
+                DhtEvent::Plane(op) => io.path.plane().apply(Instant::now(), op),
+                ev => dispatch(ev, waiters),
+            }
+        }
+        let reports = io.path.plane().take_events();
+        for ev in reports {
+            any = true;
+            dht.plane_event(Instant::now(), ev);
+        }
+        if !any {
+            break;
+        }
+    }
+    if io.record.borrow().seq != dht.record().seq {
+        io.record.send_replace(dht.record().clone());
+    }
+}
+
 async fn run(
-    socket: Arc<UdpSocket>,
-    mut inbox: Option<mpsc::Receiver<Inbound>>,
+    mut io: Io,
     mut dht: Dht,
     mut rx: mpsc::Receiver<Command>,
     persist: Option<Persist>,
@@ -441,19 +540,11 @@ async fn run(
     let mut saved = Saved { generation: dht.snapshot_generation(), at: Instant::now() };
     let mut snapshot = tokio::time::interval(TABLE_SAVE_DELAY.min(snapshot_every));
     snapshot.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    let mut buf = vec![0u8; crate::wire::packet::MAX_RELAYED_LEN + 1];
     let mut waiters = Waiters::default();
     let mut send_errors = 0u64;
-    let ipv6_socket = socket.local_addr().is_ok_and(|a| a.is_ipv6());
     loop {
-        while let Some(t) = dht.poll_transmit() {
-            if socket.send_to(&t.payload, socket_dst(t.dst, ipv6_socket)).await.is_err() {
-                send_errors += 1;
-            }
-        }
-        while let Some(ev) = dht.poll_event() {
-            dispatch(ev, &mut waiters);
-        }
+        flush(&mut dht, &io, &mut waiters, &mut send_errors).await;
         let deadline = dht.poll_timeout().map(tokio::time::Instant::from_std);
         let sleep = async {
             match deadline {
@@ -462,7 +553,7 @@ async fn run(
             }
         };
         tokio::select! {
-            r = recv(&socket, &mut inbox, &mut buf) => {
+            r = recv(&io.path, &mut io.inbox, &mut buf) => {
                 let now = Instant::now();
                 let Some((from, datagram)) = r else {
                     // The demultiplexer is gone: the endpoint shut down, and so do we.
@@ -474,9 +565,9 @@ async fn run(
                 }
                 // Drain what else is queued before flushing (fewer wakeups under load).
                 for _ in 0..64 {
-                    let next = match &mut inbox {
+                    let next = match &mut io.inbox {
                         Some(rx) => rx.try_recv().ok(),
-                        None => socket.try_recv_from(&mut buf).ok().map(|(n, from)| (from, buf.get(..n).unwrap_or(&[]).to_vec())),
+                        None => io.path.io().try_recv_from(&mut buf).ok().and_then(|(n, from)| own_datagram(&io.path, from, &mut buf, n)),
                     };
                     match next {
                         Some((from, d)) => dht.handle_datagram(now, from, &d),
@@ -486,13 +577,13 @@ async fn run(
             }
             cmd = rx.recv() => {
                 let go_on = match cmd {
-                    Some(cmd) => command(&mut dht, cmd, &mut waiters, send_errors),
+                    Some(cmd) => command(&mut dht, &io.path, cmd, &mut waiters, send_errors),
                     None => false,
                 };
                 if !go_on {
                     // Shutdown: flush what is queued, then keep the state for the next start.
                     while let Some(t) = dht.poll_transmit() {
-                        let _ = socket.send_to(&t.payload, socket_dst(t.dst, ipv6_socket)).await;
+                        let _ = io.path.send_to(&t.payload, t.dst).await;
                     }
                     save_if_changed(&dht, persist.as_ref(), &mut saved, snapshot_every, true);
                     return;
@@ -508,13 +599,39 @@ async fn run(
     }
 }
 
-/// The core speaks plain IPv4 addresses; a dual-stack IPv6 socket needs them IPv4-mapped.
-fn socket_dst(dst: SocketAddr, ipv6_socket: bool) -> SocketAddr {
-    match dst.ip() {
-        std::net::IpAddr::V4(v4) if ipv6_socket => {
-            SocketAddr::new(std::net::IpAddr::V6(v4.to_ipv6_mapped()), dst.port())
-        }
-        _ => dst,
+/// A datagram read from our own socket (no QUIC endpoint shares it): relayed frames go through
+/// the data plane, and only a DHT datagram inside one comes back.
+fn own_datagram(path: &PathSocket, from: SocketAddr, buf: &mut [u8], n: usize) -> Option<Inbound> {
+    let d = buf.get_mut(..n)?;
+    if !is_relayed(d) {
+        return Some((from, d.to_vec()));
+    }
+    let u = path.take_in(from, d)?;
+    let inner = d.get(u.start..)?;
+    // No QUIC endpoint here: a QUIC packet inside a frame has nowhere to go.
+    (inner.first().is_some_and(|b| b & 0x40 == 0)).then(|| (u.src, inner.to_vec()))
+}
+
+/// What a node reports about its reachability and relaying.
+fn reach_stats(dht: &Dht, path: &PathSocket) -> ReachStats {
+    let plane = path.plane();
+    ReachStats {
+        state: dht.reachability(),
+        held: dht.held_relays().to_vec(),
+        relay: dht.relay().stats().clone(),
+        reservations: dht.relay().reservations(),
+        circuits: dht.relay().circuits(),
+        plane: plane.stats().clone(),
+        legs: plane
+            .legs()
+            .map(|(v, l)| LegStat {
+                path: *v,
+                relay: l.relay,
+                peer: l.peer,
+                bytes_in: l.bytes_in,
+                bytes_out: l.bytes_out,
+            })
+            .collect(),
     }
 }
 
@@ -528,8 +645,17 @@ fn dispatch(ev: DhtEvent, w: &mut Waiters) {
         DhtEvent::RequestFailed { request, error } => {
             if let Some(r) = w.pings.remove(&request) {
                 let _ = r.send(Err(error));
+            } else if let Some(r) = w.circuits.remove(&request) {
+                let _ = r.send(Err(error));
             }
         }
+        DhtEvent::CircuitOpened { request, path, .. } => {
+            if let Some(r) = w.circuits.remove(&request) {
+                let _ = r.send(Ok(path));
+            }
+        }
+        // Applied by `flush` before dispatching.
+        DhtEvent::Plane(_) => {}
         DhtEvent::Bootstrapped { query, peers } => {
             if let Some(r) = w.boots.remove(&query) {
                 let _ = r.send(Ok(peers));

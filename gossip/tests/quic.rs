@@ -17,8 +17,13 @@ async fn transport(
     let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
     let addr = socket.local_addr().unwrap();
     let (dht_tx, dht_rx) = mpsc::channel(16);
-    let (t, streams) =
-        Transport::new(&Identity::from_seed([seed; 32]), socket, dht_tx, TransportOptions::default()).unwrap();
+    let (t, streams) = Transport::new(
+        &Identity::from_seed([seed; 32]),
+        suprnova_dht::pathio::PathSocket::new(socket, Default::default()),
+        dht_tx,
+        TransportOptions::default(),
+    )
+    .unwrap();
     (t, streams, dht_rx, addr)
 }
 

@@ -265,11 +265,12 @@ impl Node {
             tracing::warn!(error = %e, "cannot enlarge the UDP receive buffer");
         }
         let (dht_tx, dht_rx) = mpsc::channel(8192);
+        let path = suprnova_dht::pathio::PathSocket::new(socket, suprnova_dht::path::PlaneConfig::default());
         let (transport, streams) =
-            Transport::new(&identity, socket.clone(), dht_tx, cfg.transport.clone()).map_err(NodeError::Transport)?;
+            Transport::new(&identity, path.clone(), dht_tx, cfg.transport.clone()).map_err(NodeError::Transport)?;
         let opts = NodeOptions { database: cfg.database.clone(), ..NodeOptions::default() };
         let (dht, dht_task) =
-            dht_net::spawn_shared(Identity::from_seed(cfg.identity_seed), socket, dht_rx, cfg.dht.clone(), opts)
+            dht_net::spawn_shared(Identity::from_seed(cfg.identity_seed), path, dht_rx, cfg.dht.clone(), opts)
                 .map_err(NodeError::DhtStart)?;
         let contact = if cfg.advertise.is_empty() { vec![local] } else { cfg.advertise.clone() };
         let mut topics_cfg = cfg.topics.clone();
@@ -312,14 +313,14 @@ impl Node {
         self.inner.dht.local_addr()
     }
 
-    /// The node's signed record.
-    pub fn record(&self) -> &NodeRecord {
+    /// The node's current signed record.
+    pub fn record(&self) -> NodeRecord {
         self.inner.dht.record()
     }
 
     /// How others reach this node: its signed record as a bootstrap target.
     pub fn target(&self) -> Target {
-        Target::Record(self.record().clone())
+        Target::Record(self.record())
     }
 
     /// The addresses this node gives others to dial it.

@@ -150,7 +150,13 @@ async fn a_non_neighbour_cannot_graft_itself_into_the_tree() {
     let socket = std::sync::Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
     let (dht_tx, _dht_rx) = tokio::sync::mpsc::channel(16);
     let outsider = suprnova_dht::Identity::from_seed([0x77; 32]);
-    let (t, _streams) = Transport::new(&outsider, socket, dht_tx, TransportOptions::default()).unwrap();
+    let (t, _streams) = Transport::new(
+        &outsider,
+        suprnova_dht::pathio::PathSocket::new(socket, Default::default()),
+        dht_tx,
+        TransportOptions::default(),
+    )
+    .unwrap();
     let conn = t.connect(ns[0].id(), &[ns[0].local_addr()]).await.unwrap();
     let mut s = conn.open_uni().await.unwrap();
     s.write_all(&[kind::GOSSIP]).await.unwrap();

@@ -223,6 +223,14 @@ impl Channel {
         vec![self.handshakes_per_addr.stat(), self.handshakes_per_ip.stat(), self.record_requests_per_ip.stat()]
     }
 
+    /// Sends to `peer` go to `addr` from now on (a relay circuit's leg, wire-spec §15.3), until
+    /// an authenticated packet from elsewhere moves it again (roaming, §5.7).
+    pub fn set_addr(&mut self, peer: &NodeId, addr: SocketAddr) {
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.addr = canonical(addr);
+        }
+    }
+
     /// Whether a confirmed, unexpired session with `peer` exists.
     pub fn has_session(&self, peer: &NodeId, now: Instant) -> bool {
         self.peers.get(peer).and_then(|p| p.current.as_ref()).is_some_and(|s| now < s.created + self.cfg.reject_after)

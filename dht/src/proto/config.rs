@@ -85,6 +85,8 @@ pub struct DhtConfig {
     pub stores_per_peer: Option<Rate>,
     /// Stores per source IP (IPv6: per /64).
     pub stores_per_ip: Option<Rate>,
+    /// Being reached behind NAT, and relaying for nodes that are (wire-spec §15).
+    pub reach: super::reach::ReachConfig,
 }
 
 impl Default for DhtConfig {
@@ -118,6 +120,7 @@ impl Default for DhtConfig {
             requests_per_ip: Some(Rate::new(5000, 10_000)),
             stores_per_peer: Some(Rate::new(100, 1000)),
             stores_per_ip: Some(Rate::new(1000, 5000)),
+            reach: super::reach::ReachConfig::default(),
         }
     }
 }

@@ -164,6 +164,19 @@ pub enum DhtEvent {
         /// Replicas that stored it, or why none could.
         result: Result<PutOutcome, RequestError>,
     },
+    /// The data plane must do this (the driver applies it).
+    Plane(crate::path::PlaneOp),
+    /// A circuit asked for with `connect_via` is open: `peer` is reachable at `path`.
+    CircuitOpened {
+        /// Request id returned by `connect_via`.
+        request: u64,
+        /// The node reached.
+        peer: NodeId,
+        /// The relay.
+        relay: NodeId,
+        /// The virtual address of our leg: send to it to reach `peer`.
+        path: SocketAddr,
+    },
     /// A peer stored a record on this node.
     RecordStored {
         /// The key.

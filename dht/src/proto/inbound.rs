@@ -163,7 +163,9 @@ impl Dht {
             }
             Body::StoreAck { .. } => self.on_store_ack(now, peer, addr, msg.id, Ok(())),
             Body::Error { code, .. } => self.on_error(now, peer, addr, msg.id, code),
-            Body::Reserved { .. } | Body::Connected { .. } => self.channel.count_drop(DropReason::UnexpectedResponse),
+            body @ (Body::Reserved { .. } | Body::Connected { .. }) => {
+                self.on_relay_answer(now, peer, addr, msg.id, body)
+            }
         }
     }
 
@@ -195,7 +197,7 @@ impl Dht {
         record_seq: u64,
     ) {
         let Some(p) = self.take_from(now, id, peer) else { return };
-        self.note_observed(peer, observed);
+        self.note_observed(now, peer, observed);
         // A newer record than ours: fetch it (the node re-signed, e.g. after moving).
         if self.lookup_record(&peer).is_some_and(|r| r.seq < record_seq) {
             self.refresh_record(now, peer, addr, true);
@@ -219,8 +221,9 @@ impl Dht {
 
     /// Peers tell us the address they see us at; when two agree on a usable address we do not
     /// advertise, our record is re-signed with it (a node behind NAT learns its public address).
-    pub(super) fn note_observed(&mut self, peer: NodeId, observed: WireAddr) {
-        if !observed.is_usable() || self.record.addrs.contains(&observed) {
+    pub(super) fn note_observed(&mut self, now: Instant, peer: NodeId, observed: WireAddr) {
+        let through_relay = crate::path::is_virtual(&observed.to_socket_addr());
+        if !observed.is_usable() || through_relay || self.record.addrs.contains(&observed) {
             return;
         }
         if self.observed.len() >= 64 {
@@ -229,6 +232,7 @@ impl Dht {
         self.observed.insert(peer, observed);
         let agreeing = self.observed.values().filter(|a| **a == observed).count();
         if agreeing >= 2 {
+            self.observed_elsewhere(now, &observed);
             let mut addrs: Vec<WireAddr> = self
                 .record
                 .addrs

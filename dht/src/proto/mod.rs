@@ -9,6 +9,7 @@ mod config;
 mod event;
 mod inbound;
 mod query;
+mod reach;
 mod rejoin;
 mod repair;
 mod requests;
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 pub use config::{DhtConfig, DhtStats};
 pub use event::{DhtEvent, QueryId, RequestError, Target};
 pub use query::{GetMode, PutOutcome};
+pub use reach::{HeldRelay, ReachConfig, ReachMode, Reachability, is_private_ip};
 pub use rejoin::{MAX_DORMANT, MAX_SEEDS, RejoinStatus};
 pub use serve::AnswerFilter;
 pub use snapshot::{Restored, SavedPeer, SavedRecord, Snapshot};
@@ -60,6 +62,8 @@ enum Waiting {
     },
     /// Store sent to `peer` for a put.
     StoreAck { peer: NodeId, query: QueryId },
+    /// `Reserve` or `Connect` sent to the relay `peer` (§15).
+    Relay { peer: NodeId, ask: reach::RelayAsk },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,6 +144,8 @@ pub struct Dht {
     serving: Option<(NodeId, u64, resend::RequestDigest)>,
     /// Nodes added to or removed from the table so far (see `snapshot_generation`).
     table_changes: u64,
+    /// Relaying, and being reached behind NAT (§15).
+    reach: reach::Reach,
 }
 
 /// The DHT layer's rate limiters (the channel has its own).
@@ -184,7 +190,8 @@ impl Dht {
         // Milliseconds since the epoch as the first seq: a restarted node's record supersedes the
         // one it had before (unless it re-signed more than once per millisecond it ran).
         let seq = cfg.channel.unix_time_ns_at_start / 1_000_000;
-        let record = identity.make_record(seq, cfg.capabilities, addrs)?;
+        let reach = reach::Reach::new(cfg.reach.clone(), addrs, seq, now);
+        let record = identity.make_record(seq, cfg.capabilities | reach.capabilities(), addrs)?;
         // The DHT's own randomness (refresh targets) comes from a seed derived from the channel's.
         let rng = rand_chacha::ChaCha20Rng::from_seed(blake3::derive_key("suprnova v1 dht rng", &cfg.channel.rng_seed));
         let mut channel = Channel::new(identity, cfg.channel.clone(), now);
@@ -224,6 +231,7 @@ impl Dht {
             rejoin: rejoin::Rejoin::default(),
             serving: None,
             table_changes: 0,
+            reach,
         })
     }
 
@@ -247,10 +255,7 @@ impl Dht {
         if addrs.iter().any(|a| !a.is_usable()) {
             return Err(RecordError::BadAddr);
         }
-        let rec = self.channel.identity().make_record(self.record.seq + 1, self.cfg.capabilities, addrs)?;
-        self.channel.set_local_record(&rec);
-        self.record = rec;
-        Ok(())
+        self.resign(addrs)
     }
 
     /// Channel counters, including drops by reason.
@@ -342,9 +347,17 @@ impl Dht {
         self.known.insert(rec.id, rec.clone());
     }
 
-    /// A node proved alive at `addr`: offer it to the routing table.
+    /// A node proved alive at `addr`: offer it to the routing table. A private node (§15.1), or
+    /// one that speaks through a relay, is remembered but stays out (and leaves it if it was in).
     fn saw_alive(&mut self, now: Instant, rec: &NodeRecord, addr: SocketAddr) {
         self.remember(rec);
+        if rec.capabilities & crate::identity::capability::PRIVATE != 0 || crate::path::is_virtual(&addr) {
+            if rec.capabilities & crate::identity::capability::PRIVATE != 0 && self.table.get(&rec.id).is_some() {
+                self.table.remove(&rec.id);
+                self.peer_removed(now, rec.id);
+            }
+            return;
+        }
         let entry = Entry { record: rec.clone(), addr, last_seen: now, failures: 0, failed_at: None };
         match self.table.insert(now, entry) {
             Insert::Added => self.peer_added(now, rec.id),

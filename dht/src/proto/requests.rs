@@ -96,7 +96,10 @@ impl Dht {
 
     pub(super) fn waiting_peer(w: &Waiting) -> Option<NodeId> {
         match w {
-            Waiting::Pong { peer, .. } | Waiting::Lookup { peer, .. } | Waiting::StoreAck { peer, .. } => Some(*peer),
+            Waiting::Pong { peer, .. }
+            | Waiting::Lookup { peer, .. }
+            | Waiting::StoreAck { peer, .. }
+            | Waiting::Relay { peer, .. } => Some(*peer),
             Waiting::Record { .. } => None,
         }
     }
@@ -147,6 +150,7 @@ impl Dht {
                 self.node_failed(now, p.started, &peer);
                 self.replica_done(now, query, peer, Err(error));
             }
+            Waiting::Relay { peer, ask } => self.relay_failed(now, id, peer, ask, error),
         }
     }
 

@@ -120,6 +120,11 @@ impl RttEstimate {
         }
     }
 
+    /// The smoothed round trip, once measured.
+    pub fn srtt(&self) -> Option<Duration> {
+        self.srtt
+    }
+
     /// The retransmission timeout, clamped to `[min, max]`; 3 × `min` before the first sample,
     /// as a network we know nothing about yet may be slow.
     pub fn rto(&self, min: Duration, max: Duration) -> Duration {

@@ -112,9 +112,8 @@ impl Dht {
             Body::Store { key, record, ttl_s, expected_seq } => {
                 vec![self.serve_store(now, peer, key, record, ttl_s, expected_seq)]
             }
-            Body::Reserve { .. } | Body::Connect { .. } => {
-                vec![error(crate::wire::message::error_code::RELAY_OFF, "not a relay")]
-            }
+            Body::Reserve { ttl_s } => vec![self.serve_reserve(now, peer, addr, ttl_s)],
+            Body::Connect { target } => vec![self.serve_connect(now, peer, addr, target)],
             _ => Vec::new(),
         }
     }

@@ -27,6 +27,7 @@ impl Dht {
             repair,
             neighbours,
             self.rejoin_timeout(),
+            Some(self.reach.next_timeout()),
         ];
         [req, queries, publish].into_iter().chain(timers).flatten().min()
     }
@@ -63,6 +64,7 @@ impl Dht {
         self.neighbours_due(now);
         self.repair_due(now);
         self.rejoin_due(now);
+        self.reach_due(now);
     }
 
     /// The neighbour check (see `DhtConfig::neighbour_check`).

@@ -1,6 +1,9 @@
 //! One UDP socket, two protocols: QUIC packets (first byte has bit 0x40 set, which every node
 //! guarantees by turning QUIC bit greasing off) go to the quinn endpoint; everything else (the DHT
 //! packets, whose type byte is below 0x40) is handed to the DHT task through a bounded queue.
+//! Relayed frames (type 7, wire-spec §15.3) go through the data plane first: forwarded if this
+//! node relays their circuit, else unwrapped and sorted the same way, with the leg's virtual
+//! address as their source; sends to a virtual address leave wrapped for the relay.
 //!
 //! quinn owns the receive loop: it polls [`SharedSocket::poll_recv`], which reads datagrams until
 //! it finds a QUIC one and forwards the rest. Segmentation offload (GSO/GRO) is off: a GRO batch
@@ -16,6 +19,7 @@ use std::task::{Context, Poll, ready};
 
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
+use suprnova_dht::pathio::{PathSocket, is_relayed};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
@@ -45,6 +49,7 @@ pub struct DemuxStats {
 /// The node's one UDP socket, shared by quinn (as its [`AsyncUdpSocket`]) and the DHT.
 pub struct SharedSocket {
     io: Arc<UdpSocket>,
+    path: PathSocket,
     dht: mpsc::Sender<(SocketAddr, Vec<u8>)>,
     stats: Arc<DemuxStats>,
 }
@@ -56,14 +61,27 @@ impl fmt::Debug for SharedSocket {
 }
 
 impl SharedSocket {
-    /// Wraps `io`; DHT datagrams go to `dht`.
-    pub fn new(io: Arc<UdpSocket>, dht: mpsc::Sender<(SocketAddr, Vec<u8>)>) -> Self {
-        SharedSocket { io, dht, stats: Arc::default() }
+    /// Wraps `path`; DHT datagrams go to `dht`.
+    pub fn new(path: PathSocket, dht: mpsc::Sender<(SocketAddr, Vec<u8>)>) -> Self {
+        SharedSocket { io: path.io().clone(), path, dht, stats: Arc::default() }
     }
 
     /// The demultiplexer's counters.
     pub fn stats(&self) -> Arc<DemuxStats> {
         self.stats.clone()
+    }
+
+    /// A relayed frame's inner datagram, moved to the front of `buf`, with the leg's virtual
+    /// address as its source; `None` if the plane forwarded or dropped the frame. Other datagrams
+    /// pass as they are.
+    fn unwrap_relayed(&self, from: SocketAddr, buf: &mut [u8], n: usize) -> Option<(SocketAddr, usize)> {
+        let d = buf.get_mut(..n)?;
+        if !is_relayed(d) {
+            return Some((from, n));
+        }
+        let u = self.path.take_in(from, d)?;
+        d.copy_within(u.start.., 0);
+        Some((u.src, n.saturating_sub(u.start)))
     }
 
     /// Sorts one received datagram: `true` if it is QUIC.
@@ -104,7 +122,7 @@ impl AsyncUdpSocket for SharedSocket {
     }
 
     fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
-        match self.io.try_send_to(transmit.contents, transmit.destination) {
+        match self.path.try_send_to(transmit.contents, transmit.destination) {
             Ok(_) => Ok(()),
             // quinn waits for writability and retries.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(e),
@@ -130,6 +148,7 @@ impl AsyncUdpSocket for SharedSocket {
             ready!(self.io.poll_recv_ready(cx))?;
             match self.io.try_recv_from(buf) {
                 Ok((n, from)) => {
+                    let Some((from, n)) = self.unwrap_relayed(from, buf, n) else { continue };
                     if self.sort(from, buf.get(..n).unwrap_or(&[])) {
                         *m = RecvMeta { addr: from, len: n, stride: n, ecn: None, dst_ip: None };
                         return Poll::Ready(Ok(1));

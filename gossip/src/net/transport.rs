@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use quinn::{Connection, Endpoint, EndpointConfig, RecvStream, SendStream, ServerConfig, TransportConfig};
 use suprnova_dht::{Identity, NodeId};
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use super::socket::{DemuxStats, SharedSocket};
@@ -173,7 +172,7 @@ impl Transport {
     /// peers arrive on the returned receiver.
     pub fn new(
         identity: &Identity,
-        socket: Arc<UdpSocket>,
+        socket: suprnova_dht::pathio::PathSocket,
         dht: mpsc::Sender<(SocketAddr, Vec<u8>)>,
         opts: TransportOptions,
     ) -> Result<(Transport, mpsc::Receiver<IncomingStream>), TlsSetupError> {

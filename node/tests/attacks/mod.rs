@@ -706,7 +706,13 @@ async fn gossip_attack(net: &mut Net, rate: u64, d: Duration, tag: u8, extra: &m
     let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
     let my_addr = socket.local_addr().unwrap();
     let (dht_tx, _dht_rx) = mpsc::channel(16);
-    let (t, mut streams) = Transport::new(&me, socket, dht_tx, TransportOptions::default()).unwrap();
+    let (t, mut streams) = Transport::new(
+        &me,
+        suprnova_dht::pathio::PathSocket::new(socket, Default::default()),
+        dht_tx,
+        TransportOptions::default(),
+    )
+    .unwrap();
     // Streams the victim opens to us are read to their end and ignored (dropping one unread
     // would stop it, and the victim would count the link as lost).
     tokio::spawn(async move {
