@@ -72,6 +72,14 @@ pub enum NodeError {
     /// No address for this node id could be found.
     #[error("peer {} not found", .0.short())]
     UnknownPeer(NodeId),
+    /// The peer is behind NAT and none of the relays its reach record names opened a circuit.
+    #[error("peer {} is behind NAT and none of its {tried} relay(s) opened a circuit", .peer.short())]
+    NoRelayPath {
+        /// The peer.
+        peer: NodeId,
+        /// Relays asked.
+        tried: usize,
+    },
     /// The node at the address proved another identity.
     #[error("the node at that address is {}, not the one expected", .0.short())]
     WrongPeer(NodeId),

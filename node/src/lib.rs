@@ -251,6 +251,11 @@ pub struct Node {
     inner: Arc<Inner>,
 }
 
+/// Lets the transport reach peers behind NAT through relays (a weak link: no cycle).
+fn node_resolver(inner: &Arc<Inner>) {
+    inner.transport.set_resolver(Arc::new(messaging::RelayResolver(Arc::downgrade(inner))));
+}
+
 fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
 }
@@ -293,6 +298,7 @@ impl Node {
             stopping: std::sync::atomic::AtomicBool::new(false),
             set_seq: AtomicU64::new(0),
         });
+        node_resolver(&inner);
         let node = Node { inner };
         let router = tokio::spawn(node.clone().route(streams, in_tx));
         let members = tokio::spawn(node.clone().member_work(member_work));

@@ -1,8 +1,12 @@
 //! Direct messages and requests between nodes, over QUIC streams to a peer found by id.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 
 use suprnova_dht::NodeId;
+use suprnova_dht::identity::capability;
+use suprnova_dht::wire::{Key, Record};
 use tokio::sync::mpsc;
 
 use suprnova_gossip::net::kind;
@@ -10,14 +14,44 @@ use suprnova_gossip::net::kind;
 use crate::direct::{read_sized, status, write_sized};
 use crate::{ConnectionEvent, Direct, Node, NodeError, StreamError};
 
+/// Finds relayed paths for the transport, without keeping the node alive.
+pub(crate) struct RelayResolver(pub(crate) std::sync::Weak<crate::Inner>);
+
+impl suprnova_gossip::net::Resolve for RelayResolver {
+    fn relayed(&self, peer: NodeId) -> Pin<Box<dyn Future<Output = Option<SocketAddr>> + Send>> {
+        let inner = self.0.upgrade();
+        Box::pin(async move { Node { inner: inner? }.relayed(peer).await.ok() })
+    }
+}
+
 impl Node {
-    /// Addresses of `peer`: known, or found with a DHT lookup.
+    /// Addresses of `peer`: known, or found with a DHT lookup; a node behind NAT (its record
+    /// says `PRIVATE`, or the lookup did not reach it) through a relay circuit (wire-spec §15.5).
     async fn resolve(&self, peer: NodeId) -> Result<Vec<SocketAddr>, NodeError> {
         if let Some(a) = self.inner.addrs.lock().ok().and_then(|m| m.get(&peer).cloned()) {
             return Ok(a);
         }
-        let found = self.find_peers(peer).await?;
-        found.into_iter().find(|p| p.id == peer).map(|p| vec![p.addr]).ok_or(NodeError::UnknownPeer(peer))
+        let found = self.inner.dht.find_node(peer).await?;
+        let public = |f: &&suprnova_dht::lookup::Found| f.record.capabilities & capability::PRIVATE == 0;
+        if let Some(f) = found.nodes.iter().find(|f| f.record.id == peer).filter(public) {
+            self.learn(peer, vec![f.addr]);
+            return Ok(vec![f.addr]);
+        }
+        Ok(vec![self.relayed(peer).await?])
+    }
+
+    /// A relay circuit to `peer`: its reach record names the relays; the first that opens one
+    /// gives the virtual address that reaches it.
+    pub async fn relayed(&self, peer: NodeId) -> Result<SocketAddr, NodeError> {
+        let got = self.inner.dht.get(Key::for_reach(&peer)).await.map_err(|_| NodeError::UnknownPeer(peer))?;
+        let Record::Reach(reach) = got.record else { return Err(NodeError::UnknownPeer(peer)) };
+        for relay in reach.relays.iter() {
+            match self.inner.dht.connect_via(relay.clone(), peer).await {
+                Ok(path) => return Ok(path),
+                Err(e) => tracing::info!(peer = %peer.short(), relay = %relay.id.short(), error = %e, "no circuit"),
+            }
+        }
+        Err(NodeError::NoRelayPath { peer, tried: reach.relays.len() })
     }
 
     async fn connect(&self, peer: NodeId) -> Result<quinn::Connection, NodeError> {

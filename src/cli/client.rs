@@ -189,6 +189,45 @@ pub async fn call(via: &Via, path: &str, req: &Value) -> Result<Value> {
 
 // ---- status, ping ----------------------------------------------------------------------------
 
+/// The reachability lines of `status`: how peers reach this node, what it relays.
+fn print_reach(r: &Value) {
+    let short = |s: &str| s.get(..8).unwrap_or(s).to_string();
+    let relays: Vec<String> = at(r, "relays")
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|h| {
+                    let state = if at(h, "reserved").as_bool() == Some(true) { "reserved" } else { "asking" };
+                    format!("{} @ {} ({state})", short(text(h, "id").as_str()), text(h, "addr"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if text(r, "state") == "private" {
+        println!(
+            "reach     behind NAT: reached through relays {}",
+            if relays.is_empty() { "(none yet)".into() } else { relays.join(", ") }
+        );
+    } else {
+        let rel = at(r, "relay");
+        println!(
+            "reach     public; relaying {} reservation(s), {} circuit(s), {} bytes forwarded",
+            text(rel, "reservations"),
+            text(rel, "circuits"),
+            text(rel, "bytes_forwarded")
+        );
+    }
+    for p in at(r, "paths").as_array().into_iter().flatten() {
+        let peer = at(p, "peer").as_str().map_or("(incoming)".to_string(), short);
+        println!(
+            "path      {peer} via relay {} ({} bytes in, {} out)",
+            text(p, "relay_addr"),
+            text(p, "bytes_in"),
+            text(p, "bytes_out")
+        );
+    }
+}
+
 pub async fn status(via: &Via, as_json: bool) -> Result<()> {
     let v = Session::run(via, async |c: &Control| c.get("/v1/status").await).await?;
     if as_json {
@@ -226,6 +265,7 @@ pub async fn status(via: &Via, as_json: bool) -> Result<()> {
         let parts: Vec<String> = b.iter().map(|x| format!("{}:{}", text(x, "bucket"), text(x, "peers"))).collect();
         println!("buckets   {}   (bucket:peers; bucket i holds distances in [2^i, 2^(i+1)))", parts.join(" "));
     }
+    print_reach(at(&v, "reach"));
     println!("records   {} held, {} blobs", text(&v, "records"), text(&v, "blobs"));
     match at(&v, "topics").as_array().filter(|t| !t.is_empty()) {
         Some(ts) => {

@@ -11,6 +11,8 @@
 //! log_format = "json"                     # or "text"
 //! replication = 3                         # replicas per record
 //! ip_limits_local = false                 # IP-diversity limits on private addresses too
+//! reachability = "auto"                   # or "public", "private" (behind NAT: use relays)
+//! relay = "on"                            # serve as a relay while public, or "off"
 //! ```
 
 use std::net::SocketAddr;
@@ -41,6 +43,10 @@ pub struct FileConfig {
     pub replication: Option<u16>,
     /// `--ip-limits-local`.
     pub ip_limits_local: Option<bool>,
+    /// `--reachability`.
+    pub reachability: Option<String>,
+    /// `--relay`.
+    pub relay: Option<String>,
 }
 
 /// Largest config file read.

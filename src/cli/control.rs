@@ -201,6 +201,7 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Response<Body> {
             let code = match &e {
                 NodeError::Timeout => StatusCode::GATEWAY_TIMEOUT,
                 NodeError::UnknownPeer(_)
+                | NodeError::NoRelayPath { .. }
                 | NodeError::Unreachable { .. }
                 | NodeError::WrongPeer(_)
                 | NodeError::Refused { .. }

@@ -13,8 +13,8 @@ use super::{control, http, load_identity};
 #[derive(Args, Debug)]
 pub struct NodeArgs {
     /// TOML file with any of the settings below (keys: listen, data_dir, bootstrap, advertise,
-    /// control, metrics, log_format, replication, ip_limits_local). Flags and environment
-    /// variables win over it.
+    /// control, metrics, log_format, replication, ip_limits_local, reachability, relay). Flags
+    /// and environment variables win over it.
     #[arg(long, env = "SUPRNOVA_CONFIG")]
     pub config: Option<PathBuf>,
     /// UDP address to listen on [default: 0.0.0.0:4433].
@@ -50,6 +50,15 @@ pub struct NodeArgs {
     /// only, so that the nodes of one LAN all fit.
     #[arg(long, env = "SUPRNOVA_IP_LIMITS_LOCAL")]
     pub ip_limits_local: bool,
+    /// Whether peers can dial this node: `auto` (private when bound to a private address and
+    /// seen by peers at a public one: behind NAT), `public`, or `private` (always reached
+    /// through relays) [default: auto].
+    #[arg(long, env = "SUPRNOVA_REACHABILITY", value_parser = ["auto", "public", "private"])]
+    pub reachability: Option<String>,
+    /// Serve as a relay for nodes behind NAT while publicly reachable (`on`), or never (`off`)
+    /// [default: on]. A relay forwards at most 2 MiB/s per circuit and 32 MiB/s in all.
+    #[arg(long, env = "SUPRNOVA_RELAY", value_parser = ["on", "off"])]
+    pub relay: Option<String>,
 }
 
 /// The settings after flags, environment, config file and defaults are merged.
@@ -63,6 +72,8 @@ struct Settings {
     metrics: Option<SocketAddr>,
     replication: Option<u16>,
     ip_limits_local: bool,
+    reachability: suprnova_dht::proto::ReachMode,
+    relay: bool,
 }
 
 fn settings(a: NodeArgs) -> Result<Settings> {
@@ -89,6 +100,22 @@ fn settings(a: NodeArgs) -> Result<Settings> {
         metrics: a.metrics.or(file.metrics),
         replication: a.replication.or(file.replication),
         ip_limits_local: a.ip_limits_local || file.ip_limits_local.unwrap_or(false),
+        reachability: reach_mode(a.reachability.or(file.reachability).as_deref())?,
+        relay: match a.relay.or(file.relay).as_deref() {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(other) => bail!("relay must be \"on\" or \"off\", not {other:?}"),
+        },
+    })
+}
+
+fn reach_mode(s: Option<&str>) -> Result<suprnova_dht::proto::ReachMode> {
+    use suprnova_dht::proto::ReachMode;
+    Ok(match s {
+        None | Some("auto") => ReachMode::Auto,
+        Some("public") => ReachMode::Public,
+        Some("private") => ReachMode::Private,
+        Some(other) => bail!("reachability must be \"auto\", \"public\" or \"private\", not {other:?}"),
     })
 }
 
@@ -130,6 +157,8 @@ pub async fn run_node(args: NodeArgs) -> Result<()> {
         cfg.dht.replication = usize::from(r);
     }
     cfg.dht.routing.exempt_local = !s.ip_limits_local;
+    cfg.dht.reach.mode = s.reachability;
+    cfg.dht.reach.relay.enabled = s.relay;
     let node = suprnova_node::Node::spawn(cfg)
         .await
         .with_context(|| format!("cannot start a node on {listen} with data dir {}", dir.display()))?;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::host::{Host, Output, hex};
-use crate::net::{Faults, Network, Topology};
+use crate::net::{Faults, NatKind, Network, Topology};
 
 /// One line of the report: a figure, and whether the check it carries passed.
 #[derive(Clone, Debug)]
@@ -34,6 +34,8 @@ pub struct Bed {
     pub scenario: String,
     rng: u64,
     net: Network,
+    bin: PathBuf,
+    run_dir: PathBuf,
 }
 
 impl Bed {
@@ -46,7 +48,25 @@ impl Bed {
             .enumerate()
             .map(|(i, ns)| Host::new(i, ns.clone(), topology.host_ip(i), run_dir, bin))
             .collect();
-        Ok(Bed { hosts, figures: Vec::new(), node_flags: Vec::new(), scenario: String::new(), rng: seed | 1, net })
+        Ok(Bed {
+            hosts,
+            figures: Vec::new(),
+            node_flags: Vec::new(),
+            scenario: String::new(),
+            rng: seed | 1,
+            net,
+            bin: bin.to_path_buf(),
+            run_dir: run_dir.to_path_buf(),
+        })
+    }
+
+    /// Adds a host behind its own NAT router of `kind`; returns its index (not started yet).
+    pub fn add_nat_host(&mut self, kind: NatKind) -> Result<usize> {
+        let i = self.net.add_nat_host(kind)?;
+        let ns = self.net.hosts.get(i).context("no such host")?.clone();
+        let ip = *self.net.ips.get(i).context("no such host")?;
+        self.hosts.push(Host::new(i, ns, ip, &self.run_dir, &self.bin));
+        Ok(i)
     }
 
     /// The hosts' count.

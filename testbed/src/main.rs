@@ -72,6 +72,7 @@ struct RunArgs {
 enum Session {
     Lan,
     Wan,
+    Nat,
     All,
 }
 
@@ -112,7 +113,7 @@ fn run(args: &RunArgs) -> Result<bool> {
     println!("test bed: {} hosts per session, binary {}, logs in {}", args.hosts, bin.display(), dir.display());
     let plan = Plan { partitions_s: args.partitions.clone(), loss_hold_s: args.loss_hold };
     let mut figures = Vec::new();
-    if args.session != Session::Wan {
+    if matches!(args.session, Session::Lan | Session::All) {
         println!("session lan: one /24 (10.99.0.0/24), default replication");
         let mut bed = Bed::create(args.hosts, Topology::Lan, &bin, &dir.join("lan"), args.seed)?;
         let outcome = scenarios::lan_session(&mut bed, &plan);
@@ -120,11 +121,19 @@ fn run(args: &RunArgs) -> Result<bool> {
         figures.append(&mut bed.figures);
         outcome?;
     }
-    if args.session != Session::Lan {
+    if matches!(args.session, Session::Wan | Session::All) {
         println!("session wan: one /24 per host (198.18.i.2/24, routed), --replication {}", args.replication);
         let mut bed = Bed::create(args.hosts, Topology::Routed, &bin, &dir.join("wan"), args.seed)?;
         bed.node_flags = vec!["--replication".into(), args.replication.to_string()];
         let outcome = scenarios::wan_session(&mut bed);
+        bed.stop_all();
+        figures.append(&mut bed.figures);
+        outcome?;
+    }
+    if matches!(args.session, Session::Nat | Session::All) {
+        println!("session nat: 4 public hosts (198.18.i.2/24) and 3 behind NAT routers (10.99.1j.2)");
+        let mut bed = Bed::create(4, Topology::Routed, &bin, &dir.join("nat"), args.seed)?;
+        let outcome = scenarios::nat_session(&mut bed);
         bed.stop_all();
         figures.append(&mut bed.figures);
         outcome?;

@@ -68,7 +68,34 @@ pub fn preflight() -> Result<()> {
     Ok(())
 }
 
-/// The namespaces of one bed: a switch and `hosts` hosts, wired as `topology`.
+/// How a NAT router maps a host's outgoing flows (RFC 4787 terms).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NatKind {
+    /// Linux `masquerade`: keeps the source port when it is free, so one mapping serves every
+    /// destination (endpoint-independent mapping); conntrack filters inbound to what was sent to.
+    Cone,
+    /// `masquerade fully-random`: a new random port for every destination (endpoint-dependent
+    /// mapping), the NAT that hole punching cannot cross.
+    Symmetric,
+}
+
+/// The nftables rules of a NAT router whose LAN is `lan` (a /24) and whose WAN side is `wan0`:
+/// outgoing flows are masqueraded, inbound ones pass only as replies.
+pub fn nat_ruleset(kind: NatKind, lan: Ipv4Addr) -> String {
+    let how = match kind {
+        NatKind::Cone => "masquerade",
+        NatKind::Symmetric => "masquerade fully-random",
+    };
+    format!(
+        "table ip nat {{\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    \
+         ip saddr {lan}/24 oifname \"wan0\" {how}\n  }}\n}}\ntable inet fw {{\n  chain forward {{\n    \
+         type filter hook forward priority filter; policy drop;\n    ct state established,related accept\n    \
+         iifname \"lan0\" oifname \"wan0\" accept\n  }}\n}}\n"
+    )
+}
+
+/// The namespaces of one bed: a switch and `hosts` hosts, wired as `topology`, and any hosts
+/// added behind NAT routers.
 pub struct Network {
     /// This run's namespace prefix (`snbed<pid>`).
     pub prefix: String,
@@ -76,6 +103,10 @@ pub struct Network {
     pub topology: Topology,
     /// One namespace name per host.
     pub hosts: Vec<String>,
+    /// Each host's address (a NATed host's is on its router's LAN).
+    pub ips: Vec<Ipv4Addr>,
+    /// The NAT routers, in the order their hosts were added.
+    pub routers: Vec<String>,
     switch: String,
 }
 
@@ -84,7 +115,14 @@ impl Network {
     pub fn create(hosts: usize, topology: Topology) -> Result<Network> {
         let prefix = format!("{NS_PREFIX}{}", std::process::id());
         let switch = format!("{prefix}-sw");
-        let mut net = Network { prefix: prefix.clone(), topology, hosts: Vec::new(), switch };
+        let mut net = Network {
+            prefix: prefix.clone(),
+            topology,
+            hosts: Vec::new(),
+            ips: Vec::new(),
+            routers: Vec::new(),
+            switch,
+        };
         run("ip", &["netns", "add", &net.switch])?;
         ns_run(&net.switch, "ip", &["link", "set", "lo", "up"])?;
         if topology == Topology::Lan {
@@ -97,9 +135,57 @@ impl Network {
             let ns = format!("{prefix}-h{i}");
             run("ip", &["netns", "add", &ns])?;
             net.hosts.push(ns);
+            net.ips.push(topology.host_ip(i));
             net.wire_host(i)?;
         }
         Ok(net)
+    }
+
+    /// Adds a host behind its own NAT router of `kind` (routed topology only): the router's WAN
+    /// side is 198.18.(100+j).2 on the switch, its LAN 10.99.(10+j).0/24, the host .2 on it.
+    /// Returns the host's index.
+    pub fn add_nat_host(&mut self, kind: NatKind) -> Result<usize> {
+        if self.topology != Topology::Routed {
+            bail!("NAT routers need the routed topology");
+        }
+        let j = u8::try_from(self.routers.len()).context("too many routers")?;
+        let (i, sw) = (self.hosts.len(), self.switch.clone());
+        let router = format!("{}-r{j}", self.prefix);
+        let host = format!("{}-h{i}", self.prefix);
+        run("ip", &["netns", "add", &router])?;
+        self.routers.push(router.clone());
+        run("ip", &["netns", "add", &host])?;
+        self.hosts.push(host.clone());
+        let lan = Ipv4Addr::new(10, 99, 10 + j, 0);
+        let ip = Ipv4Addr::new(10, 99, 10 + j, 2);
+        self.ips.push(ip);
+        let (gw, wan) = (format!("198.18.{}.1", 100 + j), format!("198.18.{}.2", 100 + j));
+        let port = format!("w{j}");
+        run(
+            "ip",
+            &["link", "add", "name", &port, "netns", &sw, "type", "veth", "peer", "name", "wan0", "netns", &router],
+        )?;
+        ns_run(&sw, "ip", &["addr", "add", &format!("{gw}/24"), "dev", &port])?;
+        ns_run(&sw, "ip", &["link", "set", &port, "up"])?;
+        for l in ["lo", "wan0"] {
+            ns_run(&router, "ip", &["link", "set", l, "up"])?;
+        }
+        ns_run(&router, "ip", &["addr", "add", &format!("{wan}/24"), "dev", "wan0"])?;
+        ns_run(&router, "ip", &["route", "add", "default", "via", &gw])?;
+        run(
+            "ip",
+            &["link", "add", "name", "lan0", "netns", &router, "type", "veth", "peer", "name", "eth0", "netns", &host],
+        )?;
+        ns_run(&router, "ip", &["addr", "add", &format!("10.99.{}.1/24", 10 + j), "dev", "lan0"])?;
+        ns_run(&router, "ip", &["link", "set", "lan0", "up"])?;
+        ns_run(&host, "ip", &["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+        for l in ["lo", "eth0"] {
+            ns_run(&host, "ip", &["link", "set", l, "up"])?;
+        }
+        ns_run(&host, "ip", &["route", "add", "default", "via", &format!("10.99.{}.1", 10 + j)])?;
+        ns_run(&router, "sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
+        nft_load(&router, &nat_ruleset(kind, lan))?;
+        Ok(i)
     }
 
     fn wire_host(&self, i: usize) -> Result<()> {

@@ -230,9 +230,16 @@ impl Dht {
             self.observed.clear();
         }
         self.observed.insert(peer, observed);
+        // Two peers see us at a public IP we were not given: behind NAT (whatever the ports:
+        // a symmetric NAT shows each peer another one).
+        let ours = |a: &WireAddr| self.record.addrs.iter().any(|r| r.to_socket_addr().ip() == a.to_socket_addr().ip());
+        let elsewhere =
+            self.observed.values().filter(|a| !super::is_private_ip(a.to_socket_addr().ip()) && !ours(a)).count();
+        if elsewhere >= 2 {
+            self.observed_elsewhere(now);
+        }
         let agreeing = self.observed.values().filter(|a| **a == observed).count();
         if agreeing >= 2 {
-            self.observed_elsewhere(now, &observed);
             let mut addrs: Vec<WireAddr> = self
                 .record
                 .addrs

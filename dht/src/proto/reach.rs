@@ -103,6 +103,8 @@ pub(super) struct Reach {
     published: Option<Instant>,
     dirty: bool,
     next_tick: Instant,
+    /// Rounds of pings left to learn how peers see us (a node bound to a private address).
+    probes: u8,
     /// Whether every address we were given is private (RFC 1918, CGNAT, ULA, link-local).
     bound_private: bool,
 }
@@ -135,6 +137,7 @@ impl Reach {
             published: None,
             dirty: false,
             next_tick: now,
+            probes: 6,
             bound_private,
         }
     }
@@ -181,13 +184,11 @@ impl Dht {
         Ok(())
     }
 
-    /// Peers agree we are seen at `observed`, an address we do not advertise. Bound to private
-    /// addresses and seen at a public one, this node is behind NAT: it turns private. Returns
-    /// whether it did.
-    pub(super) fn observed_elsewhere(&mut self, now: Instant, observed: &WireAddr) -> bool {
-        let seen_public = !is_private_ip(observed.to_socket_addr().ip());
+    /// Two peers see us at a public IP we were not given. Bound to private addresses, this node
+    /// is behind NAT: it turns private. Returns whether it did.
+    pub(super) fn observed_elsewhere(&mut self, now: Instant) -> bool {
         let auto = self.reach.cfg.mode == ReachMode::Auto;
-        if !(auto && self.reach.bound_private && seen_public && self.reach.state == Reachability::Public) {
+        if !(auto && self.reach.bound_private && self.reach.state == Reachability::Public) {
             return false;
         }
         self.reach.state = Reachability::Private;
@@ -262,7 +263,10 @@ impl Dht {
                 h.until = Some(until);
                 h.addr = addr;
                 self.events.push_back(DhtEvent::Plane(PlaneOp::Reserved { relay: addr, until }));
-                self.reach.dirty |= first;
+                if first {
+                    // Reachable from now on: say so at once.
+                    self.publish_reach(now);
+                }
             }
             (RelayAsk::Connect { target, addr: relay }, Body::Connected { circuit }) => {
                 self.events.push_back(DhtEvent::Plane(PlaneOp::Leg { relay, circuit, peer: target }));
@@ -306,6 +310,7 @@ impl Dht {
             self.events.push_back(DhtEvent::Plane(op));
         }
         if self.reach.state != Reachability::Private {
+            self.probe_observers(now);
             return;
         }
         self.reach.avoid.retain(|_, t| *t > now);
@@ -324,6 +329,22 @@ impl Dht {
         let stale = self.reach.published.is_none_or(|t| now.saturating_duration_since(t) >= self.reach.cfg.republish);
         if (self.reach.dirty || stale) && self.reach.held.iter().any(|h| h.until.is_some()) {
             self.publish_reach(now);
+        }
+    }
+
+    /// A node bound to a private address pings two peers it has no observation from, a few
+    /// times: their pongs say where they see it, and two that see it at a public IP mean NAT.
+    fn probe_observers(&mut self, now: Instant) {
+        let auto = self.reach.cfg.mode == ReachMode::Auto;
+        if !auto || !self.reach.bound_private || self.reach.probes == 0 || self.table.len() < 2 {
+            return;
+        }
+        self.reach.probes -= 1;
+        self.reach.next_tick = now + Duration::from_secs(5);
+        let ask: Vec<NodeId> =
+            self.table.entries().map(|e| e.id()).filter(|id| !self.observed.contains_key(id)).take(2).collect();
+        for id in ask {
+            self.ping_neighbour(now, id);
         }
     }
 

@@ -8,5 +8,5 @@ pub mod transport;
 
 pub use topics::{MemberWork, MembershipConfig, TopicError, TopicEvent, TopicInfo, TopicStats, Topics, TopicsConfig};
 pub use transport::{
-    ConnectError, ConnectionEvent, IncomingStream, Transport, TransportOptions, TransportStats, kind, peer_id,
+    ConnectError, ConnectionEvent, IncomingStream, Resolve, Transport, TransportOptions, TransportStats, kind, peer_id,
 };

@@ -153,6 +153,14 @@ struct Inner {
     events: tokio::sync::broadcast::Sender<ConnectionEvent>,
     stats: TransportStats,
     demux: Arc<DemuxStats>,
+    resolver: Mutex<Option<Arc<dyn Resolve>>>,
+}
+
+/// Finds a relayed path to a peer that direct dials do not reach (wire-spec §15.5): the node
+/// layer reads the peer's reach record and opens a relay circuit.
+pub trait Resolve: Send + Sync {
+    /// A virtual address that reaches `peer` through a relay, if it has one.
+    fn relayed(&self, peer: NodeId) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<SocketAddr>> + Send>>;
 }
 
 /// The QUIC side of a node. Cheap to clone.
@@ -211,6 +219,7 @@ impl Transport {
             events: tokio::sync::broadcast::channel(1024).0,
             stats: TransportStats::default(),
             demux,
+            resolver: Mutex::new(None),
         });
         let t = Transport { inner };
         tokio::spawn(t.clone().accept_loop());
@@ -235,6 +244,13 @@ impl Transport {
     /// Connection events from now on (a receiver that falls behind skips the oldest).
     pub fn events(&self) -> tokio::sync::broadcast::Receiver<ConnectionEvent> {
         self.inner.events.subscribe()
+    }
+
+    /// Sets what finds relayed paths to peers that direct dials do not reach.
+    pub fn set_resolver(&self, r: Arc<dyn Resolve>) {
+        if let Ok(mut g) = self.inner.resolver.lock() {
+            *g = Some(r);
+        }
     }
 
     /// Open connections.
@@ -266,7 +282,15 @@ impl Transport {
         if let Some(c) = self.connection(&peer) {
             return Ok(c);
         }
-        let result = self.dial(peer, addrs).await;
+        let mut result = self.dial(peer, addrs).await;
+        // No address worked (or none was known): through a relay, if the peer has one.
+        let resolver = self.inner.resolver.lock().ok().and_then(|g| g.clone());
+        if result.is_err()
+            && let Some(r) = resolver
+            && let Some(path) = r.relayed(peer).await
+        {
+            result = self.dial(peer, &[path]).await;
+        }
         if let Ok(mut dialing) = self.inner.dialing.lock() {
             dialing.remove(&peer);
         }

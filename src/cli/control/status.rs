@@ -87,5 +87,45 @@ pub(super) async fn status(st: &State) -> Answer {
         "drops": drops,
         "channel_peers": m.dht.channel_peers,
         "limits": limits,
+        "reach": reach_json(&m.dht.reach),
     }))
+}
+
+/// Reachability, the relays held, the relay served, and this node's relayed paths (spec §15).
+fn reach_json(r: &suprnova_dht::net::ReachStats) -> Value {
+    use suprnova_dht::proto::Reachability;
+    let now = std::time::Instant::now();
+    let p = &r.plane;
+    let drops: serde_json::Map<String, Value> =
+        p.drops.iter().filter(|(_, n)| **n > 0).map(|(d, n)| (d.name().to_string(), json!(n))).collect();
+    json!({
+        "state": match r.state { Reachability::Public => "public", Reachability::Private => "private" },
+        "relays": r.held.iter().map(|h| json!({
+            "id": h.relay.id.to_string(),
+            "addr": h.addr.to_string(),
+            "reserved": h.until.is_some(),
+            "expires_in_s": h.until.map(|u| u.saturating_duration_since(now).as_secs()),
+        })).collect::<Vec<_>>(),
+        "paths": r.legs.iter().map(|l| json!({
+            "peer": l.peer.map(|p| p.to_string()),
+            "via": "relay",
+            "relay_addr": l.relay.to_string(),
+            "path": l.path.to_string(),
+            "bytes_in": l.bytes_in,
+            "bytes_out": l.bytes_out,
+        })).collect::<Vec<_>>(),
+        "relay": {
+            "reservations": r.reservations,
+            "circuits": r.circuits,
+            "reservations_granted": r.relay.reservations_granted,
+            "reservations_refused": r.relay.reservations_refused,
+            "circuits_opened": r.relay.circuits_opened,
+            "connects_refused": r.relay.connects_refused + r.relay.connects_no_reservation,
+            "frames_forwarded": p.relayed_frames,
+            "bytes_forwarded": p.relayed_bytes,
+        },
+        "relayed_bytes_in": p.local_bytes_in,
+        "relayed_bytes_out": p.local_bytes_out,
+        "drops": drops,
+    })
 }

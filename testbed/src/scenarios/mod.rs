@@ -2,11 +2,16 @@
 //! - `lan`: 12 hosts on one private /24 with the default replication (r = 3): join, records and
 //!   pub/sub, 10 % loss each way, partitions into halves;
 //! - `wan`: 12 hosts each on its own public-looking /24 with `--replication 6`: join, 200 records,
-//!   `kill -9` of half the hosts, their restart from their data dirs, a rolling restart.
+//!   `kill -9` of half the hosts, their restart from their data dirs, a rolling restart;
+//! - `nat`: 4 public hosts and 3 hosts behind NAT routers (two `masquerade`, one
+//!   `masquerade fully-random`): reachability, relays, traffic between NATed hosts.
 
 mod alone;
 mod crash;
 mod lan;
+mod nat;
+
+pub use nat::nat_session;
 
 use std::thread;
 use std::time::{Duration, Instant};
