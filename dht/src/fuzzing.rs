@@ -36,6 +36,12 @@ pub fn packet_decode(data: &[u8]) {
         Ok(Packet::Relayed(c, inner)) => assert_eq!(packet::relayed(c, inner).as_deref(), Some(data)),
         Err(_) => {}
     }
+    // The same bytes as a LAN announcement (§15.6, its own port): accepted ones re-encode.
+    if let Ok(a) = crate::lan::parse_announce(data) {
+        let rec = wire::encode(&a.record).unwrap_or_default();
+        let again = crate::lan::encode_announce(&rec, a.port, a.flags & crate::lan::FLAG_ANSWER_ME != 0);
+        assert_eq!(again, data);
+    }
 }
 
 /// Message decode: whatever decodes re-encodes to exactly the input.

@@ -21,6 +21,7 @@ pub mod ct;
 pub mod handshake;
 pub mod identity;
 pub mod keyfile;
+pub mod lan;
 pub mod lookup;
 pub mod path;
 pub mod proto;

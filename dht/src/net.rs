@@ -503,12 +503,8 @@ struct Io {
 /// plane's reports back to the core.
 async fn flush(dht: &mut Dht, io: &Io, waiters: &mut Waiters, send_errors: &mut u64) {
     loop {
-        while let Some(t) = dht.poll_transmit() {
-            if io.path.send_to(&t.payload, t.dst).await.is_err() {
-                *send_errors += 1;
-            }
-        }
         let mut any = false;
+        // Plane instructions first: a `Connected` answer must not leave before its circuit exists.
         while let Some(ev) = dht.poll_event() {
             any = true;
             match ev {
@@ -520,6 +516,12 @@ async fn flush(dht: &mut Dht, io: &Io, waiters: &mut Waiters, send_errors: &mut 
         for ev in reports {
             any = true;
             dht.plane_event(Instant::now(), ev);
+        }
+        while let Some(t) = dht.poll_transmit() {
+            any = true;
+            if io.path.send_to(&t.payload, t.dst).await.is_err() {
+                *send_errors += 1;
+            }
         }
         if !any {
             break;

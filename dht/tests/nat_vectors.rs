@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use serde_json::{Value, json};
 use suprnova_dht::identity::{Identity, NodeId, capability};
+use suprnova_dht::lan::{self, LanError};
 use suprnova_dht::store::{StoreError, validate};
 use suprnova_dht::wire::packet::{self, Packet, PacketError};
 use suprnova_dht::wire::{self, Body, Key, Message, ReachRecord, Record, RelayRef, WireAddr};
@@ -144,12 +145,38 @@ fn relayed_vectors() -> Value {
     json!({ "valid": valid, "invalid": invalid })
 }
 
+fn lan_vectors() -> Value {
+    let me = Identity::from_seed(NODE_SEED);
+    let rec = me.make_record(4, 0, &[WireAddr::V4([10, 99, 0, 3], 4433)]).unwrap();
+    let enc = wire::encode(&rec).unwrap();
+    let a = lan::encode_announce(&enc, 4433, true);
+    let mut flags = a.clone();
+    flags[4] = 2;
+    let mut port = a.clone();
+    port[5] = 0;
+    port[6] = 0;
+    let mut sig = a.clone();
+    let last = sig.len() - 1;
+    sig[last] ^= 1;
+    json!({
+        "group": "239.255.83.78:4434",
+        "valid": { "node_seed": h(&NODE_SEED), "flags": 1, "port": 4433, "record": h(&enc), "encoding": h(&a) },
+        "invalid": [
+            { "description": "unknown flag bit 1", "encoding": h(&flags), "error": "bad_header" },
+            { "description": "port 0", "encoding": h(&port), "error": "bad_port" },
+            { "description": "record signature flipped", "encoding": h(&sig), "error": "bad_record" },
+            { "description": "header only", "encoding": h(&a[..7]), "error": "bad_length" },
+        ],
+    })
+}
+
 fn vectors() -> Value {
     json!({
         "description": "Reaching nodes behind NAT (wire-spec §15): relay control messages, relayed frames, reach records. Every input is listed as fields.",
         "messages": messages().iter().map(|(n, f, m)| json!({ "name": n, "id": m.id, "fields": f, "encoding": h(&m.encode().unwrap()) })).collect::<Vec<_>>(),
         "relayed": relayed_vectors(),
         "reach_record": reach_vectors(),
+        "lan_announce": lan_vectors(),
     })
 }
 
@@ -223,6 +250,27 @@ fn decoder_reach_records() {
         let name = match validate(&Key(arr32(&bad["key"])), &rec) {
             Err(StoreError::WrongKey) => "wrong_key",
             Err(StoreError::BadSignature) => "bad_signature",
+            other => panic!("unexpected {other:?}"),
+        };
+        assert_eq!(name, bad["error"], "{}", bad["description"]);
+    }
+}
+
+#[test]
+fn decoder_lan_announcements() {
+    let doc = load();
+    let v = &doc["lan_announce"]["valid"];
+    let a = lan::parse_announce(&unh(&v["encoding"])).unwrap();
+    assert_eq!(u64::from(a.flags), v["flags"].as_u64().unwrap());
+    assert_eq!(u64::from(a.port), v["port"].as_u64().unwrap());
+    assert_eq!(h(&wire::encode(&a.record).unwrap()), v["record"]);
+    assert_eq!(a.record.id, Identity::from_seed(arr32(&v["node_seed"])).id());
+    for bad in doc["lan_announce"]["invalid"].as_array().unwrap() {
+        let name = match lan::parse_announce(&unh(&bad["encoding"])) {
+            Err(LanError::BadHeader) => "bad_header",
+            Err(LanError::BadPort) => "bad_port",
+            Err(LanError::BadRecord(_)) => "bad_record",
+            Err(LanError::BadLength) => "bad_length",
             other => panic!("unexpected {other:?}"),
         };
         assert_eq!(name, bad["error"], "{}", bad["description"]);

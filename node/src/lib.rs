@@ -36,6 +36,7 @@
 pub mod blobs;
 pub mod direct;
 mod error;
+mod lan;
 mod messaging;
 mod prom;
 mod records;
@@ -112,6 +113,9 @@ pub struct NodeConfig {
     /// provider lie or go away with it (see `testing`, feature `testing`); a deployment leaves
     /// it `None`.
     pub chunk_filter: Option<std::sync::Arc<dyn ChunkFilter>>,
+    /// Find nodes on the same LAN with no bootstrap address (a signed multicast beacon, wire-spec
+    /// §15.6), when bound to a private, link-local or wildcard address.
+    pub lan_discovery: bool,
 }
 
 /// A rewrite of the blob chunks a node serves.
@@ -150,6 +154,7 @@ impl NodeConfig {
             topic_entry_ttl: Duration::from_secs(300),
             socket_recv_buffer: 4 << 20,
             chunk_filter: None,
+            lan_discovery: true,
         }
     }
 }
@@ -251,6 +256,15 @@ pub struct Node {
     inner: Arc<Inner>,
 }
 
+/// The address this host's traffic leaves from by default: the source a connected UDP socket
+/// gets towards a documentation address (nothing is sent).
+async fn outgoing_ip(ipv6: bool) -> Option<std::net::IpAddr> {
+    let (bind, to) = if ipv6 { ("[::]:0", "[2001:db8::1]:9") } else { ("0.0.0.0:0", "192.0.2.1:9") };
+    let s = UdpSocket::bind(bind).await.ok()?;
+    s.connect(to).await.ok()?;
+    s.local_addr().ok().map(|a| a.ip())
+}
+
 /// Lets the transport reach peers behind NAT through relays (a weak link: no cycle).
 fn node_resolver(inner: &Arc<Inner>) {
     inner.transport.set_resolver(Arc::new(messaging::RelayResolver(Arc::downgrade(inner))));
@@ -264,6 +278,10 @@ impl Node {
     /// Binds `cfg.listen` and starts the DHT, the QUIC endpoint and the topic driver on it.
     pub async fn spawn(cfg: NodeConfig) -> Result<Node, NodeError> {
         let identity = Identity::from_seed(cfg.identity_seed);
+        let mut cfg = cfg;
+        if cfg.listen.ip().is_unspecified() && cfg.dht.reach.local_ip.is_none() {
+            cfg.dht.reach.local_ip = outgoing_ip(cfg.listen.is_ipv6()).await;
+        }
         let socket = Arc::new(UdpSocket::bind(cfg.listen).await.map_err(NodeError::Bind)?);
         let local = socket.local_addr().map_err(NodeError::Bind)?;
         if let Err(e) = socket2::SockRef::from(&*socket).set_recv_buffer_size(cfg.socket_recv_buffer) {
@@ -300,6 +318,7 @@ impl Node {
         });
         node_resolver(&inner);
         let node = Node { inner };
+        lan::start(&node);
         let router = tokio::spawn(node.clone().route(streams, in_tx));
         let members = tokio::spawn(node.clone().member_work(member_work));
         if let Ok(mut t) = node.inner.tasks.lock() {

@@ -13,6 +13,7 @@
 //! ip_limits_local = false                 # IP-diversity limits on private addresses too
 //! reachability = "auto"                   # or "public", "private" (behind NAT: use relays)
 //! relay = "on"                            # serve as a relay while public, or "off"
+//! lan_discovery = true                    # find nodes on the LAN with no bootstrap address
 //! ```
 
 use std::net::SocketAddr;
@@ -47,6 +48,8 @@ pub struct FileConfig {
     pub reachability: Option<String>,
     /// `--relay`.
     pub relay: Option<String>,
+    /// `lan_discovery = false` is `--no-lan-discovery`.
+    pub lan_discovery: Option<bool>,
 }
 
 /// Largest config file read.

@@ -13,7 +13,8 @@ use super::{control, http, load_identity};
 #[derive(Args, Debug)]
 pub struct NodeArgs {
     /// TOML file with any of the settings below (keys: listen, data_dir, bootstrap, advertise,
-    /// control, metrics, log_format, replication, ip_limits_local, reachability, relay). Flags
+    /// control, metrics, log_format, replication, ip_limits_local, reachability, relay,
+    /// lan_discovery). Flags
     /// and environment variables win over it.
     #[arg(long, env = "SUPRNOVA_CONFIG")]
     pub config: Option<PathBuf>,
@@ -59,6 +60,11 @@ pub struct NodeArgs {
     /// [default: on]. A relay forwards at most 2 MiB/s per circuit and 32 MiB/s in all.
     #[arg(long, env = "SUPRNOVA_RELAY", value_parser = ["on", "off"])]
     pub relay: Option<String>,
+    /// Do not look for nodes on the LAN. By default a node bound to a private, link-local or
+    /// wildcard address announces itself on 239.255.83.78:4434 and dials the nodes it hears, so
+    /// nodes on one LAN need no --bootstrap.
+    #[arg(long, env = "SUPRNOVA_NO_LAN_DISCOVERY")]
+    pub no_lan_discovery: bool,
 }
 
 /// The settings after flags, environment, config file and defaults are merged.
@@ -74,6 +80,7 @@ struct Settings {
     ip_limits_local: bool,
     reachability: suprnova_dht::proto::ReachMode,
     relay: bool,
+    lan_discovery: bool,
 }
 
 fn settings(a: NodeArgs) -> Result<Settings> {
@@ -101,6 +108,7 @@ fn settings(a: NodeArgs) -> Result<Settings> {
         replication: a.replication.or(file.replication),
         ip_limits_local: a.ip_limits_local || file.ip_limits_local.unwrap_or(false),
         reachability: reach_mode(a.reachability.or(file.reachability).as_deref())?,
+        lan_discovery: !a.no_lan_discovery && file.lan_discovery.unwrap_or(true),
         relay: match a.relay.or(file.relay).as_deref() {
             None | Some("on") => true,
             Some("off") => false,
@@ -158,7 +166,14 @@ pub async fn run_node(args: NodeArgs) -> Result<()> {
     }
     cfg.dht.routing.exempt_local = !s.ip_limits_local;
     cfg.dht.reach.mode = s.reachability;
+    // A public address to advertise says the node is dialled there: not behind NAT.
+    if s.reachability == suprnova_dht::proto::ReachMode::Auto
+        && cfg.advertise.iter().any(|a| !suprnova_dht::proto::is_private_ip(a.ip()) && !a.ip().is_loopback())
+    {
+        cfg.dht.reach.mode = suprnova_dht::proto::ReachMode::Public;
+    }
     cfg.dht.reach.relay.enabled = s.relay;
+    cfg.lan_discovery = s.lan_discovery;
     let node = suprnova_node::Node::spawn(cfg)
         .await
         .with_context(|| format!("cannot start a node on {listen} with data dir {}", dir.display()))?;

@@ -73,6 +73,7 @@ enum Session {
     Lan,
     Wan,
     Nat,
+    Discovery,
     All,
 }
 
@@ -126,6 +127,14 @@ fn run(args: &RunArgs) -> Result<bool> {
         let mut bed = Bed::create(args.hosts, Topology::Routed, &bin, &dir.join("wan"), args.seed)?;
         bed.node_flags = vec!["--replication".into(), args.replication.to_string()];
         let outcome = scenarios::wan_session(&mut bed);
+        bed.stop_all();
+        figures.append(&mut bed.figures);
+        outcome?;
+    }
+    if matches!(args.session, Session::Discovery | Session::All) {
+        println!("session discovery: 6 hosts on one bridge (10.99.0.1-6), no --bootstrap");
+        let mut bed = Bed::create(6, Topology::Lan, &bin, &dir.join("discovery"), args.seed)?;
+        let outcome = scenarios::discovery_session(&mut bed);
         bed.stop_all();
         figures.append(&mut bed.figures);
         outcome?;

@@ -126,7 +126,8 @@ impl Network {
         run("ip", &["netns", "add", &net.switch])?;
         ns_run(&net.switch, "ip", &["link", "set", "lo", "up"])?;
         if topology == Topology::Lan {
-            ns_run(&net.switch, "ip", &["link", "add", "br0", "type", "bridge"])?;
+            // No multicast snooping: the bridge floods the LAN beacon (wire-spec §15.6) to every port.
+            ns_run(&net.switch, "ip", &["link", "add", "br0", "type", "bridge", "mcast_snooping", "0"])?;
             ns_run(&net.switch, "ip", &["link", "set", "br0", "up"])?;
         } else {
             ns_run(&net.switch, "sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;

@@ -231,6 +231,11 @@ impl Channel {
         }
     }
 
+    /// The peers whose sends go to `addr` now.
+    pub fn peers_at(&self, addr: &SocketAddr) -> Vec<NodeId> {
+        self.peers.iter().filter(|(_, p)| p.addr == *addr).map(|(id, _)| *id).collect()
+    }
+
     /// Whether a confirmed, unexpired session with `peer` exists.
     pub fn has_session(&self, peer: &NodeId, now: Instant) -> bool {
         self.peers.get(peer).and_then(|p| p.current.as_ref()).is_some_and(|s| now < s.created + self.cfg.reject_after)

@@ -39,7 +39,11 @@ pub fn relay_ops(data: &[u8]) {
         let peer = NodeId([x % 8; 32]);
         match k % 8 {
             0 => {
-                let _ = relay.reserve(now, peer, addr(x), u32::from(y) * 4);
+                if let Ok((_, closes)) = relay.reserve(now, peer, addr(x), u32::from(y) * 4) {
+                    for op in closes {
+                        plane.apply(now, op);
+                    }
+                }
             }
             1 => {
                 let ids = (u64::from(y % 16), u64::from(z % 16) + 16);
@@ -80,8 +84,9 @@ pub fn relay_ops(data: &[u8]) {
                     plane.apply(now, op);
                 }
                 for ev in plane.take_events() {
-                    let crate::path::PlaneEvent::CircuitClosed { a, .. } = ev;
-                    relay.closed(&a);
+                    if let crate::path::PlaneEvent::CircuitClosed { a, .. } = ev {
+                        relay.closed(&a);
+                    }
                 }
             }
         }

@@ -97,12 +97,18 @@ pub enum PlaneOp {
 /// What the plane tells the DHT core.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PlaneEvent {
-    /// A relay circuit closed (idle): its initiator leg, and bytes forwarded in all.
+    /// A relay circuit closed (idle), or could not be opened: its initiator leg, and bytes
+    /// forwarded in all.
     CircuitClosed {
         /// The initiator's leg.
         a: (SocketAddr, u64),
         /// Bytes forwarded, both ways.
         bytes: u64,
+    },
+    /// One of our legs was forgotten (idle): sessions that ran over it must move.
+    LegClosed {
+        /// Its virtual address.
+        path: SocketAddr,
     },
 }
 
@@ -352,6 +358,8 @@ impl DataPlane {
 
     fn open(&mut self, now: Instant, a: (SocketAddr, u64), b: (SocketAddr, u64), bytes_per_s: u32) {
         if self.circuits.len() >= self.cfg.max_circuits || self.ends.contains_key(&a) || self.ends.contains_key(&b) {
+            // Refused here: the relay's core must free what it counted for it.
+            self.push_event(PlaneEvent::CircuitClosed { a, bytes: 0 });
             return;
         }
         let burst = f64::from(self.cfg.circuit_burst);
@@ -393,6 +401,7 @@ impl DataPlane {
             if let Some(l) = self.legs.remove(&v) {
                 self.by_circuit.remove(&(l.relay, l.circuit));
                 self.auto_legs = self.auto_legs.saturating_sub(usize::from(l.peer.is_none()));
+                self.push_event(PlaneEvent::LegClosed { path: v });
             }
         }
     }
@@ -555,6 +564,8 @@ mod tests {
         let later = t0 + Duration::from_secs(200);
         assert_eq!(p.inbound(later, r, &mut f), Inbound::Drop(PlaneDrop::UnknownCircuit));
         assert_eq!(p.legs().count(), 0);
+        let closed = p.take_events().into_iter().filter(|e| matches!(e, PlaneEvent::LegClosed { .. })).count();
+        assert_eq!(closed, 2);
     }
 
     #[test]

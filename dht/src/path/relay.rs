@@ -128,15 +128,24 @@ impl RelayServer {
         self.circuits.len()
     }
 
-    /// `Reserve{ttl_s}` from `peer` at its session address `addr`: the granted lifetime, or the
-    /// error code to answer with.
-    pub fn reserve(&mut self, now: Instant, peer: NodeId, addr: SocketAddr, ttl_s: u32) -> Result<u32, u16> {
+    /// `Reserve{ttl_s}` from `peer` at its session address `addr`: the granted lifetime and the
+    /// plane operations closing circuits it invalidates (a release, or a renewal from a new
+    /// address: the NAT rebound, its circuits lead nowhere), or the error code to answer with.
+    pub fn reserve(
+        &mut self,
+        now: Instant,
+        peer: NodeId,
+        addr: SocketAddr,
+        ttl_s: u32,
+    ) -> Result<(u32, Vec<PlaneOp>), u16> {
         if !self.cfg.enabled {
             return Err(error_code::RELAY_OFF);
         }
+        let moved = self.reservations.get(&peer).is_some_and(|r| r.addr != addr);
+        let closes = if ttl_s == 0 || moved { self.close_circuits_to(&peer) } else { Vec::new() };
         if ttl_s == 0 {
             self.reservations.remove(&peer);
-            return Ok(0);
+            return Ok((0, closes));
         }
         if !self.reservations.contains_key(&peer) {
             let ip = ip_key(addr.ip());
@@ -150,7 +159,19 @@ impl RelayServer {
         let circuits = self.reservations.get(&peer).map_or(0, |r| r.circuits);
         self.reservations.insert(peer, Reservation { addr, until: now + granted, circuits });
         self.stats.reservations_granted += 1;
-        Ok(u32::try_from(granted.as_secs()).unwrap_or(u32::MAX))
+        Ok((u32::try_from(granted.as_secs()).unwrap_or(u32::MAX), closes))
+    }
+
+    /// Closes every circuit to `target`: the plane operations.
+    fn close_circuits_to(&mut self, target: &NodeId) -> Vec<PlaneOp> {
+        let legs: Vec<(SocketAddr, u64)> =
+            self.circuits.iter().filter(|(_, c)| c.target == *target).map(|(a, _)| *a).collect();
+        legs.into_iter()
+            .map(|a| {
+                self.closed(&a);
+                PlaneOp::Close { a }
+            })
+            .collect()
     }
 
     /// `Connect{target}` from `peer` at `addr`, with `ids` two fresh random circuit ids: the
@@ -182,7 +203,7 @@ impl RelayServer {
             return Err(error_code::RESOURCE_LIMIT);
         }
         let b = (res.addr, cb);
-        let until = res.until.max(now) + self.cfg.circuit_lifetime;
+        let until = now + self.cfg.circuit_lifetime;
         if let Some(r) = self.reservations.get_mut(&target) {
             r.circuits += 1;
         }
@@ -249,12 +270,13 @@ mod tests {
         };
         let mut r = RelayServer::new(cfg);
         let n = |i: u8| NodeId([i; 32]);
-        assert_eq!(r.reserve(t0, n(1), a("10.0.0.1:1"), 600), Ok(300), "capped at max_ttl");
-        assert_eq!(r.reserve(t0, n(2), a("10.0.0.1:2"), 60), Ok(60));
-        assert_eq!(r.reserve(t0, n(3), a("10.0.0.1:3"), 60), Err(error_code::RESOURCE_LIMIT), "per IP");
-        assert_eq!(r.reserve(t0, n(3), a("10.0.0.2:3"), 60), Ok(60));
-        assert_eq!(r.reserve(t0, n(4), a("10.0.0.3:3"), 60), Err(error_code::RESOURCE_LIMIT), "in all");
-        assert_eq!(r.reserve(t0, n(1), a("10.0.0.1:1"), 300), Ok(300), "a renewal is not a newcomer");
+        let ttl = |r: Result<(u32, Vec<PlaneOp>), u16>| r.map(|(t, _)| t);
+        assert_eq!(ttl(r.reserve(t0, n(1), a("10.0.0.1:1"), 600)), Ok(300), "capped at max_ttl");
+        assert_eq!(ttl(r.reserve(t0, n(2), a("10.0.0.1:2"), 60)), Ok(60));
+        assert_eq!(ttl(r.reserve(t0, n(3), a("10.0.0.1:3"), 60)), Err(error_code::RESOURCE_LIMIT), "per IP");
+        assert_eq!(ttl(r.reserve(t0, n(3), a("10.0.0.2:3"), 60)), Ok(60));
+        assert_eq!(ttl(r.reserve(t0, n(4), a("10.0.0.3:3"), 60)), Err(error_code::RESOURCE_LIMIT), "in all");
+        assert_eq!(ttl(r.reserve(t0, n(1), a("10.0.0.1:1"), 300)), Ok(300), "a renewal is not a newcomer");
         // Circuits.
         let x = a("198.18.5.2:4433");
         assert_eq!(r.connect(t0, n(9), x, n(7), (1, 2)), Err(error_code::NO_RESERVATION));
@@ -267,13 +289,17 @@ mod tests {
         assert_eq!(r.connect(t0, n(8), x, n(3), (11, 21)), Err(error_code::RESOURCE_LIMIT), "id in use");
         r.closed(&(x, 11));
         assert!(r.connect(t0, n(9), x, n(1), (23, 24)).is_ok(), "a closed circuit frees its places");
+        // A renewal from a new address (the NAT rebound) closes the circuits to the old one.
+        assert!(r.connect(t0, n(8), x, n(3), (31, 32)).is_ok());
+        let (_, closes) = r.reserve(t0, n(3), a("10.0.0.2:9"), 60).unwrap();
+        assert_eq!(closes, vec![PlaneOp::Close { a: (x, 31) }]);
         // Expiry: reservation n(2) ends at 60 s; its circuit closes with it.
         let ops = r.expire(t0 + Duration::from_secs(61));
         assert_eq!(ops, vec![PlaneOp::Close { a: (x, 17) }]);
         assert_eq!(r.reservations(), 1);
         // Off: everything refused and dropped.
         let _ = r.set_enabled(false, t0);
-        assert_eq!(r.reserve(t0, n(5), a("10.0.0.9:1"), 60), Err(error_code::RELAY_OFF));
+        assert_eq!(ttl(r.reserve(t0, n(5), a("10.0.0.9:1"), 60)), Err(error_code::RELAY_OFF));
         assert_eq!(r.reservations(), 0);
         assert_eq!(r.circuits(), 0);
     }

@@ -155,6 +155,20 @@ impl Dht {
                 self.serve_request(now, peer, addr, msg);
                 self.serving = None;
             }
+            Body::Pong { .. }
+            | Body::Nodes { .. }
+            | Body::Value { .. }
+            | Body::SetPage { .. }
+            | Body::StoreAck { .. }
+                if self
+                    .pending
+                    .get(&msg.id)
+                    .is_some_and(|p| matches!(p.waiting, Waiting::Relay { peer: p, .. } if p == peer)) =>
+            {
+                // A relay answered a relay request with something else: it fails, now.
+                self.channel.count_drop(DropReason::UnexpectedResponse);
+                self.fail_request(now, msg.id, RequestError::Refused(crate::wire::message::error_code::MALFORMED));
+            }
             Body::Pong { observed, record_seq } => self.on_pong(now, peer, addr, msg.id, observed, record_seq),
             Body::Nodes { total, nodes } => self.on_nodes(now, peer, addr, msg.id, total, nodes.into_inner()),
             Body::Value { key, records } => self.on_value(now, peer, addr, msg.id, key, records.into_inner()),
@@ -239,7 +253,8 @@ impl Dht {
             self.observed_elsewhere(now);
         }
         let agreeing = self.observed.values().filter(|a| **a == observed).count();
-        if agreeing >= 2 {
+        // A private node lists no address a stranger could dial (§15.1): its NAT's is not one.
+        if agreeing >= 2 && self.reachability() == super::Reachability::Public {
             let mut addrs: Vec<WireAddr> = self
                 .record
                 .addrs

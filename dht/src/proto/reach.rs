@@ -52,6 +52,9 @@ pub struct ReachConfig {
     pub record_ttl: Duration,
     /// A relay that refused or failed is not asked again for this long.
     pub retry_after: Duration,
+    /// For a node bound to a wildcard address: the address its traffic leaves from (the
+    /// driver finds it), which says whether it may be behind NAT.
+    pub local_ip: Option<IpAddr>,
 }
 
 impl Default for ReachConfig {
@@ -65,6 +68,7 @@ impl Default for ReachConfig {
             republish: Duration::from_secs(120),
             record_ttl: Duration::from_secs(300),
             retry_after: Duration::from_secs(60),
+            local_ip: None,
         }
     }
 }
@@ -125,7 +129,11 @@ pub fn is_private_ip(ip: IpAddr) -> bool {
 
 impl Reach {
     pub(super) fn new(cfg: ReachConfig, addrs: &[WireAddr], seq: u64, now: Instant) -> Self {
-        let bound_private = !addrs.is_empty() && addrs.iter().all(|a| is_private_ip(a.to_socket_addr().ip()));
+        let bound_private = if addrs.is_empty() {
+            cfg.local_ip.is_some_and(is_private_ip)
+        } else {
+            addrs.iter().all(|a| is_private_ip(a.to_socket_addr().ip()))
+        };
         let state = if cfg.mode == ReachMode::Private { Reachability::Private } else { Reachability::Public };
         Reach {
             server: RelayServer::new(cfg.relay.clone()),
@@ -153,8 +161,12 @@ impl Reach {
         }
     }
 
-    pub(super) fn next_timeout(&self) -> Instant {
-        self.next_tick
+    /// When the reach timer has work: never for a public node with nothing reserved on it and
+    /// nothing left to learn.
+    pub(super) fn next_timeout(&self) -> Option<Instant> {
+        let probing = self.cfg.mode == ReachMode::Auto && self.bound_private && self.probes > 0;
+        let busy = self.state == Reachability::Private || self.server.reservations() > 0 || probing;
+        busy.then_some(self.next_tick)
     }
 }
 
@@ -203,8 +215,13 @@ impl Dht {
         if self.reach.state == Reachability::Private || path::is_virtual(&addr) {
             return serve::error(error_code::RELAY_OFF, "not a relay");
         }
+        // Reservations expire on the reach timer: make sure it runs.
+        self.reach.next_tick = self.reach.next_tick.min(now + Duration::from_secs(1));
         match self.reach.server.reserve(now, peer, addr, ttl_s) {
-            Ok(ttl_s) => {
+            Ok((ttl_s, closes)) => {
+                for op in closes {
+                    self.events.push_back(DhtEvent::Plane(op));
+                }
                 let c = self.reach.server.config();
                 Body::Reserved {
                     ttl_s,
@@ -248,20 +265,38 @@ impl Dht {
     pub fn plane_event(&mut self, _now: Instant, ev: PlaneEvent) {
         match ev {
             PlaneEvent::CircuitClosed { a, .. } => self.reach.server.closed(&a),
+            // Sessions that ran over the leg go back to the peer's own address, if it has one.
+            PlaneEvent::LegClosed { path } => {
+                for peer in self.channel.peers_at(&path) {
+                    if let Some(addr) =
+                        self.lookup_record(&peer).and_then(|r| r.addr_for(false).or_else(|| r.addr_for(true)))
+                    {
+                        self.channel.set_addr(&peer, addr);
+                    }
+                }
+            }
         }
     }
 
     /// An answer to a relay request of ours.
     pub(super) fn on_relay_answer(&mut self, now: Instant, peer: NodeId, addr: SocketAddr, id: u64, body: Body) {
+        // Only an answer to a relay request of ours is taken; anything else is left waiting.
+        if !self.pending.get(&id).is_some_and(|p| matches!(p.waiting, Waiting::Relay { .. })) {
+            return self.channel.count_drop(DropReason::UnexpectedResponse);
+        }
         let Some(p) = self.take_from(now, id, peer) else { return };
         let Waiting::Relay { ask, .. } = p.waiting else { return };
         match (ask, body) {
             (RelayAsk::Reserve, Body::Reserved { ttl_s, .. }) => {
-                let until = now + Duration::from_secs(u64::from(ttl_s));
+                // Never longer than we asked: a relay's word is not trusted further.
+                let granted = Duration::from_secs(u64::from(ttl_s)).min(self.reach.cfg.reservation_ttl);
+                let until = now + granted;
                 let Some(h) = self.reach.held.iter_mut().find(|h| h.relay.id == peer) else { return };
                 let first = h.until.is_none();
+                let moved = h.addr != addr;
                 h.until = Some(until);
                 h.addr = addr;
+                self.reach.dirty |= moved;
                 self.events.push_back(DhtEvent::Plane(PlaneOp::Reserved { relay: addr, until }));
                 if first {
                     // Reachable from now on: say so at once.
@@ -275,7 +310,11 @@ impl Dht {
                 self.channel.set_addr(&target, path);
                 self.events.push_back(DhtEvent::CircuitOpened { request: id, peer: target, relay: peer, path });
             }
-            _ => self.channel.count_drop(DropReason::UnexpectedResponse),
+            // Reserved for a Connect or Connected for a Reserve: a broken relay; the request fails.
+            (ask, _) => {
+                self.channel.count_drop(DropReason::UnexpectedResponse);
+                self.relay_failed(now, id, peer, ask, RequestError::Refused(error_code::MALFORMED));
+            }
         }
     }
 

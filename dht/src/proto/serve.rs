@@ -78,7 +78,12 @@ impl Dht {
     /// The honest answer to a request.
     fn answer(&mut self, now: Instant, peer: NodeId, addr: std::net::SocketAddr, body: Body) -> Vec<Body> {
         match body {
-            Body::Ping => vec![Body::Pong { observed: WireAddr::from(addr), record_seq: self.record.seq }],
+            Body::Ping => {
+                // Through a relay the source is a local name, never told (§15.3): unspecified.
+                let observed =
+                    if crate::path::is_virtual(&addr) { WireAddr::V4([0; 4], 0) } else { WireAddr::from(addr) };
+                vec![Body::Pong { observed, record_seq: self.record.seq }]
+            }
             Body::FindNode { target } => self.nodes_answer(peer, &target),
             Body::FindValue { key } => {
                 let recs = self.store.get(now, &key);

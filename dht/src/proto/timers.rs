@@ -27,7 +27,7 @@ impl Dht {
             repair,
             neighbours,
             self.rejoin_timeout(),
-            Some(self.reach.next_timeout()),
+            self.reach.next_timeout(),
         ];
         [req, queries, publish].into_iter().chain(timers).flatten().min()
     }

@@ -285,9 +285,11 @@ impl Transport {
         let mut result = self.dial(peer, addrs).await;
         // No address worked (or none was known): through a relay, if the peer has one.
         let resolver = self.inner.resolver.lock().ok().and_then(|g| g.clone());
+        let relayed_already = addrs.iter().any(suprnova_dht::path::is_virtual);
         if result.is_err()
+            && !relayed_already
             && let Some(r) = resolver
-            && let Some(path) = r.relayed(peer).await
+            && let Ok(Some(path)) = tokio::time::timeout(self.inner.opts.connect_timeout, r.relayed(peer)).await
         {
             result = self.dial(peer, &[path]).await;
         }

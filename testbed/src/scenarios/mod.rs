@@ -4,13 +4,16 @@
 //! - `wan`: 12 hosts each on its own public-looking /24 with `--replication 6`: join, 200 records,
 //!   `kill -9` of half the hosts, their restart from their data dirs, a rolling restart;
 //! - `nat`: 4 public hosts and 3 hosts behind NAT routers (two `masquerade`, one
-//!   `masquerade fully-random`): reachability, relays, traffic between NATed hosts.
+//!   `masquerade fully-random`): reachability, relays, traffic between NATed hosts;
+//! - `discovery`: 6 hosts on one bridge with no `--bootstrap`: the LAN beacon.
 
 mod alone;
 mod crash;
+mod discovery;
 mod lan;
 mod nat;
 
+pub use discovery::discovery_session;
 pub use nat::nat_session;
 
 use std::thread;
