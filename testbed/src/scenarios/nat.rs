@@ -40,6 +40,77 @@ pub fn nat_session(bed: &mut Bed) -> Result<()> {
     reachable_by_id(bed, &public, &nated, &started)?;
     bed.scenario = "nat-nat".into();
     between_nated(bed, &nated)?;
+    bed.scenario = "nat-failover".into();
+    relay_lost(bed, &public, &nated)?;
+    Ok(())
+}
+
+/// One of a NATed host's relays dies (`kill -9`): within a minute it holds two live relays again
+/// and a public host reaches it by id.
+fn relay_lost(bed: &mut Bed, public: &[usize], nated: &[(usize, NatKind)]) -> Result<()> {
+    let Some(&(h, _)) = nated.first() else { return Ok(()) };
+    let status = bed.hosts.get(h).context("no host")?.status()?;
+    let Some(relay_addr) = status["reach"]["relays"]
+        .as_array()
+        .and_then(|a| a.first())
+        .and_then(|r| r["addr"].as_str())
+        .map(str::to_owned)
+    else {
+        bed.check("a NATed host replaces a relay that died", false, "it holds no relay");
+        return Ok(());
+    };
+    let Some(victim) = public.iter().copied().find(|&p| bed.hosts.get(p).is_some_and(|x| x.addr() == relay_addr))
+    else {
+        bed.check("a NATed host replaces a relay that died", false, format!("no host at {relay_addr}"));
+        return Ok(());
+    };
+    if let Some(v) = bed.hosts.get_mut(victim) {
+        v.kill9();
+    }
+    let t0 = Instant::now();
+    let host = bed.hosts.get(h).context("no host")?;
+    let mut replaced = None;
+    while t0.elapsed() < Duration::from_secs(60) {
+        let s = host.status()?;
+        let live: Vec<String> = s["reach"]["relays"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|r| r["reserved"] == true)
+                    .filter_map(|r| r["addr"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if live.len() >= 2 && !live.contains(&relay_addr) {
+            replaced = Some(t0.elapsed());
+            break;
+        }
+        thread::sleep(Duration::from_millis(500));
+    }
+    let id = host.id.clone();
+    let asker = public.iter().copied().find(|&p| p != victim).unwrap_or(0);
+    let mut reached = false;
+    let t1 = Instant::now();
+    while !reached && t1.elapsed() < Duration::from_secs(20) {
+        reached = bed.hosts.get(asker).context("no host")?.cli(&["request", &id, "after the relay died"])?.ok;
+        if !reached {
+            thread::sleep(Duration::from_millis(250));
+        }
+    }
+    bed.check(
+        &format!("h{h} replaces a relay that died (h{victim}, kill -9) and is reached again"),
+        replaced.is_some() && reached,
+        match replaced {
+            Some(d) => format!(
+                "two live relays again {:.1} s after the kill; reached from h{asker}: {reached}",
+                d.as_secs_f64()
+            ),
+            None => format!(
+                "not within 60 s: {}",
+                host.status().map(|s| s["reach"]["relays"].to_string()).unwrap_or_default()
+            ),
+        },
+    );
     Ok(())
 }
 
