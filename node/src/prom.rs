@@ -72,6 +72,7 @@ impl Metrics {
         gossip_metrics(&mut o, self);
         rate_limit_metrics(&mut o, self);
         node_metrics(&mut o, self);
+        reach_metrics(&mut o, self);
         o.0
     }
 }
@@ -141,6 +142,38 @@ fn dht_channel_metrics(o: &mut Out, m: &Metrics) {
     o.family("dht_drops_total", "counter", "DHT packets and messages dropped, by reason (wire-spec section 9).");
     for r in DropReason::ALL {
         o.sample("dht_drops_total", &[("reason", r.name())], c.drops.get(*r));
+    }
+}
+
+/// Behind NAT and relaying (wire-spec section 15): state, relays held, what this node relays, its
+/// own relayed traffic and the data plane's drops.
+fn reach_metrics(o: &mut Out, m: &Metrics) {
+    let r = &m.dht.reach;
+    let private = u64::from(r.state == suprnova_dht::proto::Reachability::Private);
+    o.one("reach_private", "gauge", "1 if this node is behind NAT (reached through relays), else 0.", private);
+    let held = r.held.iter().filter(|h| h.until.is_some()).count() as u64;
+    o.one("reach_relays_reserved", "gauge", "Relays holding a reservation for this node.", held);
+    o.one("relay_reservations", "gauge", "Reservations this node holds as a relay.", r.reservations as u64);
+    o.one("relay_circuits", "gauge", "Circuits this node relays.", r.circuits as u64);
+    o.one(
+        "relay_reservations_refused_total",
+        "counter",
+        "Reservations refused at a limit.",
+        r.relay.reservations_refused,
+    );
+    let refused = r.relay.connects_refused + r.relay.connects_no_reservation;
+    o.one("relay_connects_refused_total", "counter", "Circuits refused (no reservation, or a limit).", refused);
+    o.one("relay_forwarded_bytes_total", "counter", "Bytes of relayed frames forwarded.", r.plane.relayed_bytes);
+    o.one(
+        "relayed_bytes_in_total",
+        "counter",
+        "Bytes this node received on its own relay legs.",
+        r.plane.local_bytes_in,
+    );
+    o.one("relayed_bytes_out_total", "counter", "Bytes this node sent on its own relay legs.", r.plane.local_bytes_out);
+    o.family("relay_drops_total", "counter", "Relayed frames and sends the data plane dropped, by reason.");
+    for d in suprnova_dht::path::PlaneDrop::ALL {
+        o.sample("relay_drops_total", &[("reason", d.name())], r.plane.drops.get(&d).copied().unwrap_or(0));
     }
 }
 
